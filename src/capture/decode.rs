@@ -1,0 +1,147 @@
+//! Screenshot payloads (PNG from QEMU 7.1 on, PPM before) into `Frame`s.
+//!
+//! The payload comes from QEMU through libvirt: trusted more than a network
+//! peer, but a wedged or hostile guest driver can still set odd modes, so sizes
+//! are checked before anything is allocated, and every failure is an error
+//! value, never a panic.
+
+use super::frame::{Frame, Layout};
+use super::ppm;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Png,
+    Ppm,
+}
+
+impl SourceFormat {
+    /// Recognises a payload by its first bytes; libvirt's MIME type is only a hint.
+    pub fn sniff(payload: &[u8]) -> Option<Self> {
+        if payload.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(Self::Png)
+        } else if payload.starts_with(b"P6") || payload.starts_with(b"P5") {
+            Some(Self::Ppm)
+        } else {
+            None
+        }
+    }
+}
+
+/// Bounds on what a decoder accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_width: usize,
+    pub max_height: usize,
+    pub max_pixels: usize,
+}
+
+impl Default for Limits {
+    /// 8K UHD (7680x4320) fits; QEMU's own displays stop well below.
+    fn default() -> Self {
+        Self {
+            max_width: 16384,
+            max_height: 16384,
+            max_pixels: 7680 * 4320,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the payload is empty")]
+    Empty,
+    #[error("the payload is neither PNG nor PPM (libvirt said {mime})")]
+    UnknownFormat { mime: String },
+    #[error("the payload is truncated: {0}")]
+    Truncated(String),
+    #[error("the image is {width}x{height}, beyond the {max_width}x{max_height}, {max_pixels}-pixel limit")]
+    TooLarge {
+        width: usize,
+        height: usize,
+        max_width: usize,
+        max_height: usize,
+        max_pixels: usize,
+    },
+    #[error("the payload is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub(super) fn check_dimensions(
+    width: usize,
+    height: usize,
+    limits: &Limits,
+) -> Result<(), DecodeError> {
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Corrupt(format!(
+            "the image is {width}x{height}"
+        )));
+    }
+    if width > limits.max_width || height > limits.max_height || width * height > limits.max_pixels
+    {
+        return Err(DecodeError::TooLarge {
+            width,
+            height,
+            max_width: limits.max_width,
+            max_height: limits.max_height,
+            max_pixels: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes a screenshot payload; `mime` only serves error messages.
+pub fn decode(
+    payload: Vec<u8>,
+    mime: &str,
+    limits: &Limits,
+) -> Result<(SourceFormat, Frame), DecodeError> {
+    if payload.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    match SourceFormat::sniff(&payload) {
+        Some(SourceFormat::Png) => Ok((SourceFormat::Png, decode_png(&payload, limits)?)),
+        Some(SourceFormat::Ppm) => Ok((SourceFormat::Ppm, ppm::decode(payload, limits)?)),
+        None => Err(DecodeError::UnknownFormat {
+            mime: mime.to_owned(),
+        }),
+    }
+}
+
+fn decode_png(payload: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
+    let mut decoder = png::Decoder::new(payload);
+    // Palettes and sub-byte depths become 8-bit gray/RGB(A); 16-bit becomes 8.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(png_error)?;
+    let (width, height) = {
+        let info = reader.info();
+        (info.width as usize, info.height as usize)
+    };
+    check_dimensions(width, height, limits)?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let out = reader.next_frame(&mut buf).map_err(png_error)?;
+    buf.truncate(out.buffer_size());
+    let frame = match out.color_type {
+        png::ColorType::Rgb => Frame::new(width, height, Layout::Rgb8, buf, 0),
+        png::ColorType::Rgba => Frame::new(width, height, Layout::Rgba8, buf, 0),
+        png::ColorType::Grayscale => Frame::new(width, height, Layout::Gray8, buf, 0),
+        // turbojpeg has no gray+alpha input: keep the gray.
+        png::ColorType::GrayscaleAlpha => {
+            let gray = buf.chunks_exact(2).map(|ga| ga[0]).collect();
+            Frame::new(width, height, Layout::Gray8, gray, 0)
+        }
+        png::ColorType::Indexed => {
+            return Err(DecodeError::Corrupt("indexed PNG was not expanded".into()));
+        }
+    };
+    Ok(frame)
+}
+
+fn png_error(err: png::DecodingError) -> DecodeError {
+    match err {
+        png::DecodingError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            DecodeError::Truncated("PNG data".into())
+        }
+        other => DecodeError::Corrupt(format!("PNG: {other}")),
+    }
+}

@@ -1,0 +1,98 @@
+//! `vmshot` on the command line: what an admin runs on a hypervisor host to see
+//! a guest's console.
+
+mod failure;
+mod grab;
+mod list;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+pub use failure::{Failure, EXIT_CODES};
+
+use crate::hypervisor::{Hypervisor, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmshot",
+    version,
+    about = "Screenshots of libvirt/QEMU guest consoles, as JPEG with SHA-256"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture a domain's screen to a file and print one JSON line about it.
+    Grab(grab::Args),
+    /// List every domain with its state and whether it has a display.
+    List(list::Args),
+}
+
+/// How to reach libvirt; shared by every subcommand.
+#[derive(Debug, clap::Args)]
+struct Connection {
+    /// libvirt URI.
+    #[arg(
+        short = 'c',
+        long = "connect",
+        env = "LIBVIRT_DEFAULT_URI",
+        default_value = "qemu:///system"
+    )]
+    uri: String,
+    /// Seconds one libvirt call may take before vmshot gives up on it.
+    #[arg(long, default_value_t = 15.0, value_parser = positive_seconds)]
+    timeout: f64,
+}
+
+impl Connection {
+    fn hypervisor(&self) -> Hypervisor {
+        let mut settings = Settings::new(self.uri.clone());
+        settings.call_timeout = Duration::from_secs_f64(self.timeout);
+        Hypervisor::new(settings)
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err("expected seconds, more than 0 and at most 3600".into()),
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Failure::internal(format!("cannot start the runtime: {e}")).report(),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Grab(args) => grab::run(args).await,
+            Command::List(args) => list::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
+
+/// Warnings and errors to stderr; `RUST_LOG` asks for more.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,222 @@
+//! The blocking libvirt calls themselves. Each runs on a worker thread (see
+//! `blocking`) and turns libvirt's errors into the adapter's typed ones.
+
+use std::time::{Instant, SystemTime};
+
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState as VirtState};
+use virt::enumutil::Enum;
+use virt::error::ErrorNumber;
+use virt::stream::Stream;
+
+use super::display::screen_count;
+use super::{DomainState, DomainSummary, Error, RawScreenshot};
+
+/// Bytes asked of the stream per read: libvirt sends screenshots in chunks of
+/// at most 256 KiB.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub(super) fn list(conn: &Connect, uri: &str) -> Result<Vec<DomainSummary>, Error> {
+    let domains = conn
+        .list_all_domains(0)
+        .map_err(|e| unreachable_or(uri, "list domains", &e))?;
+    let mut summaries: Vec<DomainSummary> = domains
+        .iter()
+        // A domain undefined while we walk the list is simply not listed.
+        .filter_map(|dom| summarize(dom).ok())
+        .collect();
+    summaries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(summaries)
+}
+
+fn summarize(dom: &Domain) -> Result<DomainSummary, virt::error::Error> {
+    let xml = dom.xml_desc(0)?;
+    Ok(DomainSummary {
+        name: dom.name()?,
+        uuid: dom.uuid_string()?,
+        state: state_of(dom)?,
+        screens: screen_count(&xml).unwrap_or(0),
+    })
+}
+
+pub(super) fn screenshot(
+    conn: &Connect,
+    uri: &str,
+    reference: &str,
+    screen: u32,
+    max_payload: usize,
+) -> Result<RawScreenshot, Error> {
+    let started = Instant::now();
+    let taken_at = SystemTime::now();
+    let dom = lookup(conn, uri, reference)?;
+    let name = dom.name().unwrap_or_else(|_| reference.to_owned());
+    let uuid = dom
+        .uuid_string()
+        .map_err(|e| Error::libvirt("read the domain UUID", &e))?;
+
+    // The common case costs two round trips (lookup, screenshot); state and XML
+    // are only consulted to explain a failure.
+    let stream = Stream::new(conn, 0).map_err(|e| unreachable_or(uri, "open a stream", &e))?;
+    let mime = dom
+        .screenshot(&stream, screen, 0)
+        .map_err(|e| explain_failure(&dom, &name, screen, &e))?;
+    let payload = match read_to_end(&stream, max_payload) {
+        Ok(payload) => payload,
+        Err(e) => {
+            let _ = stream.abort();
+            return Err(match e {
+                ReadError::TooLarge => Error::PayloadTooLarge {
+                    domain: name,
+                    limit: max_payload,
+                },
+                ReadError::Libvirt(e) => Error::libvirt("read the screenshot stream", &e),
+            });
+        }
+    };
+    stream
+        .finish()
+        .map_err(|e| Error::libvirt("finish the screenshot stream", &e))?;
+
+    Ok(RawScreenshot {
+        domain: name,
+        uuid,
+        screen,
+        mime,
+        payload,
+        taken_at,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Looks a domain up by UUID when the reference looks like one, else (or if no
+/// domain has that UUID) by name.
+fn lookup(conn: &Connect, uri: &str, reference: &str) -> Result<Domain, Error> {
+    let by_name = || conn.lookup_domain_by_name(reference);
+    let found = if looks_like_uuid(reference) {
+        conn.lookup_domain_by_uuid_string(reference)
+            .or_else(|_| by_name())
+    } else {
+        by_name()
+    };
+    found.map_err(|e| match e.code() {
+        Enum::Known(ErrorNumber::NoDomain) | Enum::Known(ErrorNumber::InvalidArg) => {
+            Error::NotFound {
+                domain: reference.to_owned(),
+                uri: uri.to_owned(),
+            }
+        }
+        _ => unreachable_or(uri, "look the domain up", &e),
+    })
+}
+
+fn looks_like_uuid(s: &str) -> bool {
+    let hex = s.chars().filter(|c| *c != '-').collect::<String>();
+    hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Turns a failed `virDomainScreenshot` into the reason a person needs: the
+/// domain vanished, is not running, has no display, or lacks that screen.
+fn explain_failure(dom: &Domain, name: &str, screen: u32, err: &virt::error::Error) -> Error {
+    if let Enum::Known(ErrorNumber::NoDomain) = err.code() {
+        return Error::NotFound {
+            domain: name.to_owned(),
+            uri: dom
+                .connect()
+                .ok()
+                .and_then(|c| c.uri().ok())
+                .unwrap_or_default(),
+        };
+    }
+    if let Ok(state) = state_of(dom) {
+        if !state.has_console() {
+            return Error::NotRunning {
+                domain: name.to_owned(),
+                state,
+            };
+        }
+    }
+    if let Some(screens) = dom.xml_desc(0).ok().and_then(|xml| screen_count(&xml).ok()) {
+        if screens == 0 {
+            return Error::NoDisplay {
+                domain: name.to_owned(),
+            };
+        }
+        if screen >= screens {
+            return Error::NoSuchScreen {
+                domain: name.to_owned(),
+                screen,
+                screens,
+            };
+        }
+    }
+    Error::libvirt("take the screenshot", err)
+}
+
+/// The domain's state. `Domain::state` hides errors (a vanished domain reads as
+/// "no state"); `info` reports them.
+fn state_of(dom: &Domain) -> Result<DomainState, virt::error::Error> {
+    let state = dom.info()?.state;
+    Ok(match state {
+        Enum::Known(VirtState::Running) => DomainState::Running,
+        Enum::Known(VirtState::Blocked) => DomainState::Blocked,
+        Enum::Known(VirtState::Paused) => DomainState::Paused,
+        Enum::Known(VirtState::Shutdown) => DomainState::Shutdown,
+        Enum::Known(VirtState::Shutoff) => DomainState::Shutoff,
+        Enum::Known(VirtState::Crashed) => DomainState::Crashed,
+        Enum::Known(VirtState::PMSuspended) => DomainState::PmSuspended,
+        Enum::Known(VirtState::NoState) | Enum::Unknown(_) => DomainState::NoState,
+    })
+}
+
+/// A libvirt error on a connection-level call: connection trouble if the
+/// error says so, otherwise a plain libvirt failure.
+fn unreachable_or(uri: &str, what: &str, err: &virt::error::Error) -> Error {
+    match err.code() {
+        Enum::Known(ErrorNumber::SystemError | ErrorNumber::Rpc | ErrorNumber::NoConnect) => {
+            Error::Unreachable {
+                uri: uri.to_owned(),
+                reason: err.message().to_owned(),
+            }
+        }
+        _ => Error::libvirt(what, err),
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Libvirt(virt::error::Error),
+}
+
+fn read_to_end(stream: &Stream, limit: usize) -> Result<Vec<u8>, ReadError> {
+    let mut payload = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let filled = payload.len();
+        if filled >= limit + 1 {
+            return Err(ReadError::TooLarge);
+        }
+        // Read straight into the vector's tail: no intermediate buffer.
+        let want = READ_CHUNK.min(limit + 1 - filled);
+        payload.resize(filled + want, 0);
+        let got = stream
+            .recv(&mut payload[filled..])
+            .map_err(ReadError::Libvirt)?;
+        let got = usize::try_from(got).unwrap_or(0);
+        payload.truncate(filled + got);
+        if got == 0 {
+            return Ok(payload);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_uuid;
+
+    #[test]
+    fn uuid_references() {
+        assert!(looks_like_uuid("a868676b-1457-470d-b0e5-d0e4cae8a70a"));
+        assert!(looks_like_uuid("a868676b1457470db0e5d0e4cae8a70a"));
+        assert!(!looks_like_uuid("vmshot-fx-panic"));
+        assert!(!looks_like_uuid("a868676b-1457-470d-b0e5-d0e4cae8a70"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The hypervisor adapter: the only code in vmshot that touches libvirt.
+//!
+//! Callers get an async API; underneath, every libvirt call runs on a worker
+//! thread of its own with a deadline (`blocking`), over one shared connection
+//! that is kept alive and reopened after libvirtd restarts (`connection`). A call
+//! that finds its connection dead is retried once on a fresh one: all calls
+//! here only read, so a retry never does anything twice.
+
+mod blocking;
+mod calls;
+mod connection;
+mod display;
+mod error;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use error::{DomainState, Error};
+
+use blocking::Blocking;
+use connection::Connection;
+
+/// How the adapter talks to libvirt.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// libvirt URI, e.g. `qemu:///system`.
+    pub uri: String,
+    /// Deadline of one call, connecting and retrying included.
+    pub call_timeout: Duration,
+    /// Most libvirt calls in flight at once (hung ones count until they return).
+    pub max_calls: usize,
+    /// Largest screenshot payload accepted from libvirt, in bytes.
+    pub max_payload: usize,
+}
+
+impl Settings {
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            call_timeout: Duration::from_secs(15),
+            max_calls: 16,
+            // A 7680x4320 PPM is 99.5 MB; anything beyond is not a console.
+            max_payload: 100 * 1024 * 1024,
+        }
+    }
+}
+
+/// A domain as `vmshot list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DomainSummary {
+    pub name: String,
+    pub uuid: String,
+    pub state: DomainState,
+    /// Number of screens (heads over all video devices); 0: no display.
+    pub screens: u32,
+}
+
+/// A screenshot exactly as libvirt returned it, before any decoding.
+#[derive(Debug)]
+pub struct RawScreenshot {
+    pub domain: String,
+    pub uuid: String,
+    pub screen: u32,
+    /// The MIME type libvirt announced (`image/png`, `image/x-portable-pixmap`).
+    pub mime: String,
+    pub payload: Vec<u8>,
+    pub taken_at: SystemTime,
+    /// Time spent in libvirt: lookup, screenshot and reading the stream.
+    pub elapsed: Duration,
+}
+
+/// A handle on the adapter; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Hypervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    connection: Connection,
+    blocking: Blocking,
+}
+
+impl Hypervisor {
+    /// Creates the adapter. It connects lazily, on the first call.
+    pub fn new(settings: Settings) -> Self {
+        let inner = Inner {
+            connection: Connection::new(settings.uri.clone()),
+            blocking: Blocking::new(settings.max_calls),
+            settings,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.inner.settings.uri
+    }
+
+    /// Connects now (rather than on the first call) and checks that libvirt answers.
+    pub async fn connect(&self) -> Result<(), Error> {
+        self.call("connect to libvirt".into(), |conn, _| {
+            conn.lib_version()
+                .map(drop)
+                .map_err(|e| Error::libvirt("answer", &e))
+        })
+        .await
+    }
+
+    /// Every domain, running or not, sorted by name.
+    pub async fn list(&self) -> Result<Vec<DomainSummary>, Error> {
+        self.call("list domains".into(), |conn, uri| calls::list(conn, uri))
+            .await
+    }
+
+    /// Takes a screenshot of `screen` of the domain named by `domain` (a name or
+    /// a UUID) and reads it to the end.
+    pub async fn screenshot(&self, domain: &str, screen: u32) -> Result<RawScreenshot, Error> {
+        let max_payload = self.inner.settings.max_payload;
+        let reference = domain.to_owned();
+        self.call(
+            format!("screenshot of domain '{domain}'"),
+            move |conn, uri| calls::screenshot(conn, uri, &reference, screen, max_payload),
+        )
+        .await
+    }
+
+    /// Runs `call` with the live connection on a libvirt thread, retrying once
+    /// on a new connection if the first one turns out to be dead.
+    async fn call<T, F>(&self, what: String, call: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&virt::connect::Connect, &str) -> Result<T, Error> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let deadline = inner.settings.call_timeout;
+        self.inner
+            .blocking
+            .run(what, deadline, move || {
+                let connection = &inner.connection;
+                let conn = connection.get()?;
+                match call(&conn, connection.uri()) {
+                    Err(e) if !connection.check_alive(&conn) => {
+                        tracing::warn!(error = %e, "libvirt connection dropped during a call; retrying once");
+                        drop(conn);
+                        call(&connection.get()?, connection.uri())
+                    }
+                    result => result,
+                }
+            })
+            .await
+    }
+}
