@@ -121,6 +121,8 @@ fn decode_png(payload: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
     let mut buf = vec![0; reader.output_buffer_size()];
     let out = reader.next_frame(&mut buf).map_err(png_error)?;
     buf.truncate(out.buffer_size());
+    // Read through IEND: a stream cut after its last IDAT is still truncated.
+    reader.finish().map_err(png_error)?;
     let frame = match out.color_type {
         png::ColorType::Rgb => Frame::new(width, height, Layout::Rgb8, buf, 0),
         png::ColorType::Rgba => Frame::new(width, height, Layout::Rgba8, buf, 0),

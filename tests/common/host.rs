@@ -1,0 +1,109 @@
+//! The libvirt host the tests run against: a real libvirtd, started here when
+//! none runs, and restarted on purpose by the reconnect test.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The URI under test (`VMSHOT_TEST_URI`, default `qemu:///system`).
+pub fn uri() -> String {
+    std::env::var("VMSHOT_TEST_URI").unwrap_or_else(|_| "qemu:///system".into())
+}
+
+/// `virsh -c URI ARGS...`; panics with virsh's own words on failure.
+pub fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .arg("-q")
+        .args(["-c", &uri()])
+        .args(args)
+        .output()
+        .expect("virsh runs");
+    assert!(
+        out.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8(out.stdout).expect("virsh prints UTF-8")
+}
+
+fn libvirtd_answers() -> bool {
+    Command::new("virsh")
+        .args(["-c", &uri(), "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn managed_by_systemd() -> bool {
+    Path::new("/run/systemd/system").exists()
+        && Command::new("systemctl")
+            .args(["is-active", "--quiet", "libvirtd"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Makes sure libvirtd (and virtlogd, which QEMU's logs go through) run.
+pub fn ensure_libvirtd() {
+    if libvirtd_answers() {
+        return;
+    }
+    for daemon in ["virtlogd", "libvirtd"] {
+        let running = Command::new("pgrep")
+            .args(["-x", daemon])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !running {
+            let status = Command::new(daemon)
+                .arg("-d")
+                .status()
+                .expect("libvirt daemons are installed");
+            assert!(status.success(), "{daemon} -d failed");
+        }
+    }
+    wait_until(
+        "libvirtd answers",
+        Duration::from_secs(30),
+        libvirtd_answers,
+    );
+}
+
+/// Stops libvirtd and starts it again; running guests live on.
+pub fn restart_libvirtd() {
+    if managed_by_systemd() {
+        let status = Command::new("systemctl")
+            .args(["restart", "libvirtd"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "systemctl restart libvirtd");
+    } else {
+        let status = Command::new("pkill")
+            .args(["-TERM", "-x", "libvirtd"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "no libvirtd to stop");
+        wait_until("libvirtd exits", Duration::from_secs(30), || {
+            !Command::new("pgrep")
+                .args(["-x", "libvirtd"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        let status = Command::new("libvirtd").arg("-d").status().unwrap();
+        assert!(status.success(), "libvirtd -d");
+    }
+    wait_until(
+        "libvirtd answers again",
+        Duration::from_secs(30),
+        libvirtd_answers,
+    );
+}
+
+/// Polls `done` every 250 ms until it holds; panics after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

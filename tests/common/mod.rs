@@ -1,0 +1,6 @@
+//! Support shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod host;
+pub mod image_check;
