@@ -191,7 +191,7 @@ fn read_to_end(stream: &Stream, limit: usize) -> Result<Vec<u8>, ReadError> {
     let mut payload = Vec::with_capacity(READ_CHUNK);
     loop {
         let filled = payload.len();
-        if filled >= limit + 1 {
+        if filled > limit {
             return Err(ReadError::TooLarge);
         }
         // Read straight into the vector's tail: no intermediate buffer.

@@ -110,7 +110,7 @@ impl Hypervisor {
 
     /// Every domain, running or not, sorted by name.
     pub async fn list(&self) -> Result<Vec<DomainSummary>, Error> {
-        self.call("list domains".into(), |conn, uri| calls::list(conn, uri))
+        self.call("list domains".into(), calls::list)
             .await
     }
 

@@ -28,7 +28,7 @@ pub fn virsh(args: &[&str]) -> String {
 
 fn libvirtd_answers() -> bool {
     Command::new("virsh")
-        .args(["-c", &uri(), "version"])
+        .args(["-c", &uri(), "list", "--name"])
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -105,5 +105,58 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
             "timed out after {limit:?} waiting until {what}"
         );
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Held by every test that needs libvirtd up; the restart test holds it
+/// exclusively, so that it never pulls libvirtd from under another test (test
+/// binaries run one after another under `cargo test`, but not under nextest).
+pub struct LibvirtdLock(std::fs::File);
+
+impl LibvirtdLock {
+    fn open() -> std::fs::File {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::File::create(dir.join(".libvirtd-test.lock")).unwrap()
+    }
+
+    pub fn shared() -> Self {
+        let file = Self::open();
+        file.lock_shared().unwrap();
+        Self(file)
+    }
+
+    pub fn exclusive() -> Self {
+        let file = Self::open();
+        file.lock().unwrap();
+        Self(file)
+    }
+}
+
+/// The PID of a running domain's QEMU process.
+pub fn qemu_pid(domain: &str) -> i32 {
+    let path = format!("/run/libvirt/qemu/{domain}.pid");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Freezes a process with SIGSTOP until dropped (then SIGCONT), so a test that
+/// fails half-way never leaves a guest frozen.
+pub struct Frozen(i32);
+
+impl Frozen {
+    pub fn new(pid: i32) -> Self {
+        let status = Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -STOP {pid}");
+        Self(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
     }
 }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up the host and run every test: unit tests, and integration tests that boot
+# real QEMU guests (TCG) under a real libvirtd. The fixture guests are removed
+# afterwards unless VMSHOT_KEEP_FIXTURES=1 (a later run then reuses them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup-host.sh
+cleanup() {
+    [ "${VMSHOT_KEEP_FIXTURES:-0}" = 1 ] || bash fixtures/fixtures.sh down
+}
+trap cleanup EXIT
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked
