@@ -43,9 +43,15 @@ fn grab_matches_libvirt(screen: Screen) {
     let jpeg = decode_rgb(&file);
     assert_eq!(jpeg.dimensions(), (screen.width, screen.height));
     assert_eq!(jpeg.dimensions(), reference.dimensions());
-    assert_eq!((line["width"].as_u64(), line["height"].as_u64()), (Some(screen.width.into()), Some(screen.height.into())));
+    assert_eq!(
+        (line["width"].as_u64(), line["height"].as_u64()),
+        (Some(screen.width.into()), Some(screen.height.into()))
+    );
     let db = psnr(&reference, &jpeg);
-    assert!(db >= 30.0, "{domain}: PSNR {db:.1} dB against libvirt's screenshot");
+    assert!(
+        db >= 30.0,
+        "{domain}: PSNR {db:.1} dB against libvirt's screenshot"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -84,11 +90,25 @@ fn pattern_regions_have_their_colours() {
             let (x1, y1) = (x0 + w / 4, y0 + h / 2);
             // The centre, and 16x16 squares 16 px inside each corner: a shifted,
             // scaled or transposed picture fails at least one of them.
-            let probes = [((x0 + x1) / 2, (y0 + y1) / 2), (x0 + 24, y0 + 24), (x1 - 24, y0 + 24), (x0 + 24, y1 - 24), (x1 - 24, y1 - 24)];
+            let probes = [
+                ((x0 + x1) / 2, (y0 + y1) / 2),
+                (x0 + 24, y0 + 24),
+                (x1 - 24, y0 + 24),
+                (x0 + 24, y1 - 24),
+                (x1 - 24, y1 - 24),
+            ];
             for (x, y) in probes {
                 let got = mean_rgb(&img, x, y, 16);
-                let off = got.iter().zip(want).map(|(g, w)| (g - f64::from(*w)).abs()).fold(0.0, f64::max);
-                assert!(off <= 6.0, "{} region {i} at ({x},{y}): {got:?}, want {want:?}", screen.name);
+                let off = got
+                    .iter()
+                    .zip(want)
+                    .map(|(g, w)| (g - f64::from(*w)).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    off <= 6.0,
+                    "{} region {i} at ({x},{y}): {got:?}, want {want:?}",
+                    screen.name
+                );
             }
         }
         let _ = std::fs::remove_dir_all(dir);
@@ -114,12 +134,18 @@ fn quality_and_subsampling_change_the_jpeg() {
     let dir = tempdir();
     let domain = fixtures::KERNEL_PANIC.domain();
     let size = |args: &[&str]| {
-        let run = vmshot(&dir, &[&["grab", domain.as_str(), "-o", "q.jpg"], args].concat());
+        let run = vmshot(
+            &dir,
+            &[&["grab", domain.as_str(), "-o", "q.jpg"], args].concat(),
+        );
         assert_eq!(run.code, 0, "{}", run.stderr);
         run.json()["bytes"].as_u64().unwrap()
     };
     let (low, high) = (size(&["--quality", "30"]), size(&["--quality", "95"]));
-    assert!(low * 2 < high, "quality 30 gave {low} bytes, 95 gave {high}");
+    assert!(
+        low * 2 < high,
+        "quality 30 gave {low} bytes, 95 gave {high}"
+    );
     let gray = size(&["--subsampling", "gray"]);
     let full = size(&["--subsampling", "444"]);
     assert!(gray < full, "gray {gray} bytes, 4:4:4 {full}");
@@ -132,11 +158,19 @@ fn dash_writes_the_image_to_stdout_and_the_line_to_stderr() {
     let dir = tempdir();
     let run = vmshot(&dir, &["grab", &fixtures::PATTERN.domain(), "-o", "-"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.starts_with(&[0xff, 0xd8, 0xff]), "JPEG on stdout");
-    let line: serde_json::Value = serde_json::from_str(run.stderr.trim()).expect("JSON line on stderr");
+    assert!(
+        run.stdout.starts_with(&[0xff, 0xd8, 0xff]),
+        "JPEG on stdout"
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(run.stderr.trim()).expect("JSON line on stderr");
     assert_eq!(line["sha256"], format!("{:x}", Sha256::digest(&run.stdout)));
     assert_eq!(line["file"], serde_json::Value::Null);
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file written");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no file written"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -153,9 +187,17 @@ fn without_output_it_writes_domain_and_utc_time_in_the_current_directory() {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let name = &files[0];
-    let stamp = name.strip_prefix(&format!("{domain}-")).and_then(|s| s.strip_suffix(".jpg")).unwrap();
+    let stamp = name
+        .strip_prefix(&format!("{domain}-"))
+        .and_then(|s| s.strip_suffix(".jpg"))
+        .unwrap();
     assert_eq!(stamp.len(), "20261122T074839Z".len(), "{name}");
-    assert!(stamp[..8].chars().all(|c| c.is_ascii_digit()) && &stamp[8..9] == "T" && stamp.ends_with('Z'), "{name}");
+    assert!(
+        stamp[..8].chars().all(|c| c.is_ascii_digit())
+            && &stamp[8..9] == "T"
+            && stamp.ends_with('Z'),
+        "{name}"
+    );
     assert_eq!(run.json()["file"], name.as_str());
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -179,25 +221,58 @@ fn fails(args: &[&str], code: i32, needles: &[&str]) {
     let run = vmshot(&dir, args);
     assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
     assert!(run.stdout.is_empty(), "nothing on stdout");
-    assert_eq!(run.stderr.lines().count(), 1, "one line on stderr: {:?}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "one line on stderr: {:?}",
+        run.stderr
+    );
     assert!(run.stderr.starts_with("vmshot: "), "{}", run.stderr);
     for needle in needles {
-        assert!(run.stderr.contains(needle), "{args:?}: {:?} lacks {needle:?}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "{args:?}: {:?} lacks {needle:?}",
+            run.stderr
+        );
     }
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file left behind");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no file left behind"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn each_failure_has_its_exit_code_and_message() {
     let _lock = setup();
-    fails(&["grab", SHUT_OFF, "-o", "x.jpg"], 5, &[SHUT_OFF, "is shut off", "virsh start"]);
-    fails(&["grab", NO_VIDEO, "-o", "x.jpg"], 6, &[NO_VIDEO, "no display device"]);
-    fails(&["grab", "vmshot-fx-no-such-domain", "-o", "x.jpg"], 4, &["vmshot-fx-no-such-domain", "vmshot list"]);
+    fails(
+        &["grab", SHUT_OFF, "-o", "x.jpg"],
+        5,
+        &[SHUT_OFF, "is shut off", "virsh start"],
+    );
+    fails(
+        &["grab", NO_VIDEO, "-o", "x.jpg"],
+        6,
+        &[NO_VIDEO, "no display device"],
+    );
+    fails(
+        &["grab", "vmshot-fx-no-such-domain", "-o", "x.jpg"],
+        4,
+        &["vmshot-fx-no-such-domain", "vmshot list"],
+    );
     let nobootdev = fixtures::NO_BOOT_DEVICE.domain();
-    fails(&["grab", &nobootdev, "--screen", "1", "-o", "x.jpg"], 7, &[&nobootdev, "no screen 1", "--screen 0"]);
+    fails(
+        &["grab", &nobootdev, "--screen", "1", "-o", "x.jpg"],
+        7,
+        &[&nobootdev, "no screen 1", "--screen 0"],
+    );
     let nowhere = "qemu+unix:///system?socket=/nonexistent/libvirt-sock";
-    fails(&["grab", "-c", nowhere, &nobootdev, "-o", "x.jpg"], 3, &[nowhere, "libvirtd is running"]);
+    fails(
+        &["grab", "-c", nowhere, &nobootdev, "-o", "x.jpg"],
+        3,
+        &[nowhere, "libvirtd is running"],
+    );
     fails(&["list", "-c", nowhere], 3, &[nowhere]);
 }
 
@@ -227,9 +302,17 @@ fn a_hung_qemu_costs_a_timeout_not_a_hang() {
         let dir = tempdir();
         let run = vmshot(&dir, &["grab", STALL, "--timeout", "2", "-o", "x.jpg"]);
         assert_eq!(run.code, 8, "{}", run.stderr);
-        assert!(run.stderr.contains("did not finish within 2.0 s"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("did not finish within 2.0 s"),
+            "{}",
+            run.stderr
+        );
         assert!(run.stderr.contains(STALL), "{}", run.stderr);
-        assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            started.elapsed()
+        );
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     }
     // Thawed, the guest answers again.
@@ -265,9 +348,15 @@ fn list_shows_every_fixture_with_state_and_display() {
     assert_eq!(run.code, 0);
     let table = String::from_utf8(run.stdout).unwrap();
     assert!(table.starts_with("NAME"), "{table}");
-    let row = table.lines().find(|l| l.starts_with(NO_VIDEO)).expect("novideo row");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(NO_VIDEO))
+        .expect("novideo row");
     assert!(row.contains("running") && row.contains("none"), "{row}");
-    let row = table.lines().find(|l| l.starts_with(SHUT_OFF)).expect("shutoff row");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(SHUT_OFF))
+        .expect("shutoff row");
     assert!(row.contains("shut off") && row.contains("yes"), "{row}");
 }
 
@@ -275,9 +364,15 @@ fn list_shows_every_fixture_with_state_and_display() {
 fn the_test_driver_works_for_quick_checks() {
     // libvirt's test driver serves one fixed image: it proves the plumbing, not capture.
     let dir = tempdir();
-    let run = vmshot(&dir, &["grab", "-c", "test:///default", "test", "-o", "t.jpg"]);
+    let run = vmshot(
+        &dir,
+        &["grab", "-c", "test:///default", "test", "-o", "t.jpg"],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let line = run.json();
     assert_eq!(line["domain"], "test");
-    assert_eq!(decode_rgb(&std::fs::read(dir.join("t.jpg")).unwrap()).width(), line["width"].as_u64().unwrap() as u32);
+    assert_eq!(
+        decode_rgb(&std::fs::read(dir.join("t.jpg")).unwrap()).width(),
+        line["width"].as_u64().unwrap() as u32
+    );
 }

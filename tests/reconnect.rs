@@ -19,13 +19,23 @@ async fn a_libvirtd_restart_between_two_grabs_does_not_break_the_second() {
     let mut settings = Settings::new(uri());
     settings.call_timeout = Duration::from_secs(20);
     let capturer = Capturer::new(Hypervisor::new(settings));
-    let request = Request { domain: PATTERN.domain(), screen: 0, output: Output::default() };
+    let request = Request {
+        domain: PATTERN.domain(),
+        screen: 0,
+        output: Output::default(),
+    };
 
     let first = capturer.capture(&request).await.expect("first grab");
     tokio::task::spawn_blocking(restart_libvirtd).await.unwrap();
-    let second = capturer.capture(&request).await.expect("second grab, after the restart");
+    let second = capturer
+        .capture(&request)
+        .await
+        .expect("second grab, after the restart");
 
-    assert_eq!((second.width, second.height), (PATTERN.width as usize, PATTERN.height as usize));
+    assert_eq!(
+        (second.width, second.height),
+        (PATTERN.width as usize, PATTERN.height as usize)
+    );
     // The pattern is static: the same screen gives the same JPEG, byte for byte.
     assert_eq!(first.sha256, second.sha256);
 

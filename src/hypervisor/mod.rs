@@ -110,8 +110,7 @@ impl Hypervisor {
 
     /// Every domain, running or not, sorted by name.
     pub async fn list(&self) -> Result<Vec<DomainSummary>, Error> {
-        self.call("list domains".into(), calls::list)
-            .await
+        self.call("list domains".into(), calls::list).await
     }
 
     /// Takes a screenshot of `screen` of the domain named by `domain` (a name or

@@ -149,7 +149,10 @@ pub struct Frozen(i32);
 
 impl Frozen {
     pub fn new(pid: i32) -> Self {
-        let status = Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -STOP {pid}");
         Self(pid)
     }
@@ -157,6 +160,8 @@ impl Frozen {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
     }
 }
