@@ -338,7 +338,11 @@ fn list_shows_every_fixture_with_state_and_display() {
     for screen in fixtures::SCREENS {
         let d = find(&screen.domain());
         // fixtures.sh pauses the panicked kernel, which would spin otherwise.
-        let state = if screen.name == "panic" { "paused" } else { "running" };
+        let state = if screen.name == "panic" {
+            "paused"
+        } else {
+            "running"
+        };
         assert_eq!(d["state"], state, "{}", screen.name);
         assert_eq!(d["screens"], 1);
         assert_eq!(d["uuid"], virsh(&["domuuid", &screen.domain()]).trim());
