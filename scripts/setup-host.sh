@@ -13,6 +13,7 @@ packages=(
     qemu-system-x86 libvirt-daemon-system libvirt-clients  # the hypervisor under test
     libvirt-dev libturbojpeg0-dev pkg-config gcc            # building vmshot (virt, turbojpeg)
     binutils                                                # fixtures/pattern (as, ld)
+    procps                                                  # the tests' pgrep, pkill, kill
 )
 missing=()
 for p in "${packages[@]}"; do

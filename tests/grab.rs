@@ -274,6 +274,12 @@ fn each_failure_has_its_exit_code_and_message() {
         &[nowhere, "libvirtd is running"],
     );
     fails(&["list", "-c", nowhere], 3, &[nowhere]);
+    let pattern = fixtures::PATTERN.domain();
+    fails(
+        &["grab", &pattern, "-o", "no/such/dir/x.jpg"],
+        10,
+        &["no/such/dir/x.jpg", "-o"],
+    );
 }
 
 #[test]

@@ -387,3 +387,22 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn large_rgba_screens_decode() {
+    // 4400x4000 RGBA is 70.4 MB of pixels: beyond png's 64 MiB default limit
+    // (which does not cover the output buffer we allocate), within ours.
+    let img = RgbaImage::from_fn(4400, 4000, |x, y| {
+        image::Rgba([(x / 16) as u8, (y / 16) as u8, 0, 255])
+    });
+    let payload = encode_with_image(DynamicImage::ImageRgba8(img), ImageFormat::Png);
+    let (_, frame) = decode(payload, "image/png", &limits()).unwrap();
+    assert_eq!(
+        (frame.width, frame.height, frame.layout),
+        (4400, 4000, Layout::Rgba8)
+    );
+    assert_eq!(
+        frame.rgb_at(4399, 3999),
+        [(4399 / 16) as u8, (3999 / 16) as u8, 0]
+    );
+}

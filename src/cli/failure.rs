@@ -186,6 +186,21 @@ mod tests {
     }
 
     #[test]
+    fn undecodable_screenshots_are_code_9() {
+        let err = capture::Error::Decode {
+            domain: "web1".into(),
+            source: capture::DecodeError::Truncated("PNG data".into()),
+        };
+        let f = Failure::from(err);
+        assert_eq!(f.code(), 9);
+        assert!(
+            f.message().contains("'web1'") && f.message().contains("truncated"),
+            "{}",
+            f.message()
+        );
+    }
+
+    #[test]
     fn every_code_used_is_documented() {
         for code in [1, 3, 4, 5, 6, 7, 8, 9, 10] {
             assert!(
