@@ -182,6 +182,51 @@ fn unreachable_or(uri: &str, what: &str, err: &virt::error::Error) -> Error {
     }
 }
 
+/// Linux input keycode of the left Shift key: it redraws a blanked console or
+/// wakes a screensaver, and types nothing.
+const KEY_LEFTSHIFT: u32 = 42;
+/// How long a woken guest may take to report itself running.
+const WAKEUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Wakes a domain for a screenshot: a suspended (pmsuspended) guest is woken
+/// and awaited; a running one gets a Shift key press. Returns whether anything
+/// was done (the caller then lets the guest redraw).
+pub(super) fn wake(conn: &Connect, uri: &str, reference: &str) -> Result<bool, Error> {
+    let dom = lookup(conn, uri, reference)?;
+    let name = dom.name().unwrap_or_else(|_| reference.to_owned());
+    match state_of(&dom).map_err(|e| Error::libvirt("read the domain state", &e))? {
+        DomainState::PmSuspended => {
+            dom.pm_wakeup(0)
+                .map_err(|e| Error::libvirt("wake the domain up", &e))?;
+            let started = Instant::now();
+            while state_of(&dom).ok() != Some(DomainState::Running) {
+                if started.elapsed() > WAKEUP_WAIT {
+                    return Err(Error::Timeout {
+                        what: format!("waking domain '{name}' up"),
+                        after: WAKEUP_WAIT,
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Ok(true)
+        }
+        DomainState::Running => {
+            let mut keys = [KEY_LEFTSHIFT];
+            dom.send_key(
+                virt::sys::VIR_KEYCODE_SET_LINUX as virt::sys::virKeycodeSet,
+                50,
+                keys.as_mut_ptr(),
+                1,
+                0,
+            )
+            .map_err(|e| Error::libvirt("send a key press", &e))?;
+            Ok(true)
+        }
+        // Paused, shut off, …: nothing to wake; the screenshot says why.
+        _ => Ok(false),
+    }
+}
+
 enum ReadError {
     TooLarge,
     Libvirt(virt::error::Error),

@@ -7,6 +7,7 @@
 //! lets the client notice a closed socket at once, so `is_alive` tells the truth
 //! before the next call is made on a dead connection.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ const KEEPALIVE_COUNT: u32 = 3;
 pub(crate) struct Connection {
     uri: String,
     current: Mutex<Option<Connect>>,
+    opened: AtomicU64,
 }
 
 impl Connection {
@@ -29,7 +31,12 @@ impl Connection {
         Self {
             uri,
             current: Mutex::new(None),
+            opened: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed).saturating_sub(1)
     }
 
     pub(crate) fn uri(&self) -> &str {
@@ -48,6 +55,7 @@ impl Connection {
         }
         *current = None;
         let conn = open(&self.uri)?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
         *current = Some(conn.clone());
         Ok(conn)
     }

@@ -125,6 +125,20 @@ impl Hypervisor {
         .await
     }
 
+    /// Wakes the domain for a screenshot (see `calls::wake`); true if it did anything.
+    pub async fn wake(&self, domain: &str) -> Result<bool, Error> {
+        let reference = domain.to_owned();
+        self.call(format!("wake-up of domain '{domain}'"), move |conn, uri| {
+            calls::wake(conn, uri, &reference)
+        })
+        .await
+    }
+
+    /// Connections opened after the first: how often libvirt went away.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.connection.reconnects()
+    }
+
     /// Runs `call` with the live connection on a libvirt thread, retrying once
     /// on a new connection if the first one turns out to be dead.
     async fn call<T, F>(&self, what: String, call: F) -> Result<T, Error>

@@ -1,0 +1,142 @@
+//! Access keys, read from a TOML file that only vmshot may read:
+//!
+//! ```toml
+//! [[key]]
+//! id = "LTAI5tExampleKeyId"
+//! secret = "…"
+//! # Optional: this key sees only these instances; others look nonexistent.
+//! instances = ["i-web1", "i-db1"]
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::{read_secret_file, SecretFileError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error(transparent)]
+    File(#[from] SecretFileError),
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+    #[serde(default)]
+    pub instances: Option<BTreeSet<String>>,
+}
+
+impl AccessKey {
+    /// Whether this key may see `instance`.
+    pub fn may_see(&self, instance: &str) -> bool {
+        self.instances
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(instance))
+    }
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret, not even in a debug log.
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("instances", &self.instances)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    keys: HashMap<String, AccessKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    #[serde(default)]
+    key: Vec<AccessKey>,
+}
+
+impl KeyStore {
+    pub fn load(path: &Path) -> Result<Self, KeysError> {
+        let parse_error = |message: String| KeysError::Parse {
+            path: path.display().to_string(),
+            message,
+        };
+        let bytes = read_secret_file(path)?;
+        let text = String::from_utf8(bytes).map_err(|_| parse_error("not UTF-8".into()))?;
+        let file: KeyFile = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        Self::from_keys(file.key).map_err(parse_error)
+    }
+
+    pub fn from_keys(keys: Vec<AccessKey>) -> Result<Self, String> {
+        let mut store = Self::default();
+        for key in keys {
+            if key.id.is_empty() || key.secret.is_empty() {
+                return Err("every key needs a non-empty id and secret".into());
+            }
+            let id = key.id.clone();
+            if store.keys.insert(id.clone(), key).is_some() {
+                return Err(format!("key {id} is listed twice"));
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&AccessKey> {
+        self.keys.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_and_limits_apply() {
+        let file: KeyFile = toml::from_str(
+            "[[key]]\nid = \"a\"\nsecret = \"s\"\n[[key]]\nid = \"b\"\nsecret = \"t\"\ninstances = [\"i-1\"]\n",
+        )
+        .unwrap();
+        let store = KeyStore::from_keys(file.key).unwrap();
+        assert!(store.get("a").unwrap().may_see("i-9"));
+        assert!(store.get("b").unwrap().may_see("i-1"));
+        assert!(!store.get("b").unwrap().may_see("i-9"));
+        assert!(store.get("c").is_none());
+    }
+
+    #[test]
+    fn duplicates_and_empty_secrets_are_refused() {
+        let key = |id: &str, secret: &str| AccessKey {
+            id: id.into(),
+            secret: secret.into(),
+            instances: None,
+        };
+        assert!(KeyStore::from_keys(vec![key("a", "s"), key("a", "t")]).is_err());
+        assert!(KeyStore::from_keys(vec![key("a", "")]).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let key = AccessKey {
+            id: "id1".into(),
+            secret: "hunter2".into(),
+            instances: None,
+        };
+        assert!(!format!("{key:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,294 @@
+//! The daemon's configuration: one TOML file, read once at start into typed
+//! values. Every key has a default (documented in `systemd/vmshot.toml`), and an
+//! unknown key is an error: a typo must not silently fall back to a default.
+
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use secret::{read_secret_file, SecretFileError};
+
+use crate::capture::Subsampling;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Secret(#[from] SecretFileError),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub libvirt: Libvirt,
+    pub capture: Capture,
+    pub metrics: Metrics,
+    pub alibaba: Alibaba,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key; both or neither. With them the
+    /// daemon speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Plain HTTP is served on loopback only, unless this says otherwise.
+    pub allow_plaintext_remote: bool,
+    /// Whole-request deadline, in seconds.
+    pub request_timeout_secs: u64,
+    pub max_body_bytes: usize,
+    /// Bound on the request line plus headers.
+    pub max_header_bytes: usize,
+    /// How long requests in flight may take to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8480)),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_remote: false,
+            request_timeout_secs: 30,
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+impl Server {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Libvirt {
+    pub uri: String,
+    pub call_timeout_secs: u64,
+    /// libvirt calls in flight at once (hung ones count until they return).
+    pub max_calls: usize,
+}
+
+impl Default for Libvirt {
+    fn default() -> Self {
+        Self {
+            uri: "qemu:///system".into(),
+            call_timeout_secs: 15,
+            max_calls: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capture {
+    /// Captures running at once; each holds one decoded screen in memory.
+    pub max_concurrent: usize,
+    /// Captures allowed to wait for a slot; beyond that callers are told "busy".
+    pub max_queued: usize,
+    pub jpeg_quality: u8,
+    pub subsampling: Subsampling,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 4,
+            max_queued: 64,
+            jpeg_quality: 80,
+            subsampling: Subsampling::S420,
+        }
+    }
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who can reach the listener.
+    Open,
+    /// Only clients connecting from a loopback address.
+    #[default]
+    Loopback,
+    /// Not served.
+    Off,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    pub access: MetricsAccess,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alibaba {
+    pub enabled: bool,
+    /// TOML file of access keys (see `systemd/alibaba-credentials.toml`).
+    pub credentials_file: Option<PathBuf>,
+    /// If set, requests for another RegionId are refused.
+    pub region_id: Option<String>,
+    /// Minimum seconds between two screenshots of one instance.
+    pub throttle_interval_secs: u64,
+    /// After a WakeUp, how long to let the guest redraw before capturing.
+    pub wakeup_settle_ms: u64,
+    /// Accepted clock difference for request timestamps, in seconds.
+    pub timestamp_skew_secs: u64,
+    /// The `HostId` reported in error bodies.
+    pub host_id: String,
+    /// InstanceId → libvirt domain name or UUID, tried first.
+    pub instances: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for Alibaba {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            credentials_file: None,
+            region_id: None,
+            throttle_interval_secs: 10,
+            wakeup_settle_ms: 1500,
+            timestamp_skew_secs: 15 * 60,
+            host_id: "vmshot".into(),
+            instances: Default::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "server.tls_cert and server.tls_key go together: set both or neither".into(),
+            ));
+        }
+        if s.tls_cert.is_none() && !s.listen.ip().is_loopback() && !s.allow_plaintext_remote {
+            return Err(ConfigError::Invalid(format!(
+                "server.listen = {} is not a loopback address: configure server.tls_cert and \
+                 server.tls_key, or set server.allow_plaintext_remote = true",
+                s.listen
+            )));
+        }
+        if !(1..=100).contains(&self.capture.jpeg_quality) {
+            return Err(ConfigError::Invalid(
+                "capture.jpeg_quality must be 1 to 100".into(),
+            ));
+        }
+        if self.capture.max_concurrent == 0 || self.libvirt.max_calls == 0 {
+            return Err(ConfigError::Invalid(
+                "capture.max_concurrent and libvirt.max_calls must be at least 1".into(),
+            ));
+        }
+        if s.request_timeout_secs == 0 || self.libvirt.call_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "timeouts must be at least 1 second".into(),
+            ));
+        }
+        if self.alibaba.enabled && self.alibaba.credentials_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "alibaba.credentials_file is required while alibaba.enabled = true".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "[alibaba]\ncredentials_file = \"/etc/vmshot/alibaba-credentials.toml\"\n";
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8480".parse().unwrap());
+        assert_eq!(c.libvirt.uri, "qemu:///system");
+        assert_eq!(c.capture.jpeg_quality, 80);
+        assert_eq!(c.alibaba.throttle_interval_secs, 10);
+        assert_eq!(c.metrics.access, MetricsAccess::Loopback);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse(&format!("{MINIMAL}[server]\nlisten_port = 80\n")).unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}[sever]\n")).unwrap_err();
+        assert!(err.to_string().contains("sever"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_is_loopback_only_unless_allowed() {
+        let remote = format!("{MINIMAL}[server]\nlisten = \"0.0.0.0:8480\"\n");
+        let err = Config::parse(&remote).unwrap_err();
+        assert!(err.to_string().contains("tls_cert"), "{err}");
+        let allowed = format!(
+            "{MINIMAL}[server]\nlisten = \"0.0.0.0:8480\"\nallow_plaintext_remote = true\n"
+        );
+        assert!(Config::parse(&allowed).is_ok());
+        let tls = format!("{MINIMAL}[server]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n");
+        assert!(Config::parse(&tls).is_ok());
+        let half = format!("{MINIMAL}[server]\ntls_cert = \"c.pem\"\n");
+        assert!(Config::parse(&half).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(Config::parse(&format!("{MINIMAL}[capture]\njpeg_quality = 0\n")).is_err());
+        assert!(Config::parse(&format!("{MINIMAL}[capture]\nsubsampling = \"411\"\n")).is_err());
+        assert!(Config::parse(&format!("{MINIMAL}[metrics]\naccess = \"public\"\n")).is_err());
+        assert!(Config::parse("[alibaba]\nenabled = true\n").is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! The core screenshot service: what every dialect calls, after parsing its own
+//! request and checking who asks. It applies the cap on concurrent captures,
+//! the per-instance interval, the optional wake-up, and runs the capture.
+
+mod gate;
+mod throttle;
+
+use std::time::Duration;
+
+use crate::capture::{self, Capturer, Output, Shot};
+use crate::hypervisor::{self, DomainState, Hypervisor};
+
+use gate::Gate;
+use throttle::Throttle;
+
+/// One screenshot, as a dialect asks for it.
+#[derive(Debug, Clone)]
+pub struct ScreenshotRequest {
+    /// libvirt domain name or UUID (dialects resolve their own ids first).
+    pub domain: String,
+    /// Wake a suspended guest, or nudge a running one so a blanked console redraws.
+    pub wake: bool,
+    /// Per-instance minimum interval, keyed by the dialect's instance id.
+    pub throttle: Option<(String, Duration)>,
+}
+
+/// Why a screenshot could not be had. Dialects map each to their own wire error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("there is no domain '{domain}'")]
+    NotFound { domain: String },
+    #[error("domain '{domain}' is {state}")]
+    NotRunning { domain: String, state: DomainState },
+    #[error("domain '{domain}' has no display device")]
+    NoDisplay { domain: String },
+    #[error("too many screenshots of '{key}': retry in {:.1} s", retry_after.as_secs_f64())]
+    Throttled { key: String, retry_after: Duration },
+    #[error("too many screenshots in progress on this host")]
+    Busy,
+    #[error("{0}")]
+    Timeout(String),
+    #[error("libvirt is unreachable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<hypervisor::Error> for Error {
+    fn from(e: hypervisor::Error) -> Self {
+        use hypervisor::Error as H;
+        match e {
+            H::NotFound { domain, .. } => Self::NotFound { domain },
+            H::NotRunning { domain, state } => Self::NotRunning { domain, state },
+            H::NoDisplay { domain } => Self::NoDisplay { domain },
+            e @ H::Timeout { .. } => Self::Timeout(e.to_string()),
+            e @ H::Unreachable { .. } => Self::Unavailable(e.to_string()),
+            e @ (H::NoSuchScreen { .. } | H::PayloadTooLarge { .. } | H::Libvirt { .. }) => {
+                Self::Failed(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<capture::Error> for Error {
+    fn from(e: capture::Error) -> Self {
+        match e {
+            capture::Error::Hypervisor(e) => e.into(),
+            other => Self::Failed(other.to_string()),
+        }
+    }
+}
+
+pub struct Screenshots {
+    capturer: Capturer,
+    output: Output,
+    gate: Gate,
+    throttle: Throttle,
+    wake_settle: Duration,
+}
+
+/// Settings of the service, from the daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub output: Output,
+    pub max_concurrent: usize,
+    pub max_queued: usize,
+    pub wake_settle: Duration,
+}
+
+impl Screenshots {
+    pub fn new(hypervisor: Hypervisor, settings: Settings) -> Self {
+        Self {
+            capturer: Capturer::new(hypervisor),
+            output: settings.output,
+            gate: Gate::new(settings.max_concurrent, settings.max_queued),
+            throttle: Throttle::new(),
+            wake_settle: settings.wake_settle,
+        }
+    }
+
+    pub fn hypervisor(&self) -> &Hypervisor {
+        self.capturer.hypervisor()
+    }
+
+    pub async fn take(&self, request: &ScreenshotRequest) -> Result<Shot, Error> {
+        let slot = match &request.throttle {
+            Some((key, interval)) => {
+                Some(self.throttle.take(key, *interval).map_err(|retry_after| {
+                    Error::Throttled {
+                        key: key.clone(),
+                        retry_after,
+                    }
+                })?)
+            }
+            None => None,
+        };
+        let result = self.capture(request).await;
+        if let (Err(_), Some(slot)) = (&result, slot) {
+            self.throttle.release(slot);
+        }
+        result
+    }
+
+    async fn capture(&self, request: &ScreenshotRequest) -> Result<Shot, Error> {
+        let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
+        if request.wake && self.hypervisor().wake(&request.domain).await? {
+            tokio::time::sleep(self.wake_settle).await;
+        }
+        let capture = capture::Request {
+            domain: request.domain.clone(),
+            screen: 0,
+            output: self.output,
+        };
+        Ok(self.capturer.capture(&capture).await?)
+    }
+}
