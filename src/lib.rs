@@ -5,9 +5,12 @@
 //! throttling, wake-up), and on top the `cli` and the daemon's `server` with
 //! one module per cloud dialect under `api`.
 
+pub mod api;
 pub mod auth;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod hypervisor;
+pub mod server;
 pub mod service;

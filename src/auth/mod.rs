@@ -5,4 +5,4 @@ mod keys;
 mod nonce;
 
 pub use keys::{AccessKey, KeyStore, KeysError};
-pub use nonce::NonceCache;
+pub use nonce::{Nonce, NonceCache};

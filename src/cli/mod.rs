@@ -4,6 +4,7 @@
 mod failure;
 mod grab;
 mod list;
+mod serve;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,6 +32,8 @@ enum Command {
     Grab(grab::Args),
     /// List every domain with its state and whether it has a display.
     List(list::Args),
+    /// Run the daemon that answers control planes over HTTP(S).
+    Serve(serve::Args),
 }
 
 /// How to reach libvirt; shared by every subcommand.
@@ -67,7 +70,11 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let command = match cli.command {
+        Command::Serve(args) => return serve_main(&args),
+        other => other,
+    };
+    init_logging("warn", false);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -76,9 +83,10 @@ pub fn main() -> ExitCode {
         Err(e) => return Failure::internal(format!("cannot start the runtime: {e}")).report(),
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Grab(args) => grab::run(args).await,
             Command::List(args) => list::run(args).await,
+            Command::Serve(_) => unreachable!("served above"),
         }
     });
     match result {
@@ -87,12 +95,38 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Warnings and errors to stderr; `RUST_LOG` asks for more.
-fn init_logging() {
+/// The daemon: a multi-threaded runtime, info-level logs, JSON off a terminal.
+fn serve_main(args: &serve::Args) -> ExitCode {
+    use std::io::IsTerminal;
+    init_logging("info", !std::io::stderr().is_terminal());
+    let config = match serve::load(args) {
+        Ok(config) => config,
+        Err(failure) => return failure.report(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Failure::internal(format!("cannot start the runtime: {e}")).report(),
+    };
+    match runtime.block_on(serve::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
+
+/// Logs to stderr at `default` level (`RUST_LOG` overrides), as JSON lines when
+/// `json` (journald and log shippers read those).
+fn init_logging(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
 }

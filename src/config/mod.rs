@@ -206,7 +206,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err(ConfigError::Invalid(

@@ -1,0 +1,345 @@
+//! Alibaba Cloud ECS, RPC style, API version 2014-05-26: `GetInstanceScreenshot`
+//! on `/`, as GET with a query string or POST with a query and/or form body,
+//! signed with signature 1.0 or ACS3-HMAC-SHA256 (see `signature`).
+//!
+//! InstanceId → libvirt domain: the `[alibaba.instances]` table of the config
+//! first, else the id itself as a domain UUID or name.
+
+mod params;
+mod signature;
+mod wire;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use base64::Engine;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::auth::{AccessKey, KeyStore, Nonce, NonceCache};
+use crate::config;
+use crate::server::Metrics;
+use crate::service::{ScreenshotRequest, Screenshots};
+
+pub use params::{Params, ParamsError};
+pub use signature::percent_encode;
+use signature::{verify_acs3, verify_v1, Acs3Authorization, Acs3Request, ACS3};
+use wire::{AliError, Format};
+
+pub const VERSION: &str = "2014-05-26";
+const ACTION: &str = "GetInstanceScreenshot";
+/// Live nonces remembered at most (about 100 bytes each).
+const NONCE_CAPACITY: usize = 200_000;
+
+pub struct Alibaba {
+    service: Arc<Screenshots>,
+    keys: KeyStore,
+    nonces: NonceCache,
+    config: config::Alibaba,
+    max_body: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Alibaba {
+    pub fn new(
+        service: Arc<Screenshots>,
+        keys: KeyStore,
+        config: config::Alibaba,
+        max_body: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let window = Duration::from_secs(config.timestamp_skew_secs * 2);
+        Self {
+            service,
+            keys,
+            nonces: NonceCache::new(window, NONCE_CAPACITY),
+            config,
+            max_body,
+            metrics,
+        }
+    }
+}
+
+/// What the log line and the metrics say of a request besides its outcome.
+#[derive(Default)]
+struct Seen {
+    principal: Option<String>,
+    instance: Option<String>,
+}
+
+/// The axum handler for `/`.
+pub async fn handle(State(ali): State<Arc<Alibaba>>, request: Request) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let (parts, body) = request.into_parts();
+    let mut seen = Seen::default();
+    let (format, result) = ali.serve(&parts, body, &mut seen, &request_id).await;
+    let (response, code) = match result {
+        Ok(response) => (response, "OK"),
+        Err(err) => (
+            err.render(format, &request_id, &ali.config.host_id),
+            err.code,
+        ),
+    };
+    ali.observe(&request_id, &seen, code, started.elapsed());
+    response
+}
+
+impl Alibaba {
+    async fn serve(
+        &self,
+        parts: &axum::http::request::Parts,
+        body: Body,
+        seen: &mut Seen,
+        request_id: &str,
+    ) -> (Format, Result<Response, AliError>) {
+        let fallback = response_format(None, &parts.headers);
+        let body = match axum::body::to_bytes(body, self.max_body).await {
+            Ok(body) => body,
+            Err(_) => return (fallback, Err(AliError::too_large(self.max_body))),
+        };
+        let params = match Params::parse(parts.uri.query().unwrap_or(""), &body) {
+            Ok(params) => params,
+            Err(e) => return (fallback, Err(AliError::invalid(format!("{e}.")))),
+        };
+        let format = response_format(Some(&params), &parts.headers);
+        let result = async {
+            let key = self.authenticate(parts, &params, &body)?;
+            seen.principal = Some(key.id.clone());
+            self.dispatch(key, &parts.headers, &params, seen, format, request_id)
+                .await
+        }
+        .await;
+        (format, result)
+    }
+
+    async fn dispatch(
+        &self,
+        key: &AccessKey,
+        headers: &HeaderMap,
+        params: &Params,
+        seen: &mut Seen,
+        format: Format,
+        request_id: &str,
+    ) -> Result<Response, AliError> {
+        let action = params
+            .get("Action")
+            .map(str::to_owned)
+            .or_else(|| header(headers, "x-acs-action"))
+            .ok_or_else(|| AliError::missing("Action"))?;
+        let version = params
+            .get("Version")
+            .map(str::to_owned)
+            .or_else(|| header(headers, "x-acs-version"));
+        if let Some(version) = version.filter(|v| v != VERSION) {
+            return Err(AliError::invalid(format!(
+                "The specified Version \"{version}\" is not supported; use {VERSION}."
+            )));
+        }
+        if action != ACTION {
+            return Err(AliError::action_not_found(&action));
+        }
+
+        let region = params
+            .get("RegionId")
+            .ok_or_else(|| AliError::missing("RegionId"))?;
+        if let Some(ours) = self
+            .config
+            .region_id
+            .as_deref()
+            .filter(|ours| *ours != region)
+        {
+            return Err(AliError::invalid(format!(
+                "The RegionId \"{region}\" is not served by this host ({ours})."
+            )));
+        }
+        let instance = params
+            .get("InstanceId")
+            .ok_or_else(|| AliError::missing("InstanceId"))?;
+        seen.instance = Some(instance.to_owned());
+        let wake = match params.get("WakeUp").or_else(|| params.get("Wakeup")) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                return Err(AliError::invalid(format!(
+                    "WakeUp must be true or false, not \"{v}\"."
+                )))
+            }
+        };
+        // A key limited to some instances must not learn that others exist.
+        if !key.may_see(instance) {
+            return Err(AliError::instance_not_found(instance));
+        }
+        let domain = self
+            .config
+            .instances
+            .get(instance)
+            .map_or(instance, String::as_str);
+        let request = ScreenshotRequest {
+            domain: domain.to_owned(),
+            wake,
+            throttle: Some((
+                format!("alibaba/{instance}"),
+                Duration::from_secs(self.config.throttle_interval_secs),
+            )),
+        };
+        let shot = self
+            .service
+            .take(&request)
+            .await
+            .map_err(|e| AliError::from_service(&e, instance))?;
+        self.metrics.capture(&shot.timings);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&shot.image);
+        Ok(wire::screenshot(format, request_id, instance, &encoded))
+    }
+
+    /// Who signed this request, by either of the two signature schemes.
+    fn authenticate(
+        &self,
+        parts: &axum::http::request::Parts,
+        params: &Params,
+        body: &[u8],
+    ) -> Result<&AccessKey, AliError> {
+        let authorization = header(&parts.headers, "authorization");
+        if let Some(authorization) = authorization.filter(|a| a.starts_with(ACS3)) {
+            return self.authenticate_acs3(parts, params, body, &authorization);
+        }
+        let key_id = params
+            .get("AccessKeyId")
+            .ok_or_else(|| AliError::missing("AccessKeyId"))?;
+        let key = self.keys.get(key_id).ok_or_else(AliError::key_not_found)?;
+        self.check_timestamp("Timestamp", params.get("Timestamp"))?;
+        if params.get("Signature").is_none() {
+            return Err(AliError::missing("Signature"));
+        }
+        if params
+            .get("SignatureMethod")
+            .is_some_and(|m| m != "HMAC-SHA1")
+        {
+            return Err(AliError::invalid("SignatureMethod must be HMAC-SHA1."));
+        }
+        if params.get("SignatureVersion").is_some_and(|v| v != "1.0") {
+            return Err(AliError::invalid("SignatureVersion must be 1.0."));
+        }
+        let nonce = params
+            .get("SignatureNonce")
+            .ok_or_else(|| AliError::missing("SignatureNonce"))?;
+        if !verify_v1(parts.method.as_str(), params, &key.secret) {
+            return Err(AliError::signature_mismatch());
+        }
+        self.check_nonce(key, nonce)?;
+        Ok(key)
+    }
+
+    fn authenticate_acs3(
+        &self,
+        parts: &axum::http::request::Parts,
+        query: &Params,
+        body: &[u8],
+        authorization: &str,
+    ) -> Result<&AccessKey, AliError> {
+        let auth = Acs3Authorization::parse(authorization)
+            .ok_or_else(|| AliError::invalid("The Authorization header is malformed."))?;
+        let key = self
+            .keys
+            .get(&auth.access_key_id)
+            .ok_or_else(AliError::key_not_found)?;
+        // Whatever vmshot acts on must be covered by the signature.
+        let mut must_sign = vec![
+            "x-acs-date",
+            "x-acs-signature-nonce",
+            "x-acs-content-sha256",
+        ];
+        if query.get("Action").is_none() {
+            must_sign.push("x-acs-action");
+        }
+        if let Some(unsigned) = must_sign
+            .iter()
+            .find(|h| !auth.signed_headers.iter().any(|s| s == *h))
+        {
+            return Err(AliError::invalid(format!(
+                "The header {unsigned} must be signed."
+            )));
+        }
+        self.check_timestamp(
+            "x-acs-date",
+            header(&parts.headers, "x-acs-date").as_deref(),
+        )?;
+        let nonce = header(&parts.headers, "x-acs-signature-nonce")
+            .ok_or_else(|| AliError::missing("x-acs-signature-nonce"))?;
+        let headers = &parts.headers;
+        let lookup = |name: &str| header(headers, name);
+        let request = Acs3Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query,
+            header: &lookup,
+            body,
+        };
+        if !verify_acs3(&auth, &request, &key.secret) {
+            return Err(AliError::signature_mismatch());
+        }
+        self.check_nonce(key, &nonce)?;
+        Ok(key)
+    }
+
+    fn check_timestamp(&self, name: &str, value: Option<&str>) -> Result<(), AliError> {
+        let value = value.ok_or_else(|| AliError::missing(name))?;
+        let at =
+            OffsetDateTime::parse(value, &Rfc3339).map_err(|_| AliError::timestamp_format(name))?;
+        let skew = (OffsetDateTime::now_utc() - at).abs();
+        if skew > time::Duration::seconds(self.config.timestamp_skew_secs as i64) {
+            return Err(AliError::timestamp_expired(self.config.timestamp_skew_secs));
+        }
+        Ok(())
+    }
+
+    fn check_nonce(&self, key: &AccessKey, nonce: &str) -> Result<(), AliError> {
+        match self.nonces.check(&key.id, nonce) {
+            Nonce::Fresh => Ok(()),
+            Nonce::Reused => Err(AliError::nonce_used()),
+            Nonce::Full => Err(AliError::busy()),
+        }
+    }
+
+    fn observe(&self, request_id: &str, seen: &Seen, code: &str, elapsed: Duration) {
+        self.metrics.request("alibaba", ACTION, code);
+        tracing::info!(
+            request_id,
+            dialect = "alibaba",
+            principal = seen.principal.as_deref().unwrap_or("-"),
+            instance = seen.instance.as_deref().unwrap_or("-"),
+            outcome = code,
+            ms = elapsed.as_secs_f64() * 1e3,
+            "request"
+        );
+    }
+}
+
+/// JSON when asked for with `Format=JSON` (or by an `Accept: application/json`
+/// and no `Format`, as the Tea SDKs do); XML otherwise, Alibaba's default.
+fn response_format(params: Option<&Params>, headers: &HeaderMap) -> Format {
+    match params.and_then(|p| p.get("Format")) {
+        Some(f) if f.eq_ignore_ascii_case("json") => Format::Json,
+        Some(_) => Format::Xml,
+        None if header(headers, "accept").is_some_and(|a| a.contains("json")) => Format::Json,
+        None => Format::Xml,
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The methods the dialect answers on `/`.
+pub fn methods() -> [Method; 2] {
+    [Method::GET, Method::POST]
+}

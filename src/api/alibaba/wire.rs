@@ -1,0 +1,300 @@
+//! What goes back on the wire: Alibaba's response and error bodies, in JSON or
+//! XML, and the one mapping from vmshot's errors to Alibaba's codes, HTTP
+//! statuses and messages (seed 002 and Alibaba's common error codes).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use quick_xml::escape::escape;
+
+use crate::hypervisor::DomainState;
+use crate::service;
+
+/// Response format, chosen by `Format` (JSON or XML, Alibaba's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+/// An error as Alibaba reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AliError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).expect("valid status"),
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn missing(name: &str) -> Self {
+        Self::new(
+            400,
+            "MissingParameter",
+            format!("The input parameter \"{name}\" that is mandatory for processing this request is not supplied."),
+        )
+    }
+
+    /// A malformed request (bad value, bad encoding): 400, unlike the 404 of an
+    /// instance that does not exist.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(400, "InvalidParameter", message)
+    }
+
+    pub fn instance_not_found(instance: &str) -> Self {
+        Self::new(
+            404,
+            "InvalidParameter",
+            format!("The \"InstanceId\" provided ({instance}) is not valid."),
+        )
+    }
+
+    pub fn action_not_found(action: &str) -> Self {
+        Self::new(
+            404,
+            "InvalidAction.NotFound",
+            format!("Specified api \"{action}\" is not found, please check your url and method."),
+        )
+    }
+
+    pub fn key_not_found() -> Self {
+        Self::new(
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.",
+        )
+    }
+
+    pub fn signature_mismatch() -> Self {
+        Self::new(
+            400,
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation.",
+        )
+    }
+
+    pub fn nonce_used() -> Self {
+        Self::new(
+            400,
+            "SignatureNonceUsed",
+            "Specified signature nonce was used already.",
+        )
+    }
+
+    pub fn timestamp_expired(skew_secs: u64) -> Self {
+        Self::new(
+            400,
+            "InvalidTimeStamp.Expired",
+            format!("Specified time stamp or date value is expired (more than {skew_secs} s from this host's clock)."),
+        )
+    }
+
+    pub fn timestamp_format(name: &str) -> Self {
+        Self::new(
+            400,
+            "InvalidTimeStamp.Format",
+            format!("Specified \"{name}\" is not in the format yyyy-MM-ddTHH:mm:ssZ (UTC)."),
+        )
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("The request body is larger than {limit} bytes."),
+        )
+    }
+
+    pub fn busy() -> Self {
+        Self::new(
+            503,
+            "ServiceUnavailable",
+            "The request has failed due to a temporary failure of the server: too many screenshots in progress.",
+        )
+    }
+
+    /// The mapping from the core service's errors, for an `instance` asked by id.
+    pub fn from_service(err: &service::Error, instance: &str) -> Self {
+        use service::Error as E;
+        match err {
+            E::NotFound { .. } => Self::instance_not_found(instance),
+            E::NotRunning { state, .. } => Self::new(
+                405,
+                "IncorrectInstanceStatus",
+                format!("The instance status \"{}\" is not applicable.", ecs_status(*state)),
+            ),
+            E::NoDisplay { .. } => Self::new(
+                405,
+                "NotSupported",
+                format!("The operation is not supported for \"{instance}\": it has no display device."),
+            ),
+            // Seed 002 documents 400 for Throttling.
+            E::Throttled { retry_after, .. } => Self::new(
+                400,
+                "Throttling",
+                format!(
+                    "Request was denied due to request throttling: one screenshot of \"{instance}\" per interval, retry in {:.1} s.",
+                    retry_after.as_secs_f64()
+                ),
+            ),
+            E::Busy => Self::busy(),
+            E::Timeout(reason) | E::Unavailable(reason) => Self::new(
+                503,
+                "ServiceUnavailable",
+                format!("The request has failed due to a temporary failure of the server: {reason}."),
+            ),
+            E::Failed(reason) => Self::new(
+                500,
+                "InternalError",
+                format!("The request processing has failed due to some unknown error: {reason}."),
+            ),
+        }
+    }
+
+    pub fn render(&self, format: Format, request_id: &str, host_id: &str) -> Response {
+        let body = match format {
+            Format::Json => serde_json::json!({
+                "RequestId": request_id,
+                "HostId": host_id,
+                "Code": self.code,
+                "Message": self.message,
+            })
+            .to_string(),
+            Format::Xml => format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><RequestId>{}</RequestId><HostId>{}</HostId>\
+                 <Code>{}</Code><Message>{}</Message></Error>",
+                escape(request_id),
+                escape(host_id),
+                self.code,
+                escape(self.message.as_str())
+            ),
+        };
+        reply(self.status, format, body)
+    }
+}
+
+/// ECS's word for a libvirt state, as IncorrectInstanceStatus names it.
+fn ecs_status(state: DomainState) -> &'static str {
+    match state {
+        DomainState::Running | DomainState::Blocked => "Running",
+        DomainState::Paused => "Paused",
+        DomainState::Shutdown => "Stopping",
+        DomainState::Shutoff | DomainState::NoState => "Stopped",
+        DomainState::Crashed => "Crashed",
+        DomainState::PmSuspended => "Suspended",
+    }
+}
+
+/// The successful GetInstanceScreenshot response.
+pub fn screenshot(format: Format, request_id: &str, instance: &str, base64: &str) -> Response {
+    let body = match format {
+        Format::Json => serde_json::json!({
+            "RequestId": request_id,
+            "InstanceId": instance,
+            "Screenshot": base64,
+        })
+        .to_string(),
+        Format::Xml => format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<GetInstanceScreenshotResponse><RequestId>{}</RequestId>\
+             <InstanceId>{}</InstanceId><Screenshot>{base64}</Screenshot></GetInstanceScreenshotResponse>",
+            escape(request_id),
+            escape(instance)
+        ),
+    };
+    reply(StatusCode::OK, format, body)
+}
+
+fn reply(status: StatusCode, format: Format, body: String) -> Response {
+    let content_type = match format {
+        Format::Json => "application/json;charset=utf-8",
+        Format::Xml => "text/xml;charset=utf-8",
+    };
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn map(err: service::Error) -> (u16, &'static str) {
+        let e = AliError::from_service(&err, "i-1");
+        (e.status.as_u16(), e.code)
+    }
+
+    #[test]
+    fn each_service_error_has_its_code_and_status() {
+        let d = || "web1".to_owned();
+        assert_eq!(
+            map(service::Error::NotFound { domain: d() }),
+            (404, "InvalidParameter")
+        );
+        assert_eq!(
+            map(service::Error::NotRunning {
+                domain: d(),
+                state: DomainState::Shutoff
+            }),
+            (405, "IncorrectInstanceStatus")
+        );
+        assert_eq!(
+            map(service::Error::NoDisplay { domain: d() }),
+            (405, "NotSupported")
+        );
+        assert_eq!(
+            map(service::Error::Throttled {
+                key: d(),
+                retry_after: Duration::from_secs(3)
+            }),
+            (400, "Throttling")
+        );
+        assert_eq!(map(service::Error::Busy), (503, "ServiceUnavailable"));
+        assert_eq!(
+            map(service::Error::Timeout("t".into())),
+            (503, "ServiceUnavailable")
+        );
+        assert_eq!(
+            map(service::Error::Unavailable("u".into())),
+            (503, "ServiceUnavailable")
+        );
+        assert_eq!(
+            map(service::Error::Failed("f".into())),
+            (500, "InternalError")
+        );
+    }
+
+    #[test]
+    fn incorrect_status_names_the_state() {
+        let e = AliError::from_service(
+            &service::Error::NotRunning {
+                domain: "d".into(),
+                state: DomainState::Shutoff,
+            },
+            "i-1",
+        );
+        assert_eq!(
+            e.message,
+            "The instance status \"Stopped\" is not applicable."
+        );
+    }
+
+    #[test]
+    fn xml_is_escaped() {
+        let e = AliError::invalid("a <b> & \"c\"");
+        let response = e.render(Format::Xml, "R&1", "h");
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/xml;charset=utf-8"
+        );
+    }
+}

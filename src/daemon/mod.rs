@@ -1,0 +1,3 @@
+//! Living under systemd.
+
+pub mod notify;
