@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod daemon;
 pub mod fixtures;
 pub mod host;
+pub mod http;
 pub mod image_check;
+pub mod signing;

@@ -1,0 +1,158 @@
+//! A real `vmshot serve` for a test: its own config and key file in a temp dir,
+//! on a free loopback port, stopped with SIGTERM when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::fixtures::tempdir;
+use super::host::uri;
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    /// stderr lines (JSON logs), as they come.
+    logs: mpsc::Receiver<String>,
+    /// Every line received so far.
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+/// Access keys every daemon in the tests knows.
+pub const KEY_ID: &str = "vmshot-test-key";
+pub const SECRET: &str = "vmshot-test-secret";
+/// A key that may only see `LIMITED_TO`.
+pub const LIMITED_KEY_ID: &str = "vmshot-limited-key";
+pub const LIMITED_SECRET: &str = "vmshot-limited-secret";
+pub const LIMITED_TO: &str = "i-limited-only";
+
+const KEYS: &str = r#"
+[[key]]
+id = "vmshot-test-key"
+secret = "vmshot-test-secret"
+
+[[key]]
+id = "vmshot-limited-key"
+secret = "vmshot-limited-secret"
+instances = ["i-limited-only"]
+"#;
+
+impl Daemon {
+    /// Starts a daemon whose config is the default plus `extra` TOML (which
+    /// may add keys to `[alibaba]` through `alibaba_extra`).
+    pub fn start(alibaba_extra: &str, extra: &str) -> Self {
+        Self::try_start(alibaba_extra, extra, 0o600).expect("the daemon starts")
+    }
+
+    /// Like `start`, with the key file's mode; `Err` carries the exit code and
+    /// stderr of a daemon that refused to start.
+    pub fn try_start(
+        alibaba_extra: &str,
+        extra: &str,
+        key_mode: u32,
+    ) -> Result<Self, (i32, String)> {
+        let dir = tempdir();
+        let keys = dir.join("keys.toml");
+        std::fs::write(&keys, KEYS).unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(key_mode)).unwrap();
+        let config = dir.join("vmshot.toml");
+        // `extra` may bring its own [libvirt] or [server] section instead of these.
+        let mut text = String::new();
+        if !extra.contains("[server]") {
+            text += "[server]\nlisten = \"127.0.0.1:0\"\n\n";
+        }
+        if !extra.contains("[libvirt]") {
+            text += &format!("[libvirt]\nuri = \"{}\"\n\n", uri());
+        }
+        text += &format!(
+            "{extra}\n\n[alibaba]\ncredentials_file = \"{}\"\n{alibaba_extra}\n",
+            keys.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmshot"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vmshot starts");
+        let (tx, logs) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut daemon = Self {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            dir,
+            logs,
+            seen: Default::default(),
+        };
+        match daemon.wait_for_log("listening", Duration::from_secs(20)) {
+            Some(line) => {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                daemon.addr = v["addr"].as_str().unwrap().parse().unwrap();
+                Ok(daemon)
+            }
+            None => {
+                let status = daemon.child.take().unwrap().wait().unwrap();
+                daemon.wait_for_log("\u{0}", Duration::from_millis(200));
+                Err((status.code().unwrap_or(-1), daemon.seen.borrow().join("\n")))
+            }
+        }
+    }
+
+    /// The next log line containing `needle`, if one comes within `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let line = self.logs.recv_timeout(left).ok()?;
+            self.seen.borrow_mut().push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn stop(&mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        self.wait_exit()
+    }
+
+    /// Waits for the daemon to exit (after a signal sent by the test).
+    pub fn wait_exit(&mut self) -> i32 {
+        let status = self.child.take().expect("running").wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,288 @@
+//! `vmshot serve` as a process: health, metrics, configuration checks, hostile
+//! requests, authentication failures, and SIGTERM during a capture.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{Daemon, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, LIMITED_TO, SECRET};
+use common::fixtures::{self, STALL};
+use common::host::{qemu_pid, Frozen, LibvirtdLock};
+use common::http::send;
+use common::signing::signed_query;
+
+fn get(d: &Daemon, target: &str) -> common::http::Reply {
+    send(d.addr, "GET", target, &[], b"")
+}
+
+/// Asserts an Alibaba error reply: status, code, and a RequestId.
+fn assert_error(reply: &common::http::Reply, status: u16, code: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["Code"], code, "{body}");
+    assert!(
+        body["RequestId"].as_str().is_some_and(|id| id.len() == 36),
+        "{body}"
+    );
+    assert!(
+        body["Message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["HostId"], "vmshot");
+}
+
+fn screenshot_query(key: &str, secret: &str, instance: &str) -> String {
+    signed_query(
+        "GET",
+        key,
+        secret,
+        &[
+            ("Action", "GetInstanceScreenshot"),
+            ("RegionId", "cn-test"),
+            ("InstanceId", instance),
+        ],
+    )
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let _lock = LibvirtdLock::shared();
+    let d = Daemon::start("", "");
+    assert_eq!(get(&d, "/healthz").status, 200);
+    let ready = get(&d, "/readyz");
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
+    get(&d, "/?Action=GetInstanceScreenshot");
+    let metrics = get(&d, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = metrics.text();
+    assert!(
+        text.contains("vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"MissingParameter\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("vmshot_libvirt_reconnects_total 0"), "{text}");
+    assert_eq!(get(&d, "/no/such/path").status, 404);
+}
+
+#[test]
+fn readiness_fails_while_libvirt_is_unreachable() {
+    let nowhere = "qemu+unix:///system?socket=/nonexistent/libvirt-sock";
+    let d = Daemon::start("", &format!("[libvirt]\nuri = \"{nowhere}\"\n"));
+    assert_eq!(get(&d, "/healthz").status, 200, "alive all the same");
+    let ready = get(&d, "/readyz");
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains(nowhere), "{}", ready.text());
+    let query = screenshot_query(KEY_ID, SECRET, "i-anything");
+    assert_error(&get(&d, &format!("/?{query}")), 503, "ServiceUnavailable");
+}
+
+#[test]
+fn metrics_can_be_switched_off() {
+    let d = Daemon::start("", "[metrics]\naccess = \"off\"\n");
+    assert_eq!(get(&d, "/metrics").status, 404);
+}
+
+#[test]
+fn a_world_readable_key_file_stops_the_start() {
+    let Err((code, stderr)) = Daemon::try_start("", "", 0o644) else {
+        panic!("started with a world-readable key file");
+    };
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("accessible to other users") && stderr.contains("chmod o-rwx"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_config_key_stops_the_start() {
+    let Err((code, stderr)) = Daemon::try_start("", "[server]\nlisten_port = 1\n", 0o600) else {
+        panic!("started with an unknown key");
+    };
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("listen_port"), "{stderr}");
+}
+
+#[test]
+fn hostile_requests_get_clean_errors() {
+    let d = Daemon::start("", "");
+    let json = [("Accept", "application/json")];
+    let reply = send(
+        d.addr,
+        "GET",
+        "/?Action=Get%zzInstance&Format=JSON",
+        &json,
+        b"",
+    );
+    assert_error(&reply, 400, "InvalidParameter");
+    // Without a readable Format or an Accept header: XML, Alibaba's default.
+    let xml = get(&d, "/?Action=Get%zzInstance");
+    assert_eq!(xml.status, 400);
+    assert!(
+        xml.text().contains("<Code>InvalidParameter</Code>"),
+        "{}",
+        xml.text()
+    );
+    let dup = send(
+        d.addr,
+        "GET",
+        "/?InstanceId=a&InstanceId=b",
+        &[("Accept", "application/json")],
+        b"",
+    );
+    assert_error(&dup, 400, "InvalidParameter");
+    assert!(dup.json()["Message"]
+        .as_str()
+        .unwrap()
+        .contains("InstanceId"));
+    let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let reply = send(
+        d.addr,
+        "POST",
+        "/",
+        &[("Accept", "application/json")],
+        &binary,
+    );
+    assert_error(&reply, 400, "InvalidParameter");
+    let big_body = vec![b'a'; 200 * 1024];
+    let reply = send(
+        d.addr,
+        "POST",
+        "/",
+        &[("Accept", "application/json")],
+        &big_body,
+    );
+    assert_error(&reply, 413, "RequestEntityTooLarge");
+    // A 1 MB query never reaches the dialect: hyper refuses the header block.
+    let huge = format!("/?Action=GetInstanceScreenshot&Pad={}", "x".repeat(1 << 20));
+    let reply = get(&d, &huge);
+    assert!(
+        (400..500).contains(&reply.status),
+        "status {}",
+        reply.status
+    );
+    // And the daemon is fine afterwards.
+    assert_eq!(get(&d, "/healthz").status, 200);
+}
+
+#[test]
+fn every_authentication_failure_has_its_code() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let mapping = format!(
+        "\n[alibaba.instances]\n\"{LIMITED_TO}\" = \"{}\"\n",
+        fixtures::PATTERN.domain()
+    );
+    let d = Daemon::start(&mapping, "");
+    let instance = fixtures::PATTERN.domain();
+
+    let unknown = screenshot_query("nobody", SECRET, &instance);
+    assert_error(
+        &get(&d, &format!("/?{unknown}")),
+        404,
+        "InvalidAccessKeyId.NotFound",
+    );
+
+    let wrong = screenshot_query(KEY_ID, "not-the-secret", &instance);
+    assert_error(
+        &get(&d, &format!("/?{wrong}")),
+        400,
+        "SignatureDoesNotMatch",
+    );
+
+    let tampered = screenshot_query(KEY_ID, SECRET, &instance).replace("cn-test", "cn-else");
+    assert_error(
+        &get(&d, &format!("/?{tampered}")),
+        400,
+        "SignatureDoesNotMatch",
+    );
+
+    let old = signed_query(
+        "GET",
+        KEY_ID,
+        SECRET,
+        &[
+            ("Action", "GetInstanceScreenshot"),
+            ("RegionId", "cn-test"),
+            ("InstanceId", &instance),
+            ("Timestamp", "2020-01-01T00:00:00Z"),
+        ],
+    );
+    assert_error(
+        &get(&d, &format!("/?{old}")),
+        400,
+        "InvalidTimeStamp.Expired",
+    );
+
+    let query = screenshot_query(KEY_ID, SECRET, "vmshot-fx-no-such-domain");
+    assert_error(&get(&d, &format!("/?{query}")), 404, "InvalidParameter");
+    assert_error(&get(&d, &format!("/?{query}")), 400, "SignatureNonceUsed");
+
+    // A key limited to other instances gets exactly what a nonexistent
+    // instance gets: nothing tells it the domain exists.
+    let limited = screenshot_query(LIMITED_KEY_ID, LIMITED_SECRET, &instance);
+    let reply = get(&d, &format!("/?{limited}"));
+    assert_error(&reply, 404, "InvalidParameter");
+    let absent = screenshot_query(LIMITED_KEY_ID, LIMITED_SECRET, "vmshot-fx-absent");
+    let absent = get(&d, &format!("/?{absent}")).json();
+    assert_eq!(
+        reply.json()["Message"]
+            .as_str()
+            .unwrap()
+            .replace(&instance, "X"),
+        absent["Message"]
+            .as_str()
+            .unwrap()
+            .replace("vmshot-fx-absent", "X")
+    );
+    // The limited key does see its own instance, mapped to the pattern guest.
+    let own = screenshot_query(LIMITED_KEY_ID, LIMITED_SECRET, LIMITED_TO);
+    let reply = get(&d, &format!("/?{own}"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["InstanceId"], LIMITED_TO);
+
+    let unsigned = "/?Action=GetInstanceScreenshot&AccessKeyId=vmshot-test-key&Format=JSON";
+    assert_error(&get(&d, unsigned), 400, "MissingParameter");
+
+    let action = signed_query(
+        "GET",
+        KEY_ID,
+        SECRET,
+        &[("Action", "RebootInstance"), ("RegionId", "cn-test")],
+    );
+    assert_error(
+        &get(&d, &format!("/?{action}")),
+        404,
+        "InvalidAction.NotFound",
+    );
+}
+
+#[test]
+fn sigterm_during_a_capture_lets_it_finish() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let mut d = Daemon::start("", "");
+    let frozen = Frozen::new(qemu_pid(STALL));
+    let addr = d.addr;
+    let query = screenshot_query(KEY_ID, SECRET, STALL);
+    let request = std::thread::spawn(move || send(addr, "GET", &format!("/?{query}"), &[], b""));
+    d.wait_for_log("connected to libvirt", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status();
+    assert!(d
+        .wait_for_log("shutting down", Duration::from_secs(5))
+        .is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    drop(frozen);
+    let reply = request.join().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["Screenshot"]
+        .as_str()
+        .is_some_and(|s| s.len() > 1000));
+    assert_eq!(d.wait_exit(), 0, "a clean exit after draining");
+}
