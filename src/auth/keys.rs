@@ -131,6 +131,18 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let file: KeyFile =
+            toml::from_str(include_str!("../../systemd/alibaba-credentials.toml")).unwrap();
+        let store = KeyStore::from_keys(file.key).unwrap();
+        assert_eq!(store.len(), 2);
+        assert!(!store
+            .get("LTAI5tExampleKeyId0002")
+            .unwrap()
+            .may_see("i-other"));
+    }
+
+    #[test]
     fn debug_output_hides_the_secret() {
         let key = AccessKey {
             id: "id1".into(),

@@ -285,6 +285,14 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_exactly_the_defaults() {
+        let example = Config::parse(include_str!("../../systemd/vmshot.toml")).unwrap();
+        let defaults = Config::parse(MINIMAL).unwrap();
+        // Debug output compares every field, nested ones included.
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         assert!(Config::parse(&format!("{MINIMAL}[capture]\njpeg_quality = 0\n")).is_err());
         assert!(Config::parse(&format!("{MINIMAL}[capture]\nsubsampling = \"411\"\n")).is_err());
