@@ -14,6 +14,7 @@ packages=(
     libvirt-dev libturbojpeg0-dev pkg-config gcc            # building vmshot (virt, turbojpeg)
     binutils                                                # fixtures/pattern (as, ld)
     procps                                                  # the tests' pgrep, pkill, kill
+    python3-venv                                            # tests/sdk: the clouds' SDKs from PyPI
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,4 +7,5 @@ pub mod fixtures;
 pub mod host;
 pub mod http;
 pub mod image_check;
+pub mod sdk;
 pub mod signing;

@@ -130,6 +130,7 @@ impl Alibaba {
             .get("Action")
             .map(str::to_owned)
             .or_else(|| header(headers, "x-acs-action"))
+            .filter(|a| !a.is_empty())
             .ok_or_else(|| AliError::missing("Action"))?;
         let version = params
             .get("Version")
@@ -144,9 +145,7 @@ impl Alibaba {
             return Err(AliError::action_not_found(&action));
         }
 
-        let region = params
-            .get("RegionId")
-            .ok_or_else(|| AliError::missing("RegionId"))?;
+        let region = required(params, "RegionId")?;
         if let Some(ours) = self
             .config
             .region_id
@@ -157,9 +156,7 @@ impl Alibaba {
                 "The RegionId \"{region}\" is not served by this host ({ours})."
             )));
         }
-        let instance = params
-            .get("InstanceId")
-            .ok_or_else(|| AliError::missing("InstanceId"))?;
+        let instance = required(params, "InstanceId")?;
         seen.instance = Some(instance.to_owned());
         let wake = match params.get("WakeUp").or_else(|| params.get("Wakeup")) {
             None => false,
@@ -229,9 +226,8 @@ impl Alibaba {
         let nonce = params
             .get("SignatureNonce")
             .ok_or_else(|| AliError::missing("SignatureNonce"))?;
-        if !verify_v1(parts.method.as_str(), params, &key.secret) {
-            return Err(AliError::signature_mismatch());
-        }
+        verify_v1(parts.method.as_str(), params, &key.secret)
+            .map_err(|m| AliError::signature_mismatch(&m.string_to_sign))?;
         self.check_nonce(key, nonce)?;
         Ok(key)
     }
@@ -281,9 +277,8 @@ impl Alibaba {
             header: &lookup,
             body,
         };
-        if !verify_acs3(&auth, &request, &key.secret) {
-            return Err(AliError::signature_mismatch());
-        }
+        verify_acs3(&auth, &request, &key.secret)
+            .map_err(|m| AliError::signature_mismatch(&m.string_to_sign))?;
         self.check_nonce(key, &nonce)?;
         Ok(key)
     }
@@ -330,6 +325,14 @@ fn response_format(params: Option<&Params>, headers: &HeaderMap) -> Format {
         None if header(headers, "accept").is_some_and(|a| a.contains("json")) => Format::Json,
         None => Format::Xml,
     }
+}
+
+/// A parameter that must be there and not be empty.
+fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, AliError> {
+    params
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| AliError::missing(name))
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -71,11 +71,13 @@ impl AliError {
         )
     }
 
-    pub fn signature_mismatch() -> Self {
+    /// Alibaba's wording, string to sign included: the classic SDK splits the
+    /// message on ':' and compares the rest with its own string to sign.
+    pub fn signature_mismatch(string_to_sign: &str) -> Self {
         Self::new(
             400,
             "SignatureDoesNotMatch",
-            "Specified signature is not matched with our calculation.",
+            format!("Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"),
         )
     }
 

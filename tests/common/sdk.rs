@@ -1,0 +1,76 @@
+//! The clouds' own SDKs, from PyPI, in a virtual environment under target/,
+//! driven through tests/sdk/alibaba.py.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn venv() -> &'static PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let venv = repo.join("target/sdk-venv");
+        // setup.sh locks and is a no-op when the venv is current.
+        let status = Command::new("bash")
+            .arg(repo.join("tests/sdk/setup.sh"))
+            .arg(&venv)
+            .status()
+            .expect("bash runs");
+        assert!(status.success(), "tests/sdk/setup.sh failed");
+        venv
+    })
+}
+
+/// Which official SDK.
+#[derive(Debug, Clone, Copy)]
+pub enum Sdk {
+    /// aliyun-python-sdk-core + aliyun-python-sdk-ecs (signature 1.0).
+    Classic,
+    /// alibabacloud-ecs20140526 (ACS3-HMAC-SHA256).
+    Tea,
+}
+
+impl Sdk {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Tea => "tea",
+        }
+    }
+}
+
+/// GetInstanceScreenshot through `sdk`; the JSON line alibaba.py printed.
+pub fn get_instance_screenshot(
+    sdk: Sdk,
+    endpoint: &str,
+    key: (&str, &str),
+    instance: &str,
+    extra: &[&str],
+) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/alibaba.py");
+    let out = Command::new(venv().join("bin/python"))
+        .arg(script)
+        .args([
+            "--sdk",
+            sdk.name(),
+            "--endpoint",
+            endpoint,
+            "--ak",
+            key.0,
+            "--secret",
+            key.1,
+        ])
+        .args(["--region", "cn-test", "--instance", instance])
+        .args(extra)
+        .output()
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "alibaba.py failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
