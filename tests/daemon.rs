@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::daemon::{Daemon, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, LIMITED_TO, SECRET};
 use common::fixtures::{self, STALL};
-use common::host::{qemu_pid, Frozen, LibvirtdLock};
+use common::host::{qemu_pid, stall_guard, Frozen, LibvirtdLock};
 use common::http::send;
 use common::signing::signed_query;
 
@@ -264,6 +264,7 @@ fn every_authentication_failure_has_its_code() {
 fn sigterm_during_a_capture_lets_it_finish() {
     let _lock = LibvirtdLock::shared();
     fixtures::up();
+    let _stall = stall_guard();
     let mut d = Daemon::start("", "");
     let frozen = Frozen::new(qemu_pid(STALL));
     let addr = d.addr;
@@ -285,4 +286,84 @@ fn sigterm_during_a_capture_lets_it_finish() {
         .as_str()
         .is_some_and(|s| s.len() > 1000));
     assert_eq!(d.wait_exit(), 0, "a clean exit after draining");
+}
+
+#[test]
+fn a_hung_guest_costs_one_request_a_timely_error() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let _stall = stall_guard();
+    let server = "[server]\nlisten = \"127.0.0.1:0\"\nrequest_timeout_secs = 2\n";
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{server}\n[libvirt]\nuri = \"{}\"\ncall_timeout_secs = 30\n",
+            common::host::uri()
+        ),
+    );
+    let _frozen = Frozen::new(qemu_pid(STALL));
+    let started = std::time::Instant::now();
+    let reply = get(
+        &d,
+        &format!("/?{}", screenshot_query(KEY_ID, SECRET, STALL)),
+    );
+    assert_error(&reply, 503, "ServiceUnavailable");
+    assert!(
+        reply.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("within 2 s"),
+        "{}",
+        reply.text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Other guests are not affected.
+    let reply = get(
+        &d,
+        &format!(
+            "/?{}",
+            screenshot_query(KEY_ID, SECRET, &fixtures::PATTERN.domain())
+        ),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
+fn beyond_the_capture_cap_and_its_queue_callers_are_told_busy() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let _stall = stall_guard();
+    let d = Daemon::start("", "[capture]\nmax_concurrent = 1\nmax_queued = 0\n");
+    let frozen = Frozen::new(qemu_pid(STALL));
+    let addr = d.addr;
+    let query = screenshot_query(KEY_ID, SECRET, STALL);
+    let first = std::thread::spawn(move || send(addr, "GET", &format!("/?{query}"), &[], b""));
+    d.wait_for_log("connected to libvirt", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let reply = get(
+        &d,
+        &format!(
+            "/?{}",
+            screenshot_query(KEY_ID, SECRET, &fixtures::PATTERN.domain())
+        ),
+    );
+    assert_error(&reply, 503, "ServiceUnavailable");
+    assert!(
+        reply.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("too many screenshots"),
+        "{}",
+        reply.text()
+    );
+    drop(frozen);
+    assert_eq!(
+        first.join().unwrap().status,
+        200,
+        "the first capture completes once QEMU answers"
+    );
 }

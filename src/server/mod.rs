@@ -92,7 +92,7 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
             service,
             keys,
             config.alibaba.clone(),
-            config.server.max_body_bytes,
+            &config.server,
             metrics,
         ));
         let methods = MethodFilter::GET.or(MethodFilter::POST);
@@ -104,10 +104,11 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
     }
     let router = router
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such resource\n") })
-        // A backstop: libvirt calls have their own, shorter deadlines.
+        // A backstop: dialects answer their own deadline, in their own terms,
+        // a little earlier.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
-            config.server.request_timeout(),
+            config.server.request_timeout() + Duration::from_secs(5),
         ));
     Ok((app, router))
 }

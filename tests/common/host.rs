@@ -165,3 +165,9 @@ impl Drop for Frozen {
             .status();
     }
 }
+
+/// Serialises the tests of one binary that freeze the stall guest.
+pub fn stall_guard() -> std::sync::MutexGuard<'static, ()> {
+    static STALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    STALL.lock().unwrap_or_else(|e| e.into_inner())
+}

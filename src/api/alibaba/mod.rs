@@ -41,6 +41,8 @@ pub struct Alibaba {
     nonces: NonceCache,
     config: config::Alibaba,
     max_body: usize,
+    /// Whole-request deadline, answered in Alibaba's terms.
+    deadline: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -49,7 +51,7 @@ impl Alibaba {
         service: Arc<Screenshots>,
         keys: KeyStore,
         config: config::Alibaba,
-        max_body: usize,
+        server: &config::Server,
         metrics: Arc<Metrics>,
     ) -> Self {
         let window = Duration::from_secs(config.timestamp_skew_secs * 2);
@@ -58,7 +60,8 @@ impl Alibaba {
             keys,
             nonces: NonceCache::new(window, NONCE_CAPACITY),
             config,
-            max_body,
+            max_body: server.max_body_bytes,
+            deadline: server.request_timeout(),
             metrics,
         }
     }
@@ -69,6 +72,7 @@ impl Alibaba {
 struct Seen {
     principal: Option<String>,
     instance: Option<String>,
+    domain: Option<String>,
 }
 
 /// The axum handler for `/`.
@@ -107,13 +111,15 @@ impl Alibaba {
             Err(e) => return (fallback, Err(AliError::invalid(format!("{e}.")))),
         };
         let format = response_format(Some(&params), &parts.headers);
-        let result = async {
+        let work = async {
             let key = self.authenticate(parts, &params, &body)?;
             seen.principal = Some(key.id.clone());
             self.dispatch(key, &parts.headers, &params, seen, format, request_id)
                 .await
-        }
-        .await;
+        };
+        let result = tokio::time::timeout(self.deadline, work)
+            .await
+            .unwrap_or_else(|_| Err(AliError::timed_out(self.deadline)));
         (format, result)
     }
 
@@ -177,6 +183,7 @@ impl Alibaba {
             .instances
             .get(instance)
             .map_or(instance, String::as_str);
+        seen.domain = Some(domain.to_owned());
         let request = ScreenshotRequest {
             domain: domain.to_owned(),
             wake,
@@ -309,6 +316,7 @@ impl Alibaba {
             dialect = "alibaba",
             principal = seen.principal.as_deref().unwrap_or("-"),
             instance = seen.instance.as_deref().unwrap_or("-"),
+            domain = seen.domain.as_deref().unwrap_or("-"),
             outcome = code,
             ms = elapsed.as_secs_f64() * 1e3,
             "request"

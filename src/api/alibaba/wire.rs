@@ -113,6 +113,17 @@ impl AliError {
         )
     }
 
+    pub fn timed_out(after: std::time::Duration) -> Self {
+        Self::new(
+            503,
+            "ServiceUnavailable",
+            format!(
+                "The request has failed due to a temporary failure of the server: no answer within {} s.",
+                after.as_secs()
+            ),
+        )
+    }
+
     pub fn busy() -> Self {
         Self::new(
             503,
