@@ -98,6 +98,19 @@ fn the_tea_sdk_gets_the_guests_screen() {
 }
 
 #[test]
+fn instance_ids_resolve_by_metadata_and_by_uuid() {
+    let (_lock, d) = setup();
+    // fixtures/domains/pattern-1080.xml carries this id in its metadata.
+    let reply = get_instance_screenshot(Sdk::Tea, &d.endpoint(), KEY, "i-vmshotfx-meta-1080", &[]);
+    check_screenshot(&reply, "i-vmshotfx-meta-1080", PATTERN_1080);
+    let uuid = common::host::virsh(&["domuuid", &PATTERN.domain()])
+        .trim()
+        .to_owned();
+    let reply = get_instance_screenshot(Sdk::Classic, &d.endpoint(), KEY, &uuid, &[]);
+    check_screenshot(&reply, &uuid, PATTERN);
+}
+
+#[test]
 fn documented_errors_reach_both_sdks_with_their_codes() {
     let (_lock, d) = setup();
     for sdk in [Sdk::Classic, Sdk::Tea] {

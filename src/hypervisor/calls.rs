@@ -39,6 +39,36 @@ fn summarize(dom: &Domain) -> Result<DomainSummary, virt::error::Error> {
     })
 }
 
+/// `(instance id, domain UUID)` of every domain that carries a metadata
+/// element in `namespace` whose text is a cloud instance id.
+pub(super) fn instance_ids(
+    conn: &Connect,
+    uri: &str,
+    namespace: &str,
+) -> Result<Vec<(String, String)>, Error> {
+    let domains = conn
+        .list_all_domains(0)
+        .map_err(|e| unreachable_or(uri, "list domains", &e))?;
+    let mut ids = Vec::new();
+    for dom in &domains {
+        // Most domains have no such element: libvirt then reports an error.
+        let Ok(xml) = dom.metadata(
+            virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(namespace),
+            0,
+        ) else {
+            continue;
+        };
+        let id = roxmltree::Document::parse(&xml)
+            .ok()
+            .and_then(|doc| doc.root_element().text().map(|t| t.trim().to_owned()));
+        if let (Some(id), Ok(uuid)) = (id.filter(|id| !id.is_empty()), dom.uuid_string()) {
+            ids.push((id, uuid));
+        }
+    }
+    Ok(ids)
+}
+
 pub(super) fn screenshot(
     conn: &Connect,
     uri: &str,

@@ -125,6 +125,17 @@ impl Hypervisor {
         .await
     }
 
+    /// `(instance id, domain UUID)` pairs from the domains' metadata elements in
+    /// `namespace` (see `service::INSTANCE_NAMESPACE`).
+    pub async fn instance_ids(&self, namespace: &str) -> Result<Vec<(String, String)>, Error> {
+        let namespace = namespace.to_owned();
+        self.call(
+            "read instance ids from domain metadata".into(),
+            move |conn, uri| calls::instance_ids(conn, uri, &namespace),
+        )
+        .await
+    }
+
     /// Wakes the domain for a screenshot (see `calls::wake`); true if it did anything.
     pub async fn wake(&self, domain: &str) -> Result<bool, Error> {
         let reference = domain.to_owned();

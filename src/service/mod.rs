@@ -3,6 +3,7 @@
 //! the per-instance interval, the optional wake-up, and runs the capture.
 
 mod gate;
+mod instances;
 mod throttle;
 
 use std::time::Duration;
@@ -11,6 +12,8 @@ use crate::capture::{self, Capturer, Output, Shot};
 use crate::hypervisor::{self, DomainState, Hypervisor};
 
 use gate::Gate;
+use instances::InstanceIndex;
+pub use instances::INSTANCE_NAMESPACE;
 use throttle::Throttle;
 
 /// One screenshot, as a dialect asks for it.
@@ -75,6 +78,7 @@ pub struct Screenshots {
     output: Output,
     gate: Gate,
     throttle: Throttle,
+    instances: InstanceIndex,
     wake_settle: Duration,
 }
 
@@ -94,12 +98,19 @@ impl Screenshots {
             output: settings.output,
             gate: Gate::new(settings.max_concurrent, settings.max_queued),
             throttle: Throttle::new(),
+            instances: InstanceIndex::new(),
             wake_settle: settings.wake_settle,
         }
     }
 
     pub fn hypervisor(&self) -> &Hypervisor {
         self.capturer.hypervisor()
+    }
+
+    /// The domain a cloud instance id names, by the domains' metadata (see
+    /// `instances`); `None` if no domain carries it.
+    pub async fn domain_of_instance(&self, id: &str) -> Result<Option<String>, Error> {
+        Ok(self.instances.resolve(self.hypervisor(), id).await?)
     }
 
     pub async fn take(&self, request: &ScreenshotRequest) -> Result<Shot, Error> {

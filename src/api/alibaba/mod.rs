@@ -3,7 +3,8 @@
 //! signed with signature 1.0 or ACS3-HMAC-SHA256 (see `signature`).
 //!
 //! InstanceId → libvirt domain: the `[alibaba.instances]` table of the config
-//! first, else the id itself as a domain UUID or name.
+//! first, then a domain whose metadata carries the id (`service::instances`),
+//! else the id itself as a domain UUID or name.
 
 mod params;
 mod signature;
@@ -178,14 +179,10 @@ impl Alibaba {
         if !key.may_see(instance) {
             return Err(AliError::instance_not_found(instance));
         }
-        let domain = self
-            .config
-            .instances
-            .get(instance)
-            .map_or(instance, String::as_str);
-        seen.domain = Some(domain.to_owned());
+        let domain = self.domain_of(instance).await?;
+        seen.domain = Some(domain.clone());
         let request = ScreenshotRequest {
-            domain: domain.to_owned(),
+            domain,
             wake,
             throttle: Some((
                 format!("alibaba/{instance}"),
@@ -200,6 +197,18 @@ impl Alibaba {
         self.metrics.capture(&shot.timings);
         let encoded = base64::engine::general_purpose::STANDARD.encode(&shot.image);
         Ok(wire::screenshot(format, request_id, instance, &encoded))
+    }
+
+    /// InstanceId → domain: the configured table, else a domain tagged with the
+    /// id in its metadata, else the id itself (as a UUID or name).
+    async fn domain_of(&self, instance: &str) -> Result<String, AliError> {
+        if let Some(domain) = self.config.instances.get(instance) {
+            return Ok(domain.clone());
+        }
+        match self.service.domain_of_instance(instance).await {
+            Ok(found) => Ok(found.unwrap_or_else(|| instance.to_owned())),
+            Err(e) => Err(AliError::from_service(&e, instance)),
+        }
     }
 
     /// Who signed this request, by either of the two signature schemes.
