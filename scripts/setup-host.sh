@@ -15,6 +15,7 @@ packages=(
     binutils                                                # fixtures/pattern (as, ld)
     procps                                                  # the tests' pgrep, pkill, kill
     python3-venv                                            # tests/sdk: the clouds' SDKs from PyPI
+    systemd                                                 # systemd-analyze, for the unit's tests
 )
 missing=()
 for p in "${packages[@]}"; do

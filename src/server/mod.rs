@@ -173,6 +173,8 @@ async fn announce_ready(hypervisor: Hypervisor) {
     let mut delay = Duration::from_millis(500);
     while let Err(e) = hypervisor.connect().await {
         tracing::warn!(error = %e, "libvirt does not answer yet");
+        // `systemctl status` then says why the start is taking long.
+        crate::daemon::notify::status(&format!("waiting for libvirt: {e}"));
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }

@@ -1,0 +1,341 @@
+//! The systemd unit, `systemd/vmshot.service`, as systemd itself reads it:
+//! `systemd-analyze verify` must accept it without a word about it, its
+//! sandbox must keep scoring as it does, and the directives the daemon relies
+//! on must be there.
+//!
+//! These tests need `systemd-analyze` (Debian package `systemd`) but no running
+//! systemd and no `vmshot` user. Without it they fail rather than skip: a unit
+//! that nobody checked would otherwise look like one that passed.
+//!
+//! The last test plays systemd's part of the notify protocol against a real
+//! `vmshot serve` (which needs libvirtd, like the other integration tests).
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const UNIT: &str = include_str!("../systemd/vmshot.service");
+const EXEC_START: &str = "/usr/local/bin/vmshot serve --config /etc/vmshot/vmshot.toml";
+
+/// `systemd-analyze` with its arguments, or a failure that says what to install.
+fn systemd_analyze(args: &[&str]) -> Output {
+    Command::new("systemd-analyze")
+        .args(args)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .env("SYSTEMD_COLORS", "0")
+        .env("SYSTEMD_PAGER", "")
+        .output()
+        .unwrap_or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                panic!(
+                    "systemd-analyze is not installed: install the Debian package `systemd` \
+                     (apt-get install systemd; CI does). These tests check the unit file \
+                     and do not skip."
+                )
+            }
+            panic!("cannot run systemd-analyze: {e}")
+        })
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A directory of its own for one copy of the unit, removed on drop.
+struct TempUnit {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempUnit {
+    /// Writes `unit` as `vmshot.service` (the name is the unit's name) with
+    /// ExecStart= pointing at the binary cargo built: verify insists that the
+    /// command exists, and the tests must not install into /usr/local/bin.
+    fn new(tag: &str, unit: &str) -> TempUnit {
+        let dir =
+            std::env::temp_dir().join(format!("vmshot-systemd-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vmshot.service");
+        std::fs::write(&path, with_built_binary(unit)).unwrap();
+        TempUnit { dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("temporary path is UTF-8")
+    }
+}
+
+impl Drop for TempUnit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn with_built_binary(unit: &str) -> String {
+    let binary = Path::new(env!("CARGO_BIN_EXE_vmshot"));
+    assert!(binary.is_file(), "{} is missing", binary.display());
+    let installed = format!("ExecStart={EXEC_START}");
+    assert_eq!(
+        unit.lines().filter(|l| *l == installed).count(),
+        1,
+        "the unit must have exactly one `{installed}` line"
+    );
+    // Quoted: systemd splits an unquoted command line at spaces.
+    let built = format!(
+        "ExecStart=\"{}\" serve --config /etc/vmshot/vmshot.toml",
+        binary.display()
+    );
+    unit.replace(&installed, &built)
+}
+
+/// Runs `systemd-analyze verify` on `unit` and returns its output when it
+/// fails or says anything about vmshot. Warnings such as an unknown key leave
+/// the exit status at 0, so the output is what tells. Lines about other units
+/// (libvirtd.service on a host with a broken one) are not ours to judge, and
+/// `--recursive-errors=no` keeps them out of the exit status too.
+fn verify(tag: &str, unit: &str) -> Result<(), String> {
+    let copy = TempUnit::new(tag, unit);
+    let output = systemd_analyze(&["verify", "--recursive-errors=no", copy.path()]);
+    let all = text(&output);
+    let ours: Vec<&str> = all.lines().filter(|l| l.contains("vmshot")).collect();
+    if output.status.success() && ours.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "systemd-analyze verify {} exited with {}; it said:\n{all}",
+            copy.path(),
+            output.status
+        ))
+    }
+}
+
+#[test]
+fn systemd_analyze_verify_accepts_the_unit_silently() {
+    if let Err(report) = verify("verify", UNIT) {
+        panic!("{report}");
+    }
+}
+
+/// `verify` exits 0 on an unknown key: make sure this test's reading of its
+/// output catches one, or the test above could pass on anything.
+#[test]
+fn verify_check_catches_a_misspelt_directive() {
+    let typo = UNIT.replace("ProtectClock=yes", "ProtectClok=yes");
+    assert_ne!(typo, UNIT);
+    let report = verify("typo", &typo).expect_err("a misspelt directive went unnoticed");
+    assert!(report.contains("ProtectClok"), "{report}");
+}
+
+/// `systemd-analyze security` scores what a compromised vmshot could still do
+/// (0 = nothing, 10 = everything); the unit scores 1.4 ("OK") with systemd 252.
+/// A higher score means some hardening was lost.
+#[test]
+fn sandbox_exposure_stays_low() {
+    let copy = TempUnit::new("security", UNIT);
+    let output = systemd_analyze(&["security", "--offline=true", "--no-pager", copy.path()]);
+    let all = text(&output);
+    let score: f64 = all
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for vmshot.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{all}"));
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{all}");
+}
+
+/// `(section, key, value)` for every assignment, in order.
+fn directives(unit: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some((key, value)) = line.split_once('=') {
+            out.push((
+                section.clone(),
+                key.trim().to_owned(),
+                value.trim().to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_directives_vmshot_relies_on_are_there() {
+    let all = directives(UNIT);
+    let has = |section: &str, key: &str, value: &str| {
+        all.iter()
+            .any(|(s, k, v)| s == section && k == key && v == value)
+    };
+    let expected = [
+        // READY=1, STOPPING=1 and the watchdog (src/daemon/notify.rs).
+        ("Service", "Type", "notify"),
+        ("Service", "NotifyAccess", "main"),
+        ("Service", "WatchdogSec", "30s"),
+        ("Service", "Restart", "on-failure"),
+        ("Service", "ExecStart", EXEC_START),
+        // Its own user, with a way into libvirtd.
+        ("Service", "User", "vmshot"),
+        ("Service", "Group", "vmshot"),
+        ("Service", "SupplementaryGroups", "libvirt"),
+        // The sandbox.
+        ("Service", "ProtectSystem", "strict"),
+        ("Service", "NoNewPrivileges", "yes"),
+        ("Service", "CapabilityBoundingSet", ""),
+        ("Service", "SystemCallFilter", "@system-service"),
+        // libnuma (through libvirt.so) calls it before main(): without it the
+        // syscall filter kills vmshot at every start.
+        ("Service", "SystemCallFilter", "set_mempolicy"),
+        ("Install", "WantedBy", "multi-user.target"),
+    ];
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|(s, k, v)| !has(s, k, v))
+        .map(|(s, k, v)| format!("[{s}] {k}={v}"))
+        .collect();
+    assert!(missing.is_empty(), "missing from the unit: {missing:?}");
+
+    // Later SystemCallFilter= lines edit the set the earlier ones made: the
+    // exception only counts after the exclusion.
+    let filters: Vec<&str> = all
+        .iter()
+        .filter(|(s, k, _)| s == "Service" && k == "SystemCallFilter")
+        .map(|(_, _, v)| v.as_str())
+        .collect();
+    let position = |v: &str| filters.iter().position(|f| *f == v);
+    match (
+        position("~@privileged @resources"),
+        position("set_mempolicy"),
+    ) {
+        (Some(exclusion), Some(exception)) if exclusion < exception => {}
+        _ => panic!("set_mempolicy must be allowed after @resources is excluded: {filters:?}"),
+    }
+}
+
+/// Kills the daemon if a test fails before stopping it.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next datagram equal to `want` within `limit`, and what came before it.
+fn wait_for(
+    socket: &UnixDatagram,
+    want: &str,
+    limit: Duration,
+) -> Result<Vec<String>, Vec<String>> {
+    let deadline = Instant::now() + limit;
+    let mut before = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(before);
+        }
+        socket.set_read_timeout(Some(left)).unwrap();
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if got == want {
+                    return Ok(before);
+                }
+                before.push(got);
+            }
+            Err(_) => return Err(before),
+        }
+    }
+}
+
+/// What systemd sees of `vmshot serve` under `Type=notify` and `WatchdogSec=`:
+/// READY=1 once it serves, WATCHDOG=1 every WATCHDOG_USEC / 2 after that, and
+/// STOPPING=1 when SIGTERM starts the drain, then a clean exit.
+#[test]
+fn serve_speaks_the_notify_protocol() {
+    let copy = TempUnit::new("serve", UNIT);
+    let notify_path = copy.dir.join("notify");
+    let systemd = UnixDatagram::bind(&notify_path).unwrap();
+    let config = copy.dir.join("vmshot.toml");
+    let uri = std::env::var("VMSHOT_TEST_URI").unwrap_or_else(|_| "qemu:///system".into());
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[libvirt]\nuri = \"{uri}\"\n\n\
+             [alibaba]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+    let log = copy.dir.join("stderr");
+    let mut serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_vmshot"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &notify_path)
+            // One second: a ping every half second. No WATCHDOG_PID: absent
+            // means "for whoever reads it", as when systemd runs vmshot itself.
+            .env("WATCHDOG_USEC", "1000000")
+            .env_remove("WATCHDOG_PID")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("vmshot serve starts"),
+    );
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let before = wait_for(&systemd, "READY=1", Duration::from_secs(30))
+        .unwrap_or_else(|got| panic!("no READY=1 (got {got:?}); vmshot said:\n{}", logs()));
+    assert!(
+        !before
+            .iter()
+            .any(|d| d == "WATCHDOG=1" || d == "STOPPING=1"),
+        "before READY=1: {before:?}"
+    );
+
+    let start = Instant::now();
+    for _ in 0..3 {
+        if let Err(got) = wait_for(&systemd, "WATCHDOG=1", Duration::from_secs(3)) {
+            panic!("watchdog not fed (got {got:?}); vmshot said:\n{}", logs());
+        }
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "3 pings in {:?}: faster than every 0.5 s",
+        start.elapsed()
+    );
+
+    let pid = serve.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    if let Err(got) = wait_for(&systemd, "STOPPING=1", Duration::from_secs(10)) {
+        panic!(
+            "no STOPPING=1 after SIGTERM (got {got:?}); vmshot said:\n{}",
+            logs()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serve.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 30 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}; vmshot said:\n{}", logs());
+}
