@@ -329,7 +329,8 @@ fn a_hung_guest_costs_one_request_a_timely_error() {
             screenshot_query(KEY_ID, SECRET, &fixtures::PATTERN.domain())
         ),
     );
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), d.logs());
 }
 
 #[test]

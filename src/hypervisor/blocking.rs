@@ -38,6 +38,8 @@ impl Blocking {
         F: FnOnce() -> Result<T, Error> + Send + 'static,
     {
         let permits = self.permits.clone();
+        let started = std::time::Instant::now();
+        tracing::debug!(call = %what, "libvirt call");
         let run = async move {
             let permit = permits
                 .acquire_owned()
@@ -69,14 +71,16 @@ impl Blocking {
                 })
             })
         };
-        tokio::time::timeout(deadline, run)
+        let result = tokio::time::timeout(deadline, run)
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Timeout {
-                    what,
+                    what: what.clone(),
                     after: deadline,
                 })
-            })
+            });
+        tracing::debug!(call = %what, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "libvirt call returned");
+        result
     }
 }
 

@@ -1,10 +1,11 @@
 //! The hypervisor adapter: the only code in vmshot that touches libvirt.
 //!
 //! Callers get an async API; underneath, every libvirt call runs on a worker
-//! thread of its own with a deadline (`blocking`), over one shared connection
-//! that is kept alive and reopened after libvirtd restarts (`connection`). A call
-//! that finds its connection dead is retried once on a fresh one: all calls
-//! here only read, so a retry never does anything twice.
+//! thread of its own with a deadline (`blocking`), on a connection it leases
+//! from a pool that keeps them alive and reopens them after libvirtd restarts
+//! (`connection`). A call that finds its connection dead is retried once on a
+//! fresh one: every call here either only reads or wakes a guest (which is
+//! harmless to repeat), so a retry never does harm.
 
 mod blocking;
 mod calls;
@@ -18,7 +19,7 @@ use std::time::{Duration, SystemTime};
 pub use error::{DomainState, Error};
 
 use blocking::Blocking;
-use connection::Connection;
+use connection::Pool;
 
 /// How the adapter talks to libvirt.
 #[derive(Debug, Clone)]
@@ -77,7 +78,7 @@ pub struct Hypervisor {
 
 struct Inner {
     settings: Settings,
-    connection: Connection,
+    connections: Pool,
     blocking: Blocking,
 }
 
@@ -85,7 +86,7 @@ impl Hypervisor {
     /// Creates the adapter. It connects lazily, on the first call.
     pub fn new(settings: Settings) -> Self {
         let inner = Inner {
-            connection: Connection::new(settings.uri.clone()),
+            connections: Pool::new(settings.uri.clone(), settings.max_calls),
             blocking: Blocking::new(settings.max_calls),
             settings,
         };
@@ -147,7 +148,7 @@ impl Hypervisor {
 
     /// Connections opened after the first: how often libvirt went away.
     pub fn reconnects(&self) -> u64 {
-        self.inner.connection.reconnects()
+        self.inner.connections.reconnects()
     }
 
     /// Runs `call` with the live connection on a libvirt thread, retrying once
@@ -162,13 +163,13 @@ impl Hypervisor {
         self.inner
             .blocking
             .run(what, deadline, move || {
-                let connection = &inner.connection;
-                let conn = connection.get()?;
-                match call(&conn, connection.uri()) {
-                    Err(e) if !connection.check_alive(&conn) => {
+                let pool = &inner.connections;
+                let mut lease = pool.lease()?;
+                match call(lease.conn(), pool.uri()) {
+                    Err(e) if !lease.check_alive() => {
                         tracing::warn!(error = %e, "libvirt connection dropped during a call; retrying once");
-                        drop(conn);
-                        call(&connection.get()?, connection.uri())
+                        drop(lease);
+                        call(pool.lease()?.conn(), pool.uri())
                     }
                     result => result,
                 }

@@ -75,7 +75,10 @@ impl Daemon {
         std::fs::write(&config, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_vmshot"))
             .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("VMSHOT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -123,6 +126,14 @@ impl Daemon {
                 return Some(line);
             }
         }
+    }
+
+    /// Every log line so far (for a failing assertion's message).
+    pub fn logs(&self) -> String {
+        while let Ok(line) = self.logs.try_recv() {
+            self.seen.borrow_mut().push(line);
+        }
+        self.seen.borrow().join("\n")
     }
 
     pub fn endpoint(&self) -> String {
