@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use crate::capture;
-use crate::hypervisor::Error as Hv;
+use crate::hypervisor::{DomainState, Error as Hv};
 
 /// Every exit code vmshot uses, with its meaning (also in the README).
 pub const EXIT_CODES: &[(u8, &str)] = &[
@@ -65,6 +65,10 @@ impl From<Hv> for Failure {
                 "check that libvirtd is running and that this user may use its socket (root, or the libvirt group)".to_owned(),
             ),
             Hv::NotFound { .. } => (4, "run 'vmshot list' to see the domains there".to_owned()),
+            Hv::NotRunning {
+                state: DomainState::PmSuspended,
+                ..
+            } => (5, "wake it up first (vmshot grab --wake)".to_owned()),
             Hv::NotRunning { domain, .. } => (5, format!("start it first ('virsh start {domain}')")),
             Hv::NoDisplay { .. } => (
                 6,
@@ -103,7 +107,6 @@ impl From<capture::Error> for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypervisor::DomainState;
 
     fn code_of(err: Hv) -> u8 {
         Failure::from(err).code()
@@ -174,6 +177,14 @@ mod tests {
         assert_eq!(
             f.message(),
             "domain 'web1' is shut off: start it first ('virsh start web1')."
+        );
+        let f = Failure::from(Hv::NotRunning {
+            domain: "web1".into(),
+            state: DomainState::PmSuspended,
+        });
+        assert_eq!(
+            f.message(),
+            "domain 'web1' is suspended (pmsuspended): wake it up first (vmshot grab --wake)."
         );
         let f = Failure::from(Hv::NotFound {
             domain: "web9".into(),

@@ -31,6 +31,13 @@ pub(super) struct Args {
     /// Which screen (video head) of the domain.
     #[arg(long, default_value_t = 0)]
     screen: u32,
+    /// Wake the guest first: a suspended (pmsuspended) guest is woken, a running
+    /// one gets a Shift key press so that a blanked console redraws.
+    #[arg(long)]
+    wake: bool,
+    /// After --wake, how long the guest gets to redraw before the grab.
+    #[arg(long, default_value_t = 1500, value_name = "MS")]
+    wake_settle_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -81,7 +88,11 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
             },
         }),
     };
-    let capturer = Capturer::new(args.connection.hypervisor());
+    let hypervisor = args.connection.hypervisor();
+    if args.wake && hypervisor.wake(&args.domain).await? {
+        tokio::time::sleep(std::time::Duration::from_millis(args.wake_settle_ms)).await;
+    }
+    let capturer = Capturer::new(hypervisor);
     let request = Request {
         domain: args.domain,
         screen: args.screen,

@@ -70,6 +70,10 @@ pub const SHUT_OFF: &str = "vmshot-fx-shutoff";
 pub const NO_VIDEO: &str = "vmshot-fx-novideo";
 /// Running, for tests that freeze its QEMU process (SIGSTOP) on purpose.
 pub const STALL: &str = "vmshot-fx-stall";
+/// A blue banner that the kernel blanks 3 s after the last key press (fixtures/wake).
+pub const BLANK: &str = "vmshot-fx-blank";
+/// Suspends itself to RAM once booted; redraws its banner when woken (fixtures/wake).
+pub const SUSPEND: &str = "vmshot-fx-suspend";
 
 impl Screen {
     pub fn domain(&self) -> String {
