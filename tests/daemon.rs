@@ -368,3 +368,55 @@ fn beyond_the_capture_cap_and_its_queue_callers_are_told_busy() {
         "the first capture completes once QEMU answers"
     );
 }
+
+#[test]
+fn concurrent_requests_share_one_capture_and_an_unchanged_screen_is_not_encoded_again() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let _stall = stall_guard();
+    let d = Daemon::start("throttle_interval_secs = 0\n", "");
+    let metric = |how: &str| {
+        let text = get(&d, "/metrics").text();
+        let needle = format!("vmshot_captures_total{{how=\"{how}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&needle).map(|n| n.parse::<u64>().unwrap()))
+            .unwrap_or(0)
+    };
+
+    // Four callers while QEMU cannot answer: one capture, three joiners.
+    let frozen = Frozen::new(qemu_pid(STALL));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, query) = (d.addr, screenshot_query(KEY_ID, SECRET, STALL));
+            std::thread::spawn(move || send(addr, "GET", &format!("/?{query}"), &[], b""))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(frozen);
+    let replies: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}\n{}", reply.text(), d.logs());
+        assert_eq!(reply.json()["Screenshot"], replies[0].json()["Screenshot"]);
+    }
+    assert_eq!(
+        (metric("encoded"), metric("shared")),
+        (1, 3),
+        "{}",
+        d.logs()
+    );
+
+    // The pattern guest's screen is static: the second capture reuses the
+    // first one's JPEG, byte for byte.
+    let pattern = fixtures::PATTERN.domain();
+    let first = get(
+        &d,
+        &format!("/?{}", screenshot_query(KEY_ID, SECRET, &pattern)),
+    );
+    let second = get(
+        &d,
+        &format!("/?{}", screenshot_query(KEY_ID, SECRET, &pattern)),
+    );
+    assert_eq!((first.status, second.status), (200, 200));
+    assert_eq!(first.json()["Screenshot"], second.json()["Screenshot"]);
+    assert_eq!((metric("encoded"), metric("reused")), (2, 1));
+}

@@ -341,13 +341,16 @@ fn process_hashes_exactly_the_bytes_it_returns() {
     let shot = capture::process(raw, Output::default(), &limits()).unwrap();
     assert_eq!((shot.width, shot.height), (64, 40));
     assert_eq!(shot.source_format, SourceFormat::Png);
-    assert_eq!(shot.sha256, <[u8; 32]>::from(Sha256::digest(&shot.image)));
+    assert_eq!(
+        shot.sha256,
+        <[u8; 32]>::from(Sha256::digest(shot.image.as_slice()))
+    );
     assert_eq!(
         shot.sha256_hex(),
-        capture::hex(&Sha256::digest(&shot.image))
+        capture::hex(&Sha256::digest(shot.image.as_slice()))
     );
     assert_eq!(shot.timings.grab, Duration::from_millis(5));
-    assert!(psnr(&img, &decode_rgb(&shot.image)) >= 30.0);
+    assert!(psnr(&img, &decode_rgb(shot.image.as_slice())) >= 30.0);
 
     let broken = RawScreenshot {
         payload: b"P6 4 4 255\n".to_vec(),

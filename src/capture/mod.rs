@@ -9,7 +9,9 @@ mod decode;
 mod encode;
 mod frame;
 mod ppm;
+mod reuse;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -19,6 +21,11 @@ pub use encode::{jpeg, png, EncodeError, JpegSettings, Subsampling};
 pub use frame::{Frame, Layout};
 
 use crate::hypervisor::{self, Hypervisor, RawScreenshot};
+use reuse::{Encoded, Reuse};
+
+/// Encoded screens kept for reuse: one per domain, screen and output is what
+/// a host needs; this leaves room for a few hundred domains.
+const REUSE_CAPACITY: usize = 512;
 
 /// The image format vmshot produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +73,7 @@ pub struct Timings {
     pub grab: Duration,
     pub decode: Duration,
     pub encode: Duration,
+    /// SHA-256 of the source (to recognise an unchanged screen) and of the output.
     pub hash: Duration,
 }
 
@@ -85,11 +93,18 @@ pub struct Shot {
     pub width: usize,
     pub height: usize,
     pub output: Output,
-    pub image: Vec<u8>,
+    /// Shared: callers of one capture, and later captures of an unchanged
+    /// screen, hold the same bytes.
+    pub image: Arc<Vec<u8>>,
     pub sha256: [u8; 32],
     pub source_format: SourceFormat,
     pub captured_at: SystemTime,
     pub timings: Timings,
+    /// The screen had not changed since the last capture: its image was reused.
+    pub reused: bool,
+    /// This caller joined a capture in flight for another caller (set by the
+    /// service, which runs one capture per screen at a time).
+    pub shared: bool,
 }
 
 impl Shot {
@@ -123,6 +138,7 @@ pub enum Error {
 pub struct Capturer {
     hypervisor: Hypervisor,
     limits: Limits,
+    reuse: Arc<Reuse>,
 }
 
 impl Capturer {
@@ -130,6 +146,7 @@ impl Capturer {
         Self {
             hypervisor,
             limits: Limits::default(),
+            reuse: Arc::new(Reuse::new(REUSE_CAPACITY)),
         }
     }
 
@@ -142,14 +159,64 @@ impl Capturer {
             .hypervisor
             .screenshot(&request.domain, request.screen)
             .await?;
-        let (output, limits) = (request.output, self.limits);
-        tokio::task::spawn_blocking(move || process(raw, output, &limits))
+        let (output, limits, reuse) = (request.output, self.limits, self.reuse.clone());
+        tokio::task::spawn_blocking(move || process_reusing(raw, output, &limits, &reuse))
             .await
             .map_err(|e| Error::Worker(e.to_string()))?
     }
 }
 
-/// Decode, encode and hash one raw screenshot.
+/// `process`, unless the payload is the one the last image of this screen was
+/// made from: then that image, at the cost of hashing the payload.
+fn process_reusing(
+    raw: RawScreenshot,
+    output: Output,
+    limits: &Limits,
+    reuse: &Reuse,
+) -> Result<Shot, Error> {
+    let started = Instant::now();
+    let fingerprint: [u8; 32] = Sha256::digest(&raw.payload).into();
+    let fingerprinting = started.elapsed();
+    if let Some(done) = reuse.get(&raw.uuid, raw.screen, output, &fingerprint) {
+        return Ok(Shot {
+            domain: raw.domain,
+            uuid: raw.uuid,
+            screen: raw.screen,
+            width: done.width,
+            height: done.height,
+            output,
+            image: done.image,
+            sha256: done.sha256,
+            source_format: done.source_format,
+            captured_at: raw.taken_at,
+            timings: Timings {
+                grab: raw.elapsed,
+                hash: fingerprinting,
+                ..Timings::default()
+            },
+            reused: true,
+            shared: false,
+        });
+    }
+    let mut shot = process(raw, output, limits)?;
+    shot.timings.hash += fingerprinting;
+    reuse.put(
+        &shot.uuid,
+        shot.screen,
+        output,
+        fingerprint,
+        Encoded {
+            width: shot.width,
+            height: shot.height,
+            source_format: shot.source_format,
+            image: shot.image.clone(),
+            sha256: shot.sha256,
+        },
+    );
+    Ok(shot)
+}
+
+/// Decode, encode and hash one raw screenshot (always: no reuse).
 pub fn process(raw: RawScreenshot, output: Output, limits: &Limits) -> Result<Shot, Error> {
     let RawScreenshot {
         domain,
@@ -194,11 +261,13 @@ pub fn process(raw: RawScreenshot, output: Output, limits: &Limits) -> Result<Sh
         width: frame.width,
         height: frame.height,
         output,
-        image,
+        image: Arc::new(image),
         sha256,
         source_format,
         captured_at: taken_at,
         timings,
+        reused: false,
+        shared: false,
     })
 }
 

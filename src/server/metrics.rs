@@ -1,5 +1,7 @@
 //! `/metrics` in Prometheus text format: requests by dialect, action and
-//! outcome; capture latency per stage; libvirt reconnects; throttled calls.
+//! outcome; capture latency per stage; how each screen was obtained (encoded,
+//! reused unchanged, shared with a concurrent caller); libvirt reconnects;
+//! throttled calls.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -10,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::capture::Timings;
+use crate::capture::Shot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -25,6 +27,11 @@ struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HowLabels {
+    how: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DialectLabels {
     dialect: String,
 }
@@ -33,6 +40,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     stages: Family<StageLabels, Histogram>,
+    captures: Family<HowLabels, Counter>,
     throttled: Family<DialectLabels, Counter>,
     reconnects: Counter,
     reconnects_seen: AtomicU64,
@@ -60,6 +68,12 @@ impl Default for Metrics {
             "Time per capture stage",
             stages.clone(),
         );
+        let captures = Family::<HowLabels, Counter>::default();
+        registry.register(
+            "captures",
+            "Screens served, by how: encoded, reused (unchanged since the last capture), shared (joined a capture in flight)",
+            captures.clone(),
+        );
         let throttled = Family::<DialectLabels, Counter>::default();
         registry.register(
             "throttled",
@@ -76,6 +90,7 @@ impl Default for Metrics {
             registry: Mutex::new(registry),
             requests,
             stages,
+            captures,
             throttled,
             reconnects,
             reconnects_seen: AtomicU64::new(0),
@@ -100,7 +115,18 @@ impl Metrics {
         }
     }
 
-    pub fn capture(&self, t: &Timings) {
+    /// One screen served. A shared one was timed by the caller that ran it.
+    pub fn capture(&self, shot: &Shot) {
+        let how = match (shot.shared, shot.reused) {
+            (true, _) => "shared",
+            (false, true) => "reused",
+            (false, false) => "encoded",
+        };
+        self.captures.get_or_create(&HowLabels { how }).inc();
+        if shot.shared {
+            return;
+        }
+        let t = &shot.timings;
         for (stage, d) in [
             ("grab", t.grab),
             ("decode", t.decode),
@@ -128,18 +154,42 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::{Output, SourceFormat, Timings};
+
+    fn shot(reused: bool, shared: bool) -> Shot {
+        Shot {
+            domain: "d".into(),
+            uuid: "u".into(),
+            screen: 0,
+            width: 1,
+            height: 1,
+            output: Output::default(),
+            image: Default::default(),
+            sha256: [0; 32],
+            source_format: SourceFormat::Png,
+            captured_at: std::time::SystemTime::now(),
+            timings: Timings::default(),
+            reused,
+            shared,
+        }
+    }
 
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::default();
         m.request("alibaba", "GetInstanceScreenshot", "OK");
         m.request("alibaba", "GetInstanceScreenshot", "Throttling");
-        m.capture(&Timings::default());
+        m.capture(&shot(false, false));
+        m.capture(&shot(true, false));
+        m.capture(&shot(false, true));
         let text = m.encode(2);
         for needle in [
             "vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"OK\"} 1",
             "vmshot_throttled_total{dialect=\"alibaba\"} 1",
-            "vmshot_capture_stage_seconds_count{stage=\"encode\"} 1",
+            "vmshot_capture_stage_seconds_count{stage=\"encode\"} 2",
+            "vmshot_captures_total{how=\"encoded\"} 1",
+            "vmshot_captures_total{how=\"reused\"} 1",
+            "vmshot_captures_total{how=\"shared\"} 1",
             "vmshot_libvirt_reconnects_total 2",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");

@@ -1,16 +1,20 @@
 //! The core screenshot service: what every dialect calls, after parsing its own
-//! request and checking who asks. It applies the cap on concurrent captures,
-//! the per-instance interval, the optional wake-up, and runs the capture.
+//! request and checking who asks. It applies the per-instance interval, joins
+//! a capture of the same screen already in flight (`flight`), and otherwise
+//! runs one under the cap on concurrent captures, with the optional wake-up.
 
+mod flight;
 mod gate;
 mod instances;
 mod throttle;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capture::{self, Capturer, Output, Shot};
 use crate::hypervisor::{self, DomainState, Hypervisor};
 
+use flight::Flights;
 use gate::Gate;
 use instances::InstanceIndex;
 pub use instances::INSTANCE_NAMESPACE;
@@ -28,7 +32,7 @@ pub struct ScreenshotRequest {
 }
 
 /// Why a screenshot could not be had. Dialects map each to their own wire error.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("there is no domain '{domain}'")]
     NotFound { domain: String },
@@ -74,12 +78,26 @@ impl From<capture::Error> for Error {
 }
 
 pub struct Screenshots {
+    captures: Arc<Captures>,
+    flights: Flights<FlightKey, Result<Shot, Error>>,
+    throttle: Throttle,
+    instances: InstanceIndex,
+}
+
+/// What one capture needs, shared with the task that runs it.
+struct Captures {
     capturer: Capturer,
     output: Output,
     gate: Gate,
-    throttle: Throttle,
-    instances: InstanceIndex,
     wake_settle: Duration,
+}
+
+/// Requests that may share one capture: same domain, and the same wake-up (a
+/// caller who asked for one must not get a screen taken without it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FlightKey {
+    domain: String,
+    wake: bool,
 }
 
 /// Settings of the service, from the daemon's configuration.
@@ -94,17 +112,20 @@ pub struct Settings {
 impl Screenshots {
     pub fn new(hypervisor: Hypervisor, settings: Settings) -> Self {
         Self {
-            capturer: Capturer::new(hypervisor),
-            output: settings.output,
-            gate: Gate::new(settings.max_concurrent, settings.max_queued),
+            captures: Arc::new(Captures {
+                capturer: Capturer::new(hypervisor),
+                output: settings.output,
+                gate: Gate::new(settings.max_concurrent, settings.max_queued),
+                wake_settle: settings.wake_settle,
+            }),
+            flights: Flights::new(),
             throttle: Throttle::new(),
             instances: InstanceIndex::new(),
-            wake_settle: settings.wake_settle,
         }
     }
 
     pub fn hypervisor(&self) -> &Hypervisor {
-        self.capturer.hypervisor()
+        self.captures.capturer.hypervisor()
     }
 
     /// The domain a cloud instance id names, by the domains' metadata (see
@@ -125,20 +146,33 @@ impl Screenshots {
             }
             None => None,
         };
-        let result = self.capture(request).await;
+        let key = FlightKey {
+            domain: request.domain.clone(),
+            wake: request.wake,
+        };
+        let (captures, what) = (self.captures.clone(), key.clone());
+        let result = self
+            .flights
+            .join(key, || async move { captures.capture(&what).await })
+            .await
+            .map(|(result, shared)| result.map(|shot| Shot { shared, ..shot }))
+            .unwrap_or_else(|| Err(Error::Failed("the capture task failed".into())));
         if let (Err(_), Some(slot)) = (&result, slot) {
             self.throttle.release(slot);
         }
         result
     }
+}
 
-    async fn capture(&self, request: &ScreenshotRequest) -> Result<Shot, Error> {
+impl Captures {
+    async fn capture(&self, FlightKey { domain, wake }: &FlightKey) -> Result<Shot, Error> {
         let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
-        if request.wake && self.hypervisor().wake(&request.domain).await? {
+        let hypervisor = self.capturer.hypervisor();
+        if *wake && hypervisor.wake(domain).await? {
             tokio::time::sleep(self.wake_settle).await;
         }
         let capture = capture::Request {
-            domain: request.domain.clone(),
+            domain: domain.clone(),
             screen: 0,
             output: self.output,
         };

@@ -194,8 +194,8 @@ impl Alibaba {
             .take(&request)
             .await
             .map_err(|e| AliError::from_service(&e, instance))?;
-        self.metrics.capture(&shot.timings);
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&shot.image);
+        self.metrics.capture(&shot);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(shot.image.as_slice());
         Ok(wire::screenshot(format, request_id, instance, &encoded))
     }
 
