@@ -374,7 +374,12 @@ fn concurrent_requests_share_one_capture_and_an_unchanged_screen_is_not_encoded_
     let _lock = LibvirtdLock::shared();
     fixtures::up();
     let _stall = stall_guard();
-    let d = Daemon::start("throttle_interval_secs = 0\n", "");
+    // Screenshots only: this is about the stable path (tests/fast_path.rs has
+    // the VNC mirrors).
+    let d = Daemon::start(
+        "throttle_interval_secs = 0\n",
+        "[capture]\nfast_path = \"off\"\n",
+    );
     let metric = |how: &str| {
         let text = get(&d, "/metrics").text();
         let needle = format!("vmshot_captures_total{{how=\"{how}\"}} ");

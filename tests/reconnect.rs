@@ -23,6 +23,7 @@ async fn a_libvirtd_restart_between_two_grabs_does_not_break_the_second() {
         domain: PATTERN.domain(),
         screen: 0,
         output: Output::default(),
+        fresh: true,
     };
 
     let first = capturer.capture(&request).await.expect("first grab");

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use common::cli::vmshot;
 use common::daemon::{Daemon, KEY_ID, SECRET};
-use common::fixtures::{self, libvirt_screenshot, tempdir, BLANK, SUSPEND};
+use common::fixtures::{self, tempdir, wait_for_blanked_console, BLANK, SUSPEND};
 use common::host::{virsh, wait_until, LibvirtdLock};
 use common::image_check::decode_rgb;
 use common::sdk::{get_instance_screenshot, Sdk};
@@ -53,18 +53,6 @@ fn screenshot_of(reply: &Value) -> RgbImage {
     let img = decode_rgb(&jpeg);
     assert_eq!(img.dimensions(), (1024, 768));
     img
-}
-
-/// Waits until libvirt's own screenshot of the blank guest is all black.
-fn wait_for_blanked_console() {
-    wait_until(
-        "the blank guest's console is blanked",
-        Duration::from_secs(120),
-        || {
-            let img = decode_rgb(&libvirt_screenshot(BLANK));
-            img.dimensions() == (1024, 768) && lit_share(&img) == 0.0
-        },
-    );
 }
 
 fn state(domain: &str) -> String {

@@ -13,6 +13,8 @@ use super::ppm;
 pub enum SourceFormat {
     Png,
     Ppm,
+    /// Pixels from the domain's VNC mirror (the fast path): nothing to decode.
+    Vnc,
 }
 
 impl SourceFormat {
@@ -102,7 +104,8 @@ pub fn decode(
     match SourceFormat::sniff(&payload) {
         Some(SourceFormat::Png) => Ok((SourceFormat::Png, decode_png(&payload, limits)?)),
         Some(SourceFormat::Ppm) => Ok((SourceFormat::Ppm, ppm::decode(payload, limits)?)),
-        None => Err(DecodeError::UnknownFormat {
+        // sniff never says Vnc: mirror pixels are not a payload.
+        Some(SourceFormat::Vnc) | None => Err(DecodeError::UnknownFormat {
             mime: mime.to_owned(),
         }),
     }

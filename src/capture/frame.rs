@@ -6,6 +6,9 @@ pub enum Layout {
     Gray8,
     Rgb8,
     Rgba8,
+    /// Blue, green, red, then an unused byte: a little-endian xRGB word, as
+    /// QEMU keeps its console surface and as the VNC mirror receives it.
+    Bgrx8,
 }
 
 impl Layout {
@@ -13,7 +16,7 @@ impl Layout {
         match self {
             Self::Gray8 => 1,
             Self::Rgb8 => 3,
-            Self::Rgba8 => 4,
+            Self::Rgba8 | Self::Bgrx8 => 4,
         }
     }
 }
@@ -68,6 +71,7 @@ impl Frame {
         match self.layout {
             Layout::Gray8 => [p[0]; 3],
             Layout::Rgb8 | Layout::Rgba8 => [p[0], p[1], p[2]],
+            Layout::Bgrx8 => [p[2], p[1], p[0]],
         }
     }
 }

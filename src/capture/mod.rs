@@ -1,4 +1,5 @@
-//! The capture pipeline: libvirt screenshot → decode → JPEG (or PNG) → SHA-256.
+//! The capture pipeline: libvirt screenshot → decode → JPEG (or PNG) → SHA-256;
+//! or, on the fast path, the domain's VNC mirror (`mirrors`) → JPEG → SHA-256.
 //!
 //! The grab is I/O on a libvirt thread; decoding, encoding and hashing are CPU
 //! work, done on tokio's blocking pool so the async threads stay free. Each
@@ -8,6 +9,7 @@
 mod decode;
 mod encode;
 mod frame;
+mod mirrors;
 mod ppm;
 mod reuse;
 
@@ -19,9 +21,11 @@ use sha2::{Digest, Sha256};
 pub use decode::{decode, DecodeError, Limits, SourceFormat};
 pub use encode::{jpeg, png, EncodeError, JpegSettings, Subsampling};
 pub use frame::{Frame, Layout};
+pub use mirrors::MirrorPolicy;
 
 use crate::hypervisor::{self, Hypervisor, RawScreenshot};
-use reuse::{Encoded, Reuse};
+use mirrors::{Mirrors, Ready};
+use reuse::{Encoded, Fingerprint, Reuse};
 
 /// Encoded screens kept for reuse: one per domain, screen and output is what
 /// a host needs; this leaves room for a few hundred domains.
@@ -64,6 +68,9 @@ pub struct Request {
     pub domain: String,
     pub screen: u32,
     pub output: Output,
+    /// Skip the fast path: the screen as QEMU holds it now, through
+    /// `virDomainScreenshot`, not as the VNC mirror last heard of it.
+    pub fresh: bool,
 }
 
 /// Time spent in each stage of one capture.
@@ -139,15 +146,34 @@ pub struct Capturer {
     hypervisor: Hypervisor,
     limits: Limits,
     reuse: Arc<Reuse>,
+    /// The fast path, when enabled.
+    mirrors: Option<Arc<Mirrors>>,
 }
 
 impl Capturer {
+    /// A capturer that always asks libvirt for a screenshot.
     pub fn new(hypervisor: Hypervisor) -> Self {
         Self {
             hypervisor,
             limits: Limits::default(),
             reuse: Arc::new(Reuse::new(REUSE_CAPACITY)),
+            mirrors: None,
         }
+    }
+
+    /// A capturer that serves screens from VNC mirrors where it can (see
+    /// `mirrors`). Call from within the tokio runtime.
+    pub fn with_mirrors(hypervisor: Hypervisor, policy: MirrorPolicy) -> Self {
+        let mirrors = Mirrors::new(hypervisor.clone(), policy);
+        Self {
+            mirrors: Some(mirrors),
+            ..Self::new(hypervisor)
+        }
+    }
+
+    /// VNC mirrors holding a screen now (0 without the fast path).
+    pub fn mirrors_open(&self) -> usize {
+        self.mirrors.as_ref().map_or(0, |m| m.open_count())
     }
 
     pub fn hypervisor(&self) -> &Hypervisor {
@@ -155,6 +181,17 @@ impl Capturer {
     }
 
     pub async fn capture(&self, request: &Request) -> Result<Shot, Error> {
+        let ready = match &self.mirrors {
+            Some(mirrors) if !request.fresh && request.screen == 0 => {
+                mirrors.ready(&request.domain)
+            }
+            _ => None,
+        };
+        if let Some(ready) = ready {
+            if let Some(shot) = self.capture_mirrored(request, ready).await? {
+                return Ok(shot);
+            }
+        }
         let raw = self
             .hypervisor
             .screenshot(&request.domain, request.screen)
@@ -163,6 +200,146 @@ impl Capturer {
         tokio::task::spawn_blocking(move || process_reusing(raw, output, &limits, &reuse))
             .await
             .map_err(|e| Error::Worker(e.to_string()))?
+    }
+}
+
+impl Capturer {
+    /// The fast path: the mirror's screen, encoded unless it has not changed
+    /// since the last capture. `None` if the mirror has no complete screen
+    /// after all (it is resizing, or just died): the caller takes a screenshot.
+    async fn capture_mirrored(
+        &self,
+        request: &Request,
+        ready: Ready,
+    ) -> Result<Option<Shot>, Error> {
+        let started = Instant::now();
+        let taken_at = SystemTime::now();
+        // One libvirt round trip: the domain's identity, and its state, so that
+        // a suspended guest is refused here as on the stable path.
+        let (domain, uuid) = self.hypervisor.identify(&request.domain).await?;
+        let output = request.output;
+        let fingerprint = mirror_fingerprint(ready.id, ready.mirror.generation());
+        if let Some(done) = self.reuse.get(&uuid, 0, output, &fingerprint) {
+            return Ok(Some(reused_shot(
+                done,
+                domain,
+                uuid,
+                0,
+                output,
+                taken_at,
+                started.elapsed(),
+                Duration::ZERO,
+            )));
+        }
+        let Some(snapshot) = ready.mirror.snapshot() else {
+            return Ok(None);
+        };
+        let grab = started.elapsed();
+        let reuse = self.reuse.clone();
+        let id = ready.id;
+        tokio::task::spawn_blocking(move || {
+            let mut timings = Timings {
+                grab,
+                ..Timings::default()
+            };
+            let shot = encode_frame(&domain, &snapshot.frame, output, &mut timings)?;
+            reuse.put(
+                &uuid,
+                0,
+                output,
+                mirror_fingerprint(id, snapshot.generation),
+                Encoded {
+                    width: snapshot.frame.width,
+                    height: snapshot.frame.height,
+                    source_format: SourceFormat::Vnc,
+                    image: shot.0.clone(),
+                    sha256: shot.1,
+                },
+            );
+            Ok(Some(Shot {
+                domain,
+                uuid,
+                screen: 0,
+                width: snapshot.frame.width,
+                height: snapshot.frame.height,
+                output,
+                image: shot.0,
+                sha256: shot.1,
+                source_format: SourceFormat::Vnc,
+                captured_at: taken_at,
+                timings,
+                reused: false,
+                shared: false,
+            }))
+        })
+        .await
+        .map_err(|e| Error::Worker(e.to_string()))?
+    }
+}
+
+/// Names a mirrored picture exactly: mirror ids are unique in the process, and
+/// a mirror's generation changes whenever its pixels do.
+fn mirror_fingerprint(id: u64, generation: u64) -> Fingerprint {
+    let mut fingerprint = [0; 32];
+    fingerprint[..8].copy_from_slice(b"vnc-mirr");
+    fingerprint[8..16].copy_from_slice(&id.to_le_bytes());
+    fingerprint[16..24].copy_from_slice(&generation.to_le_bytes());
+    fingerprint
+}
+
+/// Encodes and hashes a frame: the image and its SHA-256, timed into `timings`.
+fn encode_frame(
+    domain: &str,
+    frame: &Frame,
+    output: Output,
+    timings: &mut Timings,
+) -> Result<(Arc<Vec<u8>>, [u8; 32]), Error> {
+    let started = Instant::now();
+    let image = match output {
+        Output::Jpeg(settings) => jpeg(frame, settings),
+        Output::Png => png(frame),
+    }
+    .map_err(|source| Error::Encode {
+        domain: domain.to_owned(),
+        source,
+    })?;
+    timings.encode = started.elapsed();
+    let started = Instant::now();
+    let sha256: [u8; 32] = Sha256::digest(&image).into();
+    timings.hash = started.elapsed();
+    Ok((Arc::new(image), sha256))
+}
+
+/// A shot made of an image kept from an earlier capture of the same picture.
+#[allow(clippy::too_many_arguments)]
+fn reused_shot(
+    done: Encoded,
+    domain: String,
+    uuid: String,
+    screen: u32,
+    output: Output,
+    captured_at: SystemTime,
+    grab: Duration,
+    hash: Duration,
+) -> Shot {
+    Shot {
+        domain,
+        uuid,
+        screen,
+        width: done.width,
+        height: done.height,
+        output,
+        image: done.image,
+        sha256: done.sha256,
+        source_format: done.source_format,
+        captured_at,
+        timings: Timings {
+            grab,
+            hash,
+            ..Timings::default()
+        },
+        reused: true,
+        shared: false,
     }
 }
 
@@ -178,25 +355,16 @@ fn process_reusing(
     let fingerprint: [u8; 32] = Sha256::digest(&raw.payload).into();
     let fingerprinting = started.elapsed();
     if let Some(done) = reuse.get(&raw.uuid, raw.screen, output, &fingerprint) {
-        return Ok(Shot {
-            domain: raw.domain,
-            uuid: raw.uuid,
-            screen: raw.screen,
-            width: done.width,
-            height: done.height,
+        return Ok(reused_shot(
+            done,
+            raw.domain,
+            raw.uuid,
+            raw.screen,
             output,
-            image: done.image,
-            sha256: done.sha256,
-            source_format: done.source_format,
-            captured_at: raw.taken_at,
-            timings: Timings {
-                grab: raw.elapsed,
-                hash: fingerprinting,
-                ..Timings::default()
-            },
-            reused: true,
-            shared: false,
-        });
+            raw.taken_at,
+            raw.elapsed,
+            fingerprinting,
+        ));
     }
     let mut shot = process(raw, output, limits)?;
     shot.timings.hash += fingerprinting;
@@ -239,20 +407,7 @@ pub fn process(raw: RawScreenshot, output: Output, limits: &Limits) -> Result<Sh
     };
     timings.decode = started.elapsed();
 
-    let started = Instant::now();
-    let encoded = match output {
-        Output::Jpeg(settings) => jpeg(&frame, settings),
-        Output::Png => png(&frame),
-    };
-    let image = match encoded {
-        Ok(image) => image,
-        Err(source) => return Err(Error::Encode { domain, source }),
-    };
-    timings.encode = started.elapsed();
-
-    let started = Instant::now();
-    let sha256: [u8; 32] = Sha256::digest(&image).into();
-    timings.hash = started.elapsed();
+    let (image, sha256) = encode_frame(&domain, &frame, output, &mut timings)?;
 
     Ok(Shot {
         domain,
@@ -261,7 +416,7 @@ pub fn process(raw: RawScreenshot, output: Output, limits: &Limits) -> Result<Sh
         width: frame.width,
         height: frame.height,
         output,
-        image: Arc::new(image),
+        image,
         sha256,
         source_format,
         captured_at: taken_at,

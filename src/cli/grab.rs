@@ -97,6 +97,8 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
         domain: args.domain,
         screen: args.screen,
         output,
+        // A one-off process has no mirror to read from.
+        fresh: true,
     };
     let shot = capturer.capture(&request).await?;
 

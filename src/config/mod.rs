@@ -113,6 +113,23 @@ pub struct Capture {
     pub max_queued: usize,
     pub jpeg_quality: u8,
     pub subsampling: Subsampling,
+    /// How screens are obtained: screenshots only, or VNC mirrors first.
+    pub fast_path: FastPath,
+    /// A VNC mirror no capture has used for this long is closed.
+    pub mirror_idle_secs: u64,
+    /// Most VNC mirrors open at once; other domains get screenshots.
+    pub max_mirrors: usize,
+}
+
+/// `capture.fast_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FastPath {
+    /// Every capture is a `virDomainScreenshot`.
+    Off,
+    /// A shared VNC connection per captured domain holds a live copy of its
+    /// screen; captures read it, and fall back to screenshots when it cannot serve.
+    Vnc,
 }
 
 impl Default for Capture {
@@ -122,6 +139,9 @@ impl Default for Capture {
             max_queued: 64,
             jpeg_quality: 80,
             subsampling: Subsampling::S420,
+            fast_path: FastPath::Vnc,
+            mirror_idle_secs: 300,
+            max_mirrors: 64,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The blocking libvirt calls themselves. Each runs on a worker thread (see
 //! `blocking`) and turns libvirt's errors into the adapter's typed ones.
 
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::{Instant, SystemTime};
 
 use virt::connect::Connect;
@@ -127,6 +128,26 @@ pub(super) fn screenshot(
         taken_at,
         elapsed: started.elapsed(),
     })
+}
+
+pub(super) fn identify(
+    conn: &Connect,
+    uri: &str,
+    reference: &str,
+) -> Result<(String, String), Error> {
+    let dom = lookup(conn, uri, reference)?;
+    let name = dom.name().unwrap_or_else(|_| reference.to_owned());
+    let uuid = dom
+        .uuid_string()
+        .map_err(|e| Error::libvirt("read the domain UUID", &e))?;
+    let state = state_of(&dom).map_err(|e| Error::libvirt("read the domain state", &e))?;
+    if !state.has_console() {
+        return Err(Error::NotRunning {
+            domain: name,
+            state,
+        });
+    }
+    Ok((name, uuid))
 }
 
 /// Looks a domain up by UUID when the reference looks like one, else (or if no
@@ -268,6 +289,57 @@ pub(super) fn wake(conn: &Connect, uri: &str, reference: &str) -> Result<bool, E
     }
 }
 
+/// A socket to the first VNC display of the domain, opened by libvirt.
+pub(super) fn open_graphics(conn: &Connect, uri: &str, reference: &str) -> Result<OwnedFd, Error> {
+    let dom = lookup(conn, uri, reference)?;
+    let name = dom.name().unwrap_or_else(|_| reference.to_owned());
+    if let Ok(state) = state_of(&dom) {
+        if !state.has_console() {
+            return Err(Error::NotRunning {
+                domain: name,
+                state,
+            });
+        }
+    }
+    // libvirt hands the socket to whatever protocol the display speaks: a
+    // SPICE display must not be spoken to in RFB.
+    let xml = dom
+        .xml_desc(0)
+        .map_err(|e| Error::libvirt("read the domain XML", &e))?;
+    let index = vnc_display_index(&xml)
+        .map_err(|e| Error::Libvirt {
+            what: "read the domain XML".into(),
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| Error::Libvirt {
+            what: format!("open a VNC console of domain '{name}'"),
+            message: "the domain has no VNC display (<graphics type='vnc'>)".into(),
+        })?;
+    let fd = dom
+        .open_graphics_fd(index, virt::sys::VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
+        .map_err(|e| Error::libvirt("open the VNC console", &e))?;
+    let fd = RawFd::try_from(fd).map_err(|_| Error::Libvirt {
+        what: "open the VNC console".into(),
+        message: format!("libvirt returned descriptor {fd}"),
+    })?;
+    // SAFETY: virDomainOpenGraphicsFD gives the caller a fresh descriptor to
+    // own; nothing else closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Index (among the domain's `<graphics>` elements, as libvirt counts them)
+/// of the first VNC display.
+fn vnc_display_index(domain_xml: &str) -> Result<Option<u32>, roxmltree::Error> {
+    let doc = roxmltree::Document::parse(domain_xml)?;
+    let index = doc
+        .descendants()
+        .filter(|n| {
+            n.has_tag_name("graphics") && n.parent().is_some_and(|p| p.has_tag_name("devices"))
+        })
+        .position(|g| g.attribute("type") == Some("vnc"));
+    Ok(index.and_then(|i| u32::try_from(i).ok()))
+}
+
 enum ReadError {
     TooLarge,
     Libvirt(virt::error::Error),
@@ -296,7 +368,25 @@ fn read_to_end(stream: &Stream, limit: usize) -> Result<Vec<u8>, ReadError> {
 
 #[cfg(test)]
 mod tests {
-    use super::looks_like_uuid;
+    use super::{looks_like_uuid, vnc_display_index};
+
+    #[test]
+    fn vnc_display_is_found_among_graphics() {
+        let xml = |devices: &str| format!("<domain><devices>{devices}</devices></domain>");
+        let spice_then_vnc =
+            xml("<graphics type='spice'/><video/><graphics type='vnc' port='-1'/>");
+        assert_eq!(vnc_display_index(&spice_then_vnc).unwrap(), Some(1));
+        assert_eq!(
+            vnc_display_index(&xml("<graphics type='vnc'/>")).unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            vnc_display_index(&xml("<graphics type='spice'/>")).unwrap(),
+            None
+        );
+        assert_eq!(vnc_display_index(&xml("")).unwrap(), None);
+        assert!(vnc_display_index("<domain>").is_err());
+    }
 
     #[test]
     fn uuid_references() {

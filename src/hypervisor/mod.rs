@@ -12,11 +12,13 @@ mod calls;
 mod connection;
 mod display;
 mod error;
+pub mod mirror;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use error::{DomainState, Error};
+pub use mirror::{Mirror, Snapshot};
 
 use blocking::Blocking;
 use connection::Pool;
@@ -142,6 +144,28 @@ impl Hypervisor {
         let reference = domain.to_owned();
         self.call(format!("wake-up of domain '{domain}'"), move |conn, uri| {
             calls::wake(conn, uri, &reference)
+        })
+        .await
+    }
+
+    /// A socket to the domain's first VNC display, through libvirt
+    /// (`virDomainOpenGraphicsFD` with SKIPAUTH): no password, no network
+    /// port, and no taint on the domain. The socket speaks RFB; see `mirror`.
+    pub async fn open_graphics(&self, domain: &str) -> Result<std::os::fd::OwnedFd, Error> {
+        let reference = domain.to_owned();
+        self.call(
+            format!("opening the VNC console of domain '{domain}'"),
+            move |conn, uri| calls::open_graphics(conn, uri, &reference),
+        )
+        .await
+    }
+
+    /// The domain's name and UUID, if it holds a console that can be captured;
+    /// else why not (not found, not running — a suspended guest included).
+    pub async fn identify(&self, domain: &str) -> Result<(String, String), Error> {
+        let reference = domain.to_owned();
+        self.call(format!("look up domain '{domain}'"), move |conn, uri| {
+            calls::identify(conn, uri, &reference)
         })
         .await
     }

@@ -9,10 +9,11 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::capture::Shot;
+use crate::capture::{Shot, SourceFormat};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -44,6 +45,7 @@ pub struct Metrics {
     throttled: Family<DialectLabels, Counter>,
     reconnects: Counter,
     reconnects_seen: AtomicU64,
+    mirrors: Gauge,
 }
 
 /// Seconds, from 0.5 ms to about 8 s: a capture spans 1 ms (cached) to seconds (hung).
@@ -71,7 +73,7 @@ impl Default for Metrics {
         let captures = Family::<HowLabels, Counter>::default();
         registry.register(
             "captures",
-            "Screens served, by how: encoded, reused (unchanged since the last capture), shared (joined a capture in flight)",
+            "Screens served, by how: encoded (from a screenshot), mirrored (encoded from the VNC mirror), reused (unchanged since the last capture), shared (joined a capture in flight)",
             captures.clone(),
         );
         let throttled = Family::<DialectLabels, Counter>::default();
@@ -86,7 +88,14 @@ impl Default for Metrics {
             "libvirt connections reopened",
             reconnects.clone(),
         );
+        let mirrors = Gauge::default();
+        registry.register(
+            "vnc_mirrors",
+            "VNC mirrors holding a screen (the fast path)",
+            mirrors.clone(),
+        );
         Self {
+            mirrors,
             registry: Mutex::new(registry),
             requests,
             stages,
@@ -117,10 +126,11 @@ impl Metrics {
 
     /// One screen served. A shared one was timed by the caller that ran it.
     pub fn capture(&self, shot: &Shot) {
-        let how = match (shot.shared, shot.reused) {
-            (true, _) => "shared",
-            (false, true) => "reused",
-            (false, false) => "encoded",
+        let how = match (shot.shared, shot.reused, shot.source_format) {
+            (true, _, _) => "shared",
+            (false, true, _) => "reused",
+            (false, false, SourceFormat::Vnc) => "mirrored",
+            (false, false, _) => "encoded",
         };
         self.captures.get_or_create(&HowLabels { how }).inc();
         if shot.shared {
@@ -139,8 +149,10 @@ impl Metrics {
         }
     }
 
-    /// The text exposition; `reconnects` is the adapter's running count.
-    pub fn encode(&self, reconnects: u64) -> String {
+    /// The text exposition; `reconnects` is the adapter's running count,
+    /// `mirrors` the VNC mirrors open now.
+    pub fn encode(&self, reconnects: u64, mirrors: usize) -> String {
+        self.mirrors.set(i64::try_from(mirrors).unwrap_or(i64::MAX));
         let seen = self.reconnects_seen.swap(reconnects, Ordering::Relaxed);
         self.reconnects.inc_by(reconnects.saturating_sub(seen));
         let mut out = String::new();
@@ -182,7 +194,7 @@ mod tests {
         m.capture(&shot(false, false));
         m.capture(&shot(true, false));
         m.capture(&shot(false, true));
-        let text = m.encode(2);
+        let text = m.encode(2, 5);
         for needle in [
             "vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"OK\"} 1",
             "vmshot_throttled_total{dialect=\"alibaba\"} 1",
@@ -191,9 +203,10 @@ mod tests {
             "vmshot_captures_total{how=\"reused\"} 1",
             "vmshot_captures_total{how=\"shared\"} 1",
             "vmshot_libvirt_reconnects_total 2",
+            "vmshot_vnc_mirrors 5",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
-        assert!(m.encode(3).contains("vmshot_libvirt_reconnects_total 3"));
+        assert!(m.encode(3, 0).contains("vmshot_libvirt_reconnects_total 3"));
     }
 }

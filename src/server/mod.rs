@@ -23,8 +23,8 @@ pub use metrics::Metrics;
 
 use crate::api::alibaba::{self, Alibaba};
 use crate::auth::KeyStore;
-use crate::capture::{JpegSettings, Output};
-use crate::config::{read_secret_file, Config, MetricsAccess};
+use crate::capture::{JpegSettings, MirrorPolicy, Output};
+use crate::config::{read_secret_file, Config, FastPath, MetricsAccess};
 use crate::hypervisor::{Hypervisor, Settings as HvSettings};
 use crate::service::{self, Screenshots};
 
@@ -47,6 +47,7 @@ pub enum ServeError {
 #[derive(Clone)]
 struct App {
     hypervisor: Hypervisor,
+    service: Arc<Screenshots>,
     metrics: Arc<Metrics>,
     metrics_access: MetricsAccess,
 }
@@ -68,10 +69,19 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
             max_concurrent: config.capture.max_concurrent,
             max_queued: config.capture.max_queued,
             wake_settle: Duration::from_millis(config.alibaba.wakeup_settle_ms),
+            fast_path: match config.capture.fast_path {
+                FastPath::Off => None,
+                FastPath::Vnc => Some(MirrorPolicy {
+                    idle_after: Duration::from_secs(config.capture.mirror_idle_secs),
+                    max: config.capture.max_mirrors,
+                    ..MirrorPolicy::default()
+                }),
+            },
         },
     ));
     let app = App {
         hypervisor,
+        service: service.clone(),
         metrics: metrics.clone(),
         metrics_access: config.metrics.access,
     };
@@ -217,7 +227,9 @@ async fn metrics_text(
     if !allowed {
         return (StatusCode::NOT_FOUND, "no such resource\n").into_response();
     }
-    let body = app.metrics.encode(app.hypervisor.reconnects());
+    let body = app
+        .metrics
+        .encode(app.hypervisor.reconnects(), app.service.mirrors_open());
     let mut response = body.into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

@@ -11,7 +11,7 @@ mod throttle;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capture::{self, Capturer, Output, Shot};
+use crate::capture::{self, Capturer, MirrorPolicy, Output, Shot};
 use crate::hypervisor::{self, DomainState, Hypervisor};
 
 use flight::Flights;
@@ -27,6 +27,8 @@ pub struct ScreenshotRequest {
     pub domain: String,
     /// Wake a suspended guest, or nudge a running one so a blanked console redraws.
     pub wake: bool,
+    /// Skip the fast path (the VNC mirror): the screen as QEMU holds it now.
+    pub fresh: bool,
     /// Per-instance minimum interval, keyed by the dialect's instance id.
     pub throttle: Option<(String, Duration)>,
 }
@@ -98,6 +100,7 @@ struct Captures {
 struct FlightKey {
     domain: String,
     wake: bool,
+    fresh: bool,
 }
 
 /// Settings of the service, from the daemon's configuration.
@@ -107,13 +110,18 @@ pub struct Settings {
     pub max_concurrent: usize,
     pub max_queued: usize,
     pub wake_settle: Duration,
+    /// The fast path (VNC mirrors), or `None` for screenshots only.
+    pub fast_path: Option<MirrorPolicy>,
 }
 
 impl Screenshots {
     pub fn new(hypervisor: Hypervisor, settings: Settings) -> Self {
         Self {
             captures: Arc::new(Captures {
-                capturer: Capturer::new(hypervisor),
+                capturer: match settings.fast_path {
+                    Some(policy) => Capturer::with_mirrors(hypervisor, policy),
+                    None => Capturer::new(hypervisor),
+                },
                 output: settings.output,
                 gate: Gate::new(settings.max_concurrent, settings.max_queued),
                 wake_settle: settings.wake_settle,
@@ -126,6 +134,11 @@ impl Screenshots {
 
     pub fn hypervisor(&self) -> &Hypervisor {
         self.captures.capturer.hypervisor()
+    }
+
+    /// VNC mirrors holding a screen now.
+    pub fn mirrors_open(&self) -> usize {
+        self.captures.capturer.mirrors_open()
     }
 
     /// The domain a cloud instance id names, by the domains' metadata (see
@@ -149,6 +162,7 @@ impl Screenshots {
         let key = FlightKey {
             domain: request.domain.clone(),
             wake: request.wake,
+            fresh: request.fresh,
         };
         let (captures, what) = (self.captures.clone(), key.clone());
         let result = self
@@ -165,16 +179,20 @@ impl Screenshots {
 }
 
 impl Captures {
-    async fn capture(&self, FlightKey { domain, wake }: &FlightKey) -> Result<Shot, Error> {
+    async fn capture(&self, key: &FlightKey) -> Result<Shot, Error> {
         let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
         let hypervisor = self.capturer.hypervisor();
-        if *wake && hypervisor.wake(domain).await? {
+        let woken = key.wake && hypervisor.wake(&key.domain).await?;
+        if woken {
             tokio::time::sleep(self.wake_settle).await;
         }
         let capture = capture::Request {
-            domain: domain.clone(),
+            domain: key.domain.clone(),
             screen: 0,
             output: self.output,
+            // QEMU's VNC server may take up to 3 s to send a redraw that
+            // follows a long idle spell: after a wake-up, ask QEMU itself.
+            fresh: key.fresh || woken,
         };
         Ok(self.capturer.capture(&capture).await?)
     }

@@ -226,3 +226,19 @@ fn changed_pixels(a: &RgbImage, b: &RgbImage) -> usize {
 fn lit_pixels(img: &RgbImage) -> usize {
     img.pixels().filter(|p| p.0.iter().any(|c| *c > 64)).count()
 }
+
+/// Waits until the blank guest has drawn its banner (its serial log says so)
+/// and the kernel has blanked it: libvirt's own screenshot is all black.
+pub fn wait_for_blanked_console() {
+    let log = fixtures_dir().join("run/blank-serial.log");
+    super::host::wait_until(
+        "the blank guest's console is blanked",
+        Duration::from_secs(120),
+        || {
+            let ready =
+                std::fs::read_to_string(&log).is_ok_and(|l| l.contains("vmshot-fixture: ready"));
+            let img = decode_rgb(&libvirt_screenshot(BLANK));
+            ready && img.dimensions() == (1024, 768) && lit_pixels(&img) == 0
+        },
+    );
+}

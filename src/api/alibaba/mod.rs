@@ -165,16 +165,12 @@ impl Alibaba {
         }
         let instance = required(params, "InstanceId")?;
         seen.instance = Some(instance.to_owned());
-        let wake = match params.get("WakeUp").or_else(|| params.get("Wakeup")) {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("true") => true,
-            Some(v) if v.eq_ignore_ascii_case("false") => false,
-            Some(v) => {
-                return Err(AliError::invalid(format!(
-                    "WakeUp must be true or false, not \"{v}\"."
-                )))
-            }
-        };
+        let wake = flag(
+            params.get("WakeUp").or_else(|| params.get("Wakeup")),
+            "WakeUp",
+        )?;
+        // vmshot's own: skip the VNC mirror and ask QEMU for the screen now.
+        let fresh = flag(params.get("Fresh"), "Fresh")?;
         // A key limited to some instances must not learn that others exist.
         if !key.may_see(instance) {
             return Err(AliError::instance_not_found(instance));
@@ -184,6 +180,7 @@ impl Alibaba {
         let request = ScreenshotRequest {
             domain,
             wake,
+            fresh,
             throttle: Some((
                 format!("alibaba/{instance}"),
                 Duration::from_secs(self.config.throttle_interval_secs),
@@ -362,4 +359,17 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The methods the dialect answers on `/`.
 pub fn methods() -> [Method; 2] {
     [Method::GET, Method::POST]
+}
+
+/// An optional boolean parameter: absent is false; `true`/`false` in any case
+/// (the SDKs send Python's `True`/`False`).
+fn flag(value: Option<&str>, name: &str) -> Result<bool, AliError> {
+    match value {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(AliError::invalid(format!(
+            "{name} must be true or false, not \"{v}\"."
+        ))),
+    }
 }
