@@ -4,6 +4,7 @@
 # both called through Alibaba's classic SDK.
 #
 # usage: benches/alibaba-latency.sh [DOMAIN] [RUNS]   (default vmshot-fx-panic, 100)
+#        VMSHOT_FAST_PATH=vnc measures the VNC fast path instead of screenshots.
 # Needs: the guest up (fixtures/fixtures.sh up panic), Debian's python3-libvirt
 # and python3-pil for the anchor; builds vmshot --release and the SDK venv.
 set -euo pipefail
@@ -27,6 +28,9 @@ chmod 600 "$work/keys.toml"
 cat >"$work/vmshot.toml" <<TOML
 [server]
 listen = "127.0.0.1:18481"
+[capture]
+# The stable path unless VMSHOT_FAST_PATH=vnc (the daemon's default).
+fast_path = "${VMSHOT_FAST_PATH:-off}"
 [alibaba]
 credentials_file = "$work/keys.toml"
 # The benchmark calls one instance back to back.

@@ -1,5 +1,7 @@
 //! A decoded screen: pixels as turbojpeg and the PNG encoder take them.
 
+use std::sync::Arc;
+
 /// How the bytes of one pixel are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -22,13 +24,14 @@ impl Layout {
 }
 
 /// Pixels with their geometry. The pixel rows start `offset` bytes into `buf`,
-/// so a PPM payload becomes a frame without copying its pixels.
+/// so a PPM payload becomes a frame without copying its pixels; the buffer may
+/// be shared (a VNC mirror's screen), so taking a frame never copies a screen.
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub width: usize,
     pub height: usize,
     pub layout: Layout,
-    buf: Vec<u8>,
+    buf: Arc<Vec<u8>>,
     offset: usize,
 }
 
@@ -39,6 +42,17 @@ impl Frame {
         height: usize,
         layout: Layout,
         buf: Vec<u8>,
+        offset: usize,
+    ) -> Self {
+        Self::shared(width, height, layout, Arc::new(buf), offset)
+    }
+
+    /// Like `new`, over a buffer others may hold too.
+    pub(crate) fn shared(
+        width: usize,
+        height: usize,
+        layout: Layout,
+        buf: Arc<Vec<u8>>,
         offset: usize,
     ) -> Self {
         debug_assert_eq!(

@@ -98,6 +98,7 @@ pub fn main() -> ExitCode {
 /// The daemon: a multi-threaded runtime, info-level logs, JSON off a terminal.
 fn serve_main(args: &serve::Args) -> ExitCode {
     use std::io::IsTerminal;
+    crate::daemon::memory::limit_malloc_arenas();
     init_logging("info", !std::io::stderr().is_terminal());
     let config = match serve::load(args) {
         Ok(config) => config,

@@ -1,7 +1,18 @@
-//! The mirror's working copy of the framebuffer, painted as the server's
-//! updates arrive, and the bookkeeping that turns those updates into the copy
-//! callers read: which areas changed, and whether every pixel has been painted
-//! since the last (re)size.
+//! The server's updates as they arrive, and the bookkeeping that turns them
+//! into the picture callers read: which pixels changed, and whether every pixel
+//! has been painted since the last (re)size.
+//!
+//! A mirror holds one screen-sized image, the published one. An update
+//! message's rows are staged as they stream in (so the socket is never read
+//! with a lock held) and applied to that image all at once when the message
+//! ends, under the caller's lock: a reader never sees half an update. The
+//! staging area is as large as the update and is given back afterwards, so a
+//! mirror costs one screen, not two. While a screen is being received whole
+//! (at the start, after a resize) nobody may read it yet, so its rows go
+//! straight into the image, and many mirrors syncing at once do not each
+//! stage a second screen.
+
+use std::sync::Arc;
 
 use super::rfb::BYTES_PER_PIXEL;
 
@@ -10,7 +21,9 @@ use super::rfb::BYTES_PER_PIXEL;
 pub(super) struct Image {
     pub width: usize,
     pub height: usize,
-    pub pixels: Vec<u8>,
+    /// Shared with snapshots being encoded; written copy-on-write, so an
+    /// update that lands during an encode costs a copy, and nothing else does.
+    pub pixels: Arc<Vec<u8>>,
 }
 
 impl Image {
@@ -18,7 +31,7 @@ impl Image {
         Self {
             width,
             height,
-            pixels: vec![0; width * height * BYTES_PER_PIXEL],
+            pixels: Arc::new(vec![0; width * height * BYTES_PER_PIXEL]),
         }
     }
 
@@ -35,25 +48,6 @@ struct Area {
     width: usize,
     height: usize,
 }
-
-impl Area {
-    fn union(self, other: Area) -> Area {
-        let x = self.x.min(other.x);
-        let y = self.y.min(other.y);
-        let right = (self.x + self.width).max(other.x + other.width);
-        let bottom = (self.y + self.height).max(other.y + other.height);
-        Area {
-            x,
-            y,
-            width: right - x,
-            height: bottom - y,
-        }
-    }
-}
-
-/// Areas listed one by one up to this many per update; past it they merge into
-/// their bounding box, which costs a larger compare but bounds the list.
-const MAX_DAMAGE: usize = 64;
 
 /// One bit per pixel, set once painted: a screen counts as received only when
 /// every pixel has arrived, however the server splits it into rectangles.
@@ -94,26 +88,67 @@ impl Painted {
     }
 }
 
+/// A staging area bigger than this is freed once applied, not kept for the
+/// next update: full-screen updates are rare (sync, resize).
+const KEEP_STAGING: usize = 256 * 1024;
+
+/// One step of an update, replayed on the published image in order.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// `len` bytes of staged pixels from `at`, to row `y` from column `x`.
+    Row {
+        x: usize,
+        y: usize,
+        at: usize,
+        len: usize,
+    },
+    /// CopyRect within the image.
+    Copy {
+        src_x: usize,
+        src_y: usize,
+        area: Area,
+    },
+}
+
 /// The framebuffer as the server has described it so far.
 #[derive(Debug)]
 pub(super) struct Canvas {
-    image: Image,
+    width: usize,
+    height: usize,
     /// `Some` until every pixel has been painted since the last (re)size.
     painted: Option<Painted>,
-    damage: Vec<Area>,
-    /// The size changed since the last publication: the copy must follow.
-    resized: bool,
+    staged: Vec<u8>,
+    ops: Vec<Op>,
+    /// Pixels were written straight into the image since the last publication.
+    changed_directly: bool,
 }
 
 impl Canvas {
     pub fn new(width: u16, height: u16) -> Self {
         let (width, height) = (usize::from(width), usize::from(height));
         Self {
-            image: Image::black(width, height),
+            width,
+            height,
             painted: Some(Painted::new(width, height)),
-            damage: Vec::new(),
-            resized: true,
+            staged: Vec::new(),
+            ops: Vec::new(),
+            changed_directly: false,
         }
+    }
+
+    /// Makes `out` a black screen of the canvas's size, for the rows to come:
+    /// at the start, and after every resize.
+    pub fn prepare(&mut self, out: &mut Image) {
+        *out = Image::black(self.width, self.height);
+        self.staged = Vec::new();
+        self.ops.clear();
+        self.changed_directly = true;
+    }
+
+    /// True until every pixel has arrived since the last (re)size: the image
+    /// is not published as a screen yet, and rows may go straight into it.
+    pub fn syncing(&self) -> bool {
+        self.painted.is_some()
     }
 
     pub fn resize(&mut self, width: u16, height: u16) {
@@ -122,7 +157,7 @@ impl Canvas {
 
     pub fn size(&self) -> (u16, u16) {
         // Only ever built from u16 sizes.
-        (self.image.width as u16, self.image.height as u16)
+        (self.width as u16, self.height as u16)
     }
 
     /// Whether every pixel has been received since the last (re)size.
@@ -139,94 +174,142 @@ impl Canvas {
         if let Some(painted) = &mut self.painted {
             painted.paint(area);
         }
-        self.damaged(area);
     }
 
-    /// Paints one row; false if it does not fit (the decoder rules that out).
-    pub fn row(&mut self, x: u16, y: u16, pixels: &[u8]) -> bool {
-        let range = self.image.row_range(
-            usize::from(x),
-            usize::from(y),
-            pixels.len() / BYTES_PER_PIXEL,
-        );
-        match self.image.pixels.get_mut(range) {
-            Some(dst) if dst.len() == pixels.len() => {
-                dst.copy_from_slice(pixels);
-                true
-            }
-            _ => false,
+    fn fits(&self, x: usize, y: usize, pixels: &[u8]) -> bool {
+        pixels.len().is_multiple_of(BYTES_PER_PIXEL)
+            && y < self.height
+            && x + pixels.len() / BYTES_PER_PIXEL <= self.width
+    }
+
+    /// Writes one row straight into `out` (only while `syncing`); false if it
+    /// does not fit.
+    pub fn row_into(&mut self, out: &mut Image, x: u16, y: u16, pixels: &[u8]) -> bool {
+        let (x, y) = (usize::from(x), usize::from(y));
+        if !self.fits(x, y, pixels) || out.width != self.width || out.height != self.height {
+            return false;
         }
+        let range = out.row_range(x, y, pixels.len() / BYTES_PER_PIXEL);
+        Arc::make_mut(&mut out.pixels)[range].copy_from_slice(pixels);
+        self.changed_directly = true;
+        true
+    }
+
+    /// CopyRect straight into `out` (only while `syncing`).
+    pub fn copy_into(
+        &mut self,
+        out: &mut Image,
+        src: (u16, u16),
+        x: u16,
+        y: u16,
+        width: u16,
+        height: u16,
+    ) {
+        let area = self.area(x, y, width, height);
+        let (src_x, src_y) = (usize::from(src.0), usize::from(src.1));
+        if out.width == self.width
+            && out.height == self.height
+            && src_x + area.width <= self.width
+            && src_y + area.height <= self.height
+        {
+            self.changed_directly |= copy_within(out, src_x, src_y, area);
+        }
+    }
+
+    /// Stages one row; false if it does not fit (the decoder rules that out).
+    pub fn row(&mut self, x: u16, y: u16, pixels: &[u8]) -> bool {
+        let (x, y) = (usize::from(x), usize::from(y));
+        let fits = self.fits(x, y, pixels);
+        if fits && !pixels.is_empty() {
+            self.ops.push(Op::Row {
+                x,
+                y,
+                at: self.staged.len(),
+                len: pixels.len(),
+            });
+            self.staged.extend_from_slice(pixels);
+        }
+        fits
     }
 
     /// CopyRect, source and destination inside the canvas (the decoder checks).
     /// It does not count as painting: its source may not have arrived yet.
     pub fn copy(&mut self, src_x: u16, src_y: u16, x: u16, y: u16, width: u16, height: u16) {
-        let dst = self.area(x, y, width, height);
+        let area = self.area(x, y, width, height);
         let (src_x, src_y) = (usize::from(src_x), usize::from(src_y));
-        // Rows are copied in the order that never reads a row already written
-        // when source and destination overlap.
-        let rows: Box<dyn Iterator<Item = usize>> = if dst.y > src_y {
-            Box::new((0..dst.height).rev())
-        } else {
-            Box::new(0..dst.height)
-        };
-        for r in rows {
-            let from = self.image.row_range(src_x, src_y + r, dst.width);
-            let to = self.image.row_range(dst.x, dst.y + r, dst.width);
-            if from.end <= self.image.pixels.len() && to.end <= self.image.pixels.len() {
-                self.image.pixels.copy_within(from, to.start);
-            }
+        if area.width > 0
+            && area.height > 0
+            && src_x + area.width <= self.width
+            && src_y + area.height <= self.height
+        {
+            self.ops.push(Op::Copy { src_x, src_y, area });
         }
-        self.damaged(dst);
     }
 
     fn area(&self, x: u16, y: u16, width: u16, height: u16) -> Area {
         // Clamped so that a caller's mistake cannot index out of bounds.
-        let x = usize::from(x).min(self.image.width);
-        let y = usize::from(y).min(self.image.height);
+        let x = usize::from(x).min(self.width);
+        let y = usize::from(y).min(self.height);
         Area {
             x,
             y,
-            width: usize::from(width).min(self.image.width - x),
-            height: usize::from(height).min(self.image.height - y),
+            width: usize::from(width).min(self.width - x),
+            height: usize::from(height).min(self.height - y),
         }
     }
 
-    fn damaged(&mut self, area: Area) {
-        if area.width == 0 || area.height == 0 {
-            return;
-        }
-        if self.damage.len() < MAX_DAMAGE {
-            self.damage.push(area);
-        } else {
-            let all = self.damage.drain(..).fold(area, Area::union);
-            self.damage.push(all);
-        }
-    }
-
-    /// Brings `out` up to date with the canvas, copying only the damaged areas
-    /// and only where they differ; true if any pixel of `out` changed.
+    /// Applies the staged update to `out`, in the order the server sent it;
+    /// true if any pixel of `out` changed.
     pub fn publish(&mut self, out: &mut Image) -> bool {
-        let mut changed = false;
-        if self.resized || out.width != self.image.width || out.height != self.image.height {
-            out.clone_from(&self.image);
-            self.resized = false;
+        let mut changed = std::mem::take(&mut self.changed_directly);
+        if out.width != self.width || out.height != self.height {
+            // Not prepared (a caller's slip): start from black rather than panic.
+            *out = Image::black(self.width, self.height);
             changed = true;
-        } else {
-            for area in &self.damage {
-                for y in area.y..area.y + area.height {
-                    let range = self.image.row_range(area.x, y, area.width);
-                    let (src, dst) = (&self.image.pixels[range.clone()], &mut out.pixels[range]);
-                    if src != dst {
-                        dst.copy_from_slice(src);
+        }
+        for op in self.ops.drain(..) {
+            match op {
+                Op::Row { x, y, at, len } => {
+                    let range = out.row_range(x, y, len / BYTES_PER_PIXEL);
+                    let src = &self.staged[at..at + len];
+                    if src != &out.pixels[range.clone()] {
+                        Arc::make_mut(&mut out.pixels)[range].copy_from_slice(src);
                         changed = true;
                     }
                 }
+                Op::Copy { src_x, src_y, area } => {
+                    changed |= copy_within(out, src_x, src_y, area);
+                }
             }
         }
-        self.damage.clear();
+        self.staged.clear();
+        if self.staged.capacity() > KEEP_STAGING {
+            self.staged = Vec::new();
+        }
         changed
     }
+}
+
+/// CopyRect on the image itself; true if it changed any pixel.
+fn copy_within(out: &mut Image, src_x: usize, src_y: usize, dst: Area) -> bool {
+    // Rows are copied in the order that never reads a row already written
+    // when source and destination overlap.
+    let rows: Box<dyn Iterator<Item = usize>> = if dst.y > src_y {
+        Box::new((0..dst.height).rev())
+    } else {
+        Box::new(0..dst.height)
+    };
+    let mut changed = false;
+    for r in rows {
+        let from = out.row_range(src_x, src_y + r, dst.width);
+        let to = out.row_range(dst.x, dst.y + r, dst.width);
+        let inside = from.end <= out.pixels.len() && to.end <= out.pixels.len();
+        if inside && out.pixels[from.clone()] != out.pixels[to.clone()] {
+            Arc::make_mut(&mut out.pixels).copy_within(from, to.start);
+            changed = true;
+        }
+    }
+    changed
 }
 
 #[cfg(test)]
@@ -305,14 +388,70 @@ mod tests {
     }
 
     #[test]
-    fn damage_list_is_bounded() {
-        let mut c = Canvas::new(200, 200);
-        for i in 0..500u16 {
-            c.rect(i % 200, i % 200, 1, 1);
-        }
-        assert!(c.damage.len() <= MAX_DAMAGE);
+    fn while_syncing_rows_go_straight_into_the_image() {
+        let mut c = Canvas::new(4, 2);
         let mut out = Image::default();
+        c.prepare(&mut out);
+        assert_eq!((out.width, out.height), (4, 2));
+        assert!(c.syncing());
+        c.rect(0, 0, 4, 2);
+        assert!(c.row_into(&mut out, 0, 0, &px(5, 4)));
+        assert!(!c.row_into(&mut out, 2, 1, &px(5, 4)), "past the edge");
+        assert_eq!(&out.pixels[..16], &px(5, 4)[..], "written at once");
+        assert!(c.row_into(&mut out, 0, 1, &px(6, 4)));
+        c.copy_into(&mut out, (0, 0), 0, 1, 2, 1);
+        assert_eq!(&out.pixels[16..24], &px(5, 2)[..]);
+        assert!(c.complete());
+        assert!(!c.syncing());
+        assert!(c.publish(&mut out), "direct writes count as a change");
+        assert!(
+            c.staged.capacity() == 0 && c.ops.is_empty(),
+            "nothing staged"
+        );
+        assert!(!c.publish(&mut out));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_pixels_while_the_image_changes() {
+        let mut c = Canvas::new(2, 1);
+        let mut out = Image::default();
+        c.prepare(&mut out);
+        c.rect(0, 0, 2, 1);
+        assert!(c.row_into(&mut out, 0, 0, &px(1, 2)));
+        assert!(c.complete());
         c.publish(&mut out);
-        assert!(c.damage.is_empty());
+        let held = out.pixels.clone(); // what a snapshot holds
+        c.row(0, 0, &px(2, 2));
+        assert!(c.publish(&mut out));
+        assert_eq!((held[0], out.pixels[0]), (1, 2));
+        drop(held);
+        c.row(0, 0, &px(3, 2));
+        let before = Arc::as_ptr(&out.pixels);
+        assert!(c.publish(&mut out));
+        assert_eq!(
+            Arc::as_ptr(&out.pixels),
+            before,
+            "no copy when nobody holds it"
+        );
+    }
+
+    #[test]
+    fn a_full_screen_update_is_not_kept_once_applied() {
+        let mut c = Canvas::new(400, 300);
+        c.rect(0, 0, 400, 300);
+        for y in 0..300 {
+            assert!(c.row(0, y, &px(9, 400)));
+        }
+        let mut out = Image::default();
+        assert!(c.publish(&mut out));
+        assert!(c.complete());
+        assert!(out.pixels.iter().step_by(4).all(|p| *p == 9));
+        assert_eq!(c.staged.capacity(), 0, "the staging area was given back");
+        assert!(c.ops.is_empty());
+        // Small updates keep their small staging area.
+        c.rect(0, 0, 2, 1);
+        c.row(0, 0, &px(1, 2));
+        assert!(c.publish(&mut out));
+        assert!(c.staged.capacity() > 0);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! `virDomainScreenshot` makes QEMU encode a PNG on every call (~40 ms at
 //! 1024x768). A mirror instead receives only what changed, as QEMU notices it,
-//! into memory: a capture is then a copy of that memory. One tokio task per
+//! into memory: a capture then reads that memory (shared, copy-on-write). One tokio task per
 //! mirror owns the socket; callers read the last complete picture it published.
 //!
 //! The mirror is a guest on the console, never its owner: it connects as a
@@ -86,7 +86,8 @@ impl From<std::io::Error> for MirrorError {
     }
 }
 
-/// A copy of the mirrored screen.
+/// The mirrored screen as it was when taken: it shares the mirror's pixels, and
+/// the mirror copies them before changing any while a snapshot holds them.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// The screen, `Layout::Bgrx8`.
@@ -278,7 +279,7 @@ impl Mirror {
         self.handle.shared.published().generation
     }
 
-    /// A copy of the screen; `None` until it is complete, while a new screen
+    /// The screen, without copying it; `None` until it is complete, while a new screen
     /// size is being filled in, and once the mirror is dead.
     pub fn snapshot(&self) -> Option<Snapshot> {
         let published = self.handle.shared.published();
@@ -286,7 +287,7 @@ impl Mirror {
             return None;
         }
         let image = &published.image;
-        let frame = Frame::new(
+        let frame = Frame::shared(
             image.width,
             image.height,
             Layout::Bgrx8,
@@ -379,6 +380,7 @@ async fn session(
 ) -> Result<(), MirrorError> {
     let mut decoder = Decoder::new(init.width, init.height);
     let mut canvas = Canvas::new(init.width, init.height);
+    canvas.prepare(&mut shared.published().image);
     let mut out = Vec::new();
     out.extend_from_slice(&rfb::set_pixel_format_bgrx());
     out.extend_from_slice(&rfb::set_encodings(&[
@@ -406,7 +408,14 @@ async fn session(
                     height,
                 } => canvas.rect(x, y, width, height),
                 Event::Row { x, y, pixels } => {
-                    if !canvas.row(x, y, pixels) {
+                    // A screen being received whole is not readable yet: its
+                    // rows need no staging (see canvas).
+                    let placed = if canvas.syncing() {
+                        canvas.row_into(&mut shared.published().image, x, y, pixels)
+                    } else {
+                        canvas.row(x, y, pixels)
+                    };
+                    if !placed {
                         return Err(MirrorError::Misplaced);
                     }
                 }
@@ -417,11 +426,22 @@ async fn session(
                     y,
                     width,
                     height,
-                } => canvas.copy(src_x, src_y, x, y, width, height),
+                } => {
+                    if canvas.syncing() {
+                        let image = &mut shared.published().image;
+                        canvas.copy_into(image, (src_x, src_y), x, y, width, height);
+                    } else {
+                        canvas.copy(src_x, src_y, x, y, width, height);
+                    }
+                }
                 Event::Resize { width, height } => {
                     tracing::debug!(mirror = %shared.label, width, height, "VNC screen resized");
                     canvas.resize(width, height);
-                    shared.published().synced = false;
+                    {
+                        let mut published = shared.published();
+                        published.synced = false;
+                        canvas.prepare(&mut published.image);
+                    }
                     shared.status.send_replace(Status::Syncing);
                     sync_by = Some(Instant::now() + settings.first_frame_timeout);
                     // QEMU repaints after a resize anyway; asking makes it so
