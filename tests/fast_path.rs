@@ -160,3 +160,31 @@ fn a_change_on_screen_reaches_the_mirror_within_the_refresh_bound() {
     }
     eprintln!("the redraw reached the mirror in {:?}", pressed.elapsed());
 }
+
+#[test]
+fn mirrors_stay_within_their_memory_budget() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    // 4 MiB: room for one 1024x768 screen (3 MiB), not for a 1920x1080 one too.
+    let d = Daemon::start(
+        "throttle_interval_secs = 0\n",
+        "[capture]\nmirror_memory_mb = 4\n",
+    );
+    image_of(&screenshot(&d, &PATTERN.domain(), &[]));
+    assert!(d
+        .wait_for_log("VNC mirror synced", Duration::from_secs(20))
+        .is_some());
+    let big = fixtures::PATTERN_1080.domain();
+    image_of(&screenshot(&d, &big, &[]));
+    assert!(
+        d.wait_for_log("memory budget", Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        d.logs()
+    );
+    assert_eq!(metric(&d, "vmshot_vnc_mirrors"), 1);
+    // The big screen is still served, by screenshots.
+    let (_, img) = image_of(&screenshot(&d, &big, &[]));
+    assert!(shows_pattern(&img, 6.0));
+    assert_eq!(served(&d, "mirrored"), 0, "{}", d.logs());
+}

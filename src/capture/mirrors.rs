@@ -8,8 +8,10 @@
 //! A mirror that dies (QEMU stopped, a user's exclusive VNC client took the
 //! console) is forgotten, and the domain is left to the stable path for
 //! `retry_after` before another mirror is tried: vmshot never fights a user for
-//! the console. Mirrors unused for `idle_after` are closed, and at most `max`
-//! are open at once (each holds its screen: 3 MiB at 1024x768).
+//! the console. Mirrors unused for `idle_after` are closed, at most `max` are
+//! open at once, and their screens (3 MiB at 1024x768, 8 MiB at 1920x1080) stay
+//! within `memory_budget`: past it, domains take the stable path, and the least
+//! recently used mirrors close if screens grew (a guest changed mode).
 //!
 //! ```text
 //!   (none) --first capture--> Opening --synced--> Open --idle / dead--> (none)
@@ -39,6 +41,8 @@ pub struct MirrorPolicy {
     pub retry_after: Duration,
     /// How long a new mirror may take to hold a complete screen.
     pub sync_within: Duration,
+    /// Bytes of screens all mirrors may hold together.
+    pub memory_budget: usize,
 }
 
 impl Default for MirrorPolicy {
@@ -48,6 +52,7 @@ impl Default for MirrorPolicy {
             max: 64,
             retry_after: Duration::from_secs(60),
             sync_within: Duration::from_secs(10),
+            memory_budget: 96 << 20,
         }
     }
 }
@@ -68,6 +73,8 @@ enum Slot {
         id: u64,
         mirror: Mirror,
         used: Instant,
+        /// Its screen's size when last looked at (see `sweep_once`).
+        bytes: usize,
     },
     Failed {
         at: Instant,
@@ -103,7 +110,9 @@ impl Mirrors {
     pub(crate) fn ready(self: &Arc<Self>, domain: &str) -> Option<Ready> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         match slots.get_mut(domain) {
-            Some(Slot::Open { id, mirror, used }) => {
+            Some(Slot::Open {
+                id, mirror, used, ..
+            }) => {
                 if mirror.is_alive() {
                     *used = Instant::now();
                     return Some(Ready {
@@ -126,7 +135,7 @@ impl Mirrors {
                     .values()
                     .filter(|s| !matches!(s, Slot::Failed { .. }))
                     .count();
-                if open >= self.policy.max {
+                if open >= self.policy.max || held(&slots) >= self.policy.memory_budget {
                     return None;
                 }
                 slots.insert(
@@ -150,14 +159,26 @@ impl Mirrors {
             .count()
     }
 
+    /// Records how an opening ended; a synced mirror that would take the
+    /// screens past the budget is closed (the domain retries later).
     fn settle(&self, domain: String, slot: Slot) {
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(domain, slot);
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match slot {
+            Slot::Open { bytes, .. } if held(&slots) + bytes > self.policy.memory_budget => {
+                tracing::info!(
+                    domain,
+                    budget_mib = self.policy.memory_budget >> 20,
+                    "VNC mirrors at their memory budget; screenshots for this domain"
+                );
+                Slot::Failed { at: Instant::now() }
+            }
+            slot => slot,
+        };
+        slots.insert(domain, slot);
     }
 
-    /// Closes the mirrors unused for `idle_after` and forgets old failures.
+    /// Closes the mirrors unused for `idle_after` and forgets old failures;
+    /// if screens grew past the budget, closes the least recently used.
     fn sweep_once(&self) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.retain(|domain, slot| match slot {
@@ -168,7 +189,38 @@ impl Mirrors {
             Slot::Failed { at } => at.elapsed() < self.policy.retry_after,
             _ => true,
         });
+        for slot in slots.values_mut() {
+            if let Slot::Open { mirror, bytes, .. } = slot {
+                *bytes = mirror.screen_bytes();
+            }
+        }
+        while held(&slots) > self.policy.memory_budget {
+            let oldest = slots
+                .iter()
+                .filter_map(|(domain, slot)| match slot {
+                    Slot::Open { used, .. } => Some((*used, domain.clone())),
+                    _ => None,
+                })
+                .min();
+            let Some((_, domain)) = oldest else { break };
+            tracing::info!(
+                domain,
+                "closing a VNC mirror: screens past the memory budget"
+            );
+            slots.insert(domain, Slot::Failed { at: Instant::now() });
+        }
     }
+}
+
+/// Bytes of screens the open mirrors hold.
+fn held(slots: &HashMap<String, Slot>) -> usize {
+    slots
+        .values()
+        .map(|slot| match slot {
+            Slot::Open { bytes, .. } => *bytes,
+            _ => 0,
+        })
+        .sum()
 }
 
 async fn open_mirror(mirrors: Arc<Mirrors>, domain: String) {
@@ -182,6 +234,7 @@ async fn open_mirror(mirrors: Arc<Mirrors>, domain: String) {
             );
             Slot::Open {
                 id: mirrors.next_id.fetch_add(1, Ordering::Relaxed),
+                bytes: mirror.screen_bytes(),
                 mirror,
                 used: Instant::now(),
             }

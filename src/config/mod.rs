@@ -119,6 +119,8 @@ pub struct Capture {
     pub mirror_idle_secs: u64,
     /// Most VNC mirrors open at once; other domains get screenshots.
     pub max_mirrors: usize,
+    /// MiB of screens all VNC mirrors may hold together (4 bytes a pixel).
+    pub mirror_memory_mb: usize,
 }
 
 /// `capture.fast_path`.
@@ -142,6 +144,7 @@ impl Default for Capture {
             fast_path: FastPath::Vnc,
             mirror_idle_secs: 300,
             max_mirrors: 64,
+            mirror_memory_mb: 96,
         }
     }
 }

@@ -74,6 +74,7 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
                 FastPath::Vnc => Some(MirrorPolicy {
                     idle_after: Duration::from_secs(config.capture.mirror_idle_secs),
                     max: config.capture.max_mirrors,
+                    memory_budget: config.capture.mirror_memory_mb << 20,
                     ..MirrorPolicy::default()
                 }),
             },

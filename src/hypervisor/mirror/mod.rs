@@ -274,6 +274,11 @@ impl Mirror {
         self.handle.shared.published().failure.clone()
     }
 
+    /// Bytes of the screen the mirror holds (4 per pixel).
+    pub fn screen_bytes(&self) -> usize {
+        self.handle.shared.published().image.pixels.len()
+    }
+
     /// Changes whenever the mirrored pixels change (and only then).
     pub fn generation(&self) -> u64 {
         self.handle.shared.published().generation
