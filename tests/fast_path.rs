@@ -14,7 +14,7 @@ use common::daemon::{Daemon, KEY_ID, SECRET};
 use common::fixtures::{self, libvirt_screenshot, shows_pattern, BLANK, NO_VIDEO, PATTERN};
 use common::host::{virsh, LibvirtdLock};
 use common::http::{send, Reply};
-use common::image_check::{decode_rgb, psnr};
+use common::image_check::{blue_share, decode_rgb, psnr};
 use common::signing::signed_query;
 
 /// A daemon with the default configuration (fast path on), no per-instance
@@ -115,15 +115,6 @@ fn a_domain_without_vnc_keeps_the_stable_path() {
         .wait_for_log("no VNC mirror", Duration::from_secs(20))
         .is_some());
     assert_eq!(metric(&d, "vmshot_vnc_mirrors"), 0);
-}
-
-/// Share of pixels that are the wake fixture's banner blue.
-fn blue_share(img: &RgbImage) -> f64 {
-    let blue = img
-        .pixels()
-        .filter(|p| p[2] > 120 && p[0] < 80 && p[1] < 80)
-        .count();
-    blue as f64 / f64::from(img.width() * img.height())
 }
 
 #[test]

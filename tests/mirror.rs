@@ -20,7 +20,7 @@ use image::RgbImage;
 
 use common::fixtures::{self, libvirt_screenshot, shows_pattern, Screen, PREFIX};
 use common::host::{uri, virsh, LibvirtdLock};
-use common::image_check::{decode_rgb, psnr};
+use common::image_check::{blue_share, decode_rgb, lit_share, psnr};
 use vmshot::capture::{self, JpegSettings, Layout};
 use vmshot::hypervisor::mirror::{rfb, MirrorSettings};
 use vmshot::hypervisor::{Hypervisor, Mirror, Settings, Snapshot};
@@ -361,20 +361,6 @@ fn an_exclusive_viewer_takes_the_console_and_the_mirror_steps_aside() {
         let back = synced_mirror(&setup.hypervisor, &name).await;
         assert!(back.snapshot().is_some());
     });
-}
-
-/// Share of pixels that are the wake fixture's banner blue.
-fn blue_share(img: &RgbImage) -> f64 {
-    let blue = img
-        .pixels()
-        .filter(|p| p[2] > 120 && p[0] < 80 && p[1] < 80)
-        .count();
-    blue as f64 / f64::from(img.width() * img.height())
-}
-
-fn lit_share(img: &RgbImage) -> f64 {
-    let lit = img.pixels().filter(|p| p.0.iter().any(|c| *c > 24)).count();
-    lit as f64 / f64::from(img.width() * img.height())
 }
 
 /// Waits until `check` holds for the mirror's picture; returns how long that

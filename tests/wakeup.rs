@@ -14,7 +14,7 @@ use common::cli::vmshot;
 use common::daemon::{Daemon, KEY_ID, SECRET};
 use common::fixtures::{self, tempdir, wait_for_blanked_console, BLANK, SUSPEND};
 use common::host::{virsh, wait_until, LibvirtdLock};
-use common::image_check::decode_rgb;
+use common::image_check::{blue_share, decode_rgb, lit_share};
 use common::sdk::{get_instance_screenshot, Sdk};
 
 const KEY: (&str, &str) = (KEY_ID, SECRET);
@@ -28,21 +28,6 @@ fn daemon() -> Daemon {
         ),
         "",
     )
-}
-
-/// Share of pixels that are the fixture's banner blue (fbcon's blue, 0,0,170).
-fn blue_share(img: &RgbImage) -> f64 {
-    let blue = img
-        .pixels()
-        .filter(|p| p[2] > 120 && p[0] < 80 && p[1] < 80)
-        .count();
-    blue as f64 / f64::from(img.width() * img.height())
-}
-
-/// Share of pixels that are not black.
-fn lit_share(img: &RgbImage) -> f64 {
-    let lit = img.pixels().filter(|p| p.0.iter().any(|c| *c > 24)).count();
-    lit as f64 / f64::from(img.width() * img.height())
 }
 
 fn screenshot_of(reply: &Value) -> RgbImage {

@@ -44,3 +44,18 @@ pub fn decode_rgb(bytes: &[u8]) -> RgbImage {
         .expect("decodable image")
         .to_rgb8()
 }
+
+/// Share of pixels that are the wake fixture's banner blue (fbcon's 0,0,170).
+pub fn blue_share(img: &RgbImage) -> f64 {
+    let blue = img
+        .pixels()
+        .filter(|p| p[2] > 120 && p[0] < 80 && p[1] < 80)
+        .count();
+    blue as f64 / f64::from(img.width() * img.height())
+}
+
+/// Share of pixels that are not black.
+pub fn lit_share(img: &RgbImage) -> f64 {
+    let lit = img.pixels().filter(|p| p.0.iter().any(|c| *c > 24)).count();
+    lit as f64 / f64::from(img.width() * img.height())
+}
