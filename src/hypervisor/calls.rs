@@ -79,25 +79,9 @@ pub(super) fn screenshot(
 ) -> Result<RawScreenshot, Error> {
     let started = Instant::now();
     let taken_at = SystemTime::now();
-    let dom = lookup(conn, uri, reference)?;
-    let name = dom.name().unwrap_or_else(|_| reference.to_owned());
-    let uuid = dom
-        .uuid_string()
-        .map_err(|e| Error::libvirt("read the domain UUID", &e))?;
-
-    // A guest suspended to RAM still has a live QEMU, so libvirt would hand
-    // back a black screen as if all were well; it is not running, and saying
-    // so (a wake-up brings it back) is the useful answer. One round trip
-    // (~0.2 ms) against a screenshot's tens of ms. The XML is only read to
-    // explain a failure.
-    if let Ok(state) = state_of(&dom) {
-        if !state.has_console() {
-            return Err(Error::NotRunning {
-                domain: name,
-                state,
-            });
-        }
-    }
+    let (dom, name) = capturable(conn, uri, reference)?;
+    let uuid = uuid_of(&dom)?;
+    // The XML is only read to explain a failure.
     let stream = Stream::new(conn, 0).map_err(|e| unreachable_or(uri, "open a stream", &e))?;
     let mime = dom
         .screenshot(&stream, screen, 0)
@@ -135,19 +119,34 @@ pub(super) fn identify(
     uri: &str,
     reference: &str,
 ) -> Result<(String, String), Error> {
+    let (dom, name) = capturable(conn, uri, reference)?;
+    Ok((name, uuid_of(&dom)?))
+}
+
+/// The domain and its name, unless it is known to hold no console to capture.
+///
+/// A guest suspended to RAM still has a live QEMU, so libvirt would hand back
+/// a black screen as if all were well; it is not running, and saying so (a
+/// wake-up brings it back) is the useful answer. One round trip (~0.2 ms)
+/// against a screenshot's tens of ms. A state that cannot be read is not held
+/// against the domain: the call that follows fails with its own reason.
+fn capturable(conn: &Connect, uri: &str, reference: &str) -> Result<(Domain, String), Error> {
     let dom = lookup(conn, uri, reference)?;
     let name = dom.name().unwrap_or_else(|_| reference.to_owned());
-    let uuid = dom
-        .uuid_string()
-        .map_err(|e| Error::libvirt("read the domain UUID", &e))?;
-    let state = state_of(&dom).map_err(|e| Error::libvirt("read the domain state", &e))?;
-    if !state.has_console() {
-        return Err(Error::NotRunning {
-            domain: name,
-            state,
-        });
+    if let Ok(state) = state_of(&dom) {
+        if !state.has_console() {
+            return Err(Error::NotRunning {
+                domain: name,
+                state,
+            });
+        }
     }
-    Ok((name, uuid))
+    Ok((dom, name))
+}
+
+fn uuid_of(dom: &Domain) -> Result<String, Error> {
+    dom.uuid_string()
+        .map_err(|e| Error::libvirt("read the domain UUID", &e))
 }
 
 /// Looks a domain up by UUID when the reference looks like one, else (or if no
@@ -291,16 +290,7 @@ pub(super) fn wake(conn: &Connect, uri: &str, reference: &str) -> Result<bool, E
 
 /// A socket to the first VNC display of the domain, opened by libvirt.
 pub(super) fn open_graphics(conn: &Connect, uri: &str, reference: &str) -> Result<OwnedFd, Error> {
-    let dom = lookup(conn, uri, reference)?;
-    let name = dom.name().unwrap_or_else(|_| reference.to_owned());
-    if let Ok(state) = state_of(&dom) {
-        if !state.has_console() {
-            return Err(Error::NotRunning {
-                domain: name,
-                state,
-            });
-        }
-    }
+    let (dom, name) = capturable(conn, uri, reference)?;
     // libvirt hands the socket to whatever protocol the display speaks: a
     // SPICE display must not be spoken to in RFB.
     let xml = dom
