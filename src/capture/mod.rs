@@ -118,6 +118,18 @@ impl Shot {
     pub fn sha256_hex(&self) -> String {
         hex(&self.sha256)
     }
+
+    /// The image and what describes it, to keep for reuse.
+    fn encoded(&self) -> Encoded {
+        Encoded {
+            width: self.width,
+            height: self.height,
+            source_format: self.source_format,
+            output: self.output,
+            image: self.image.clone(),
+            sha256: self.sha256,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,16 +232,13 @@ impl Capturer {
         let output = request.output;
         let fingerprint = mirror_fingerprint(ready.id, ready.mirror.generation());
         if let Some(done) = self.reuse.get(&uuid, 0, output, &fingerprint) {
-            return Ok(Some(reused_shot(
-                done,
-                domain,
-                uuid,
-                0,
-                output,
-                taken_at,
-                started.elapsed(),
-                Duration::ZERO,
-            )));
+            let timings = Timings {
+                grab: started.elapsed(),
+                ..Timings::default()
+            };
+            return Ok(Some(
+                done.into_shot(domain, uuid, 0, taken_at, timings, true),
+            ));
         }
         let Some(snapshot) = ready.mirror.snapshot() else {
             return Ok(None);
@@ -242,35 +251,18 @@ impl Capturer {
                 grab,
                 ..Timings::default()
             };
-            let shot = encode_frame(&domain, &snapshot.frame, output, &mut timings)?;
-            reuse.put(
-                &uuid,
-                0,
+            let encoded = encode_frame(
+                &domain,
+                &snapshot.frame,
+                SourceFormat::Vnc,
                 output,
-                mirror_fingerprint(id, snapshot.generation),
-                Encoded {
-                    width: snapshot.frame.width,
-                    height: snapshot.frame.height,
-                    source_format: SourceFormat::Vnc,
-                    image: shot.0.clone(),
-                    sha256: shot.1,
-                },
-            );
-            Ok(Some(Shot {
-                domain,
-                uuid,
-                screen: 0,
-                width: snapshot.frame.width,
-                height: snapshot.frame.height,
-                output,
-                image: shot.0,
-                sha256: shot.1,
-                source_format: SourceFormat::Vnc,
-                captured_at: taken_at,
-                timings,
-                reused: false,
-                shared: false,
-            }))
+                &mut timings,
+            )?;
+            let fingerprint = mirror_fingerprint(id, snapshot.generation);
+            reuse.put(&uuid, 0, output, fingerprint, encoded.clone());
+            Ok(Some(
+                encoded.into_shot(domain, uuid, 0, taken_at, timings, false),
+            ))
         })
         .await
         .map_err(|e| Error::Worker(e.to_string()))?
@@ -287,13 +279,14 @@ fn mirror_fingerprint(id: u64, generation: u64) -> Fingerprint {
     fingerprint
 }
 
-/// Encodes and hashes a frame: the image and its SHA-256, timed into `timings`.
+/// Encodes and hashes a frame, timed into `timings`.
 fn encode_frame(
     domain: &str,
     frame: &Frame,
+    source_format: SourceFormat,
     output: Output,
     timings: &mut Timings,
-) -> Result<(Arc<Vec<u8>>, [u8; 32]), Error> {
+) -> Result<Encoded, Error> {
     let started = Instant::now();
     let image = match output {
         Output::Jpeg(settings) => jpeg(frame, settings),
@@ -307,39 +300,42 @@ fn encode_frame(
     let started = Instant::now();
     let sha256: [u8; 32] = Sha256::digest(&image).into();
     timings.hash = started.elapsed();
-    Ok((Arc::new(image), sha256))
+    Ok(Encoded {
+        width: frame.width,
+        height: frame.height,
+        source_format,
+        output,
+        image: Arc::new(image),
+        sha256,
+    })
 }
 
-/// A shot made of an image kept from an earlier capture of the same picture.
-#[allow(clippy::too_many_arguments)]
-fn reused_shot(
-    done: Encoded,
-    domain: String,
-    uuid: String,
-    screen: u32,
-    output: Output,
-    captured_at: SystemTime,
-    grab: Duration,
-    hash: Duration,
-) -> Shot {
-    Shot {
-        domain,
-        uuid,
-        screen,
-        width: done.width,
-        height: done.height,
-        output,
-        image: done.image,
-        sha256: done.sha256,
-        source_format: done.source_format,
-        captured_at,
-        timings: Timings {
-            grab,
-            hash,
-            ..Timings::default()
-        },
-        reused: true,
-        shared: false,
+impl Encoded {
+    /// The shot of this image, for one capture of `domain`.
+    fn into_shot(
+        self,
+        domain: String,
+        uuid: String,
+        screen: u32,
+        captured_at: SystemTime,
+        timings: Timings,
+        reused: bool,
+    ) -> Shot {
+        Shot {
+            domain,
+            uuid,
+            screen,
+            width: self.width,
+            height: self.height,
+            output: self.output,
+            image: self.image,
+            sha256: self.sha256,
+            source_format: self.source_format,
+            captured_at,
+            timings,
+            reused,
+            shared: false,
+        }
     }
 }
 
@@ -355,32 +351,23 @@ fn process_reusing(
     let fingerprint: [u8; 32] = Sha256::digest(&raw.payload).into();
     let fingerprinting = started.elapsed();
     if let Some(done) = reuse.get(&raw.uuid, raw.screen, output, &fingerprint) {
-        return Ok(reused_shot(
-            done,
+        let timings = Timings {
+            grab: raw.elapsed,
+            hash: fingerprinting,
+            ..Timings::default()
+        };
+        return Ok(done.into_shot(
             raw.domain,
             raw.uuid,
             raw.screen,
-            output,
             raw.taken_at,
-            raw.elapsed,
-            fingerprinting,
+            timings,
+            true,
         ));
     }
     let mut shot = process(raw, output, limits)?;
     shot.timings.hash += fingerprinting;
-    reuse.put(
-        &shot.uuid,
-        shot.screen,
-        output,
-        fingerprint,
-        Encoded {
-            width: shot.width,
-            height: shot.height,
-            source_format: shot.source_format,
-            image: shot.image.clone(),
-            sha256: shot.sha256,
-        },
-    );
+    reuse.put(&shot.uuid, shot.screen, output, fingerprint, shot.encoded());
     Ok(shot)
 }
 
@@ -399,31 +386,14 @@ pub fn process(raw: RawScreenshot, output: Output, limits: &Limits) -> Result<Sh
         grab: elapsed,
         ..Timings::default()
     };
-
     let started = Instant::now();
     let (source_format, frame) = match decode(payload, &mime, limits) {
         Ok(decoded) => decoded,
         Err(source) => return Err(Error::Decode { domain, source }),
     };
     timings.decode = started.elapsed();
-
-    let (image, sha256) = encode_frame(&domain, &frame, output, &mut timings)?;
-
-    Ok(Shot {
-        domain,
-        uuid,
-        screen,
-        width: frame.width,
-        height: frame.height,
-        output,
-        image,
-        sha256,
-        source_format,
-        captured_at: taken_at,
-        timings,
-        reused: false,
-        shared: false,
-    })
+    let encoded = encode_frame(&domain, &frame, source_format, output, &mut timings)?;
+    Ok(encoded.into_shot(domain, uuid, screen, taken_at, timings, false))
 }
 
 /// Lowercase hexadecimal, as `sha256sum` prints it.

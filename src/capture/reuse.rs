@@ -21,12 +21,13 @@ use super::{Output, SourceFormat};
 /// returned, or of whatever else names a frame's pixels exactly.
 pub(crate) type Fingerprint = [u8; 32];
 
-/// An encoded screen, as kept for reuse.
+/// An encoded screen: what a capture makes, and what is kept for reuse.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoded {
     pub width: usize,
     pub height: usize,
     pub source_format: SourceFormat,
+    pub output: Output,
     pub image: Arc<Vec<u8>>,
     pub sha256: [u8; 32],
 }
@@ -148,6 +149,7 @@ mod tests {
             width: 4,
             height: 2,
             source_format: SourceFormat::Png,
+            output: Output::default(),
             image: Arc::new(vec![tag]),
             sha256: [tag; 32],
         }
