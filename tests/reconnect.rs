@@ -24,6 +24,7 @@ async fn a_libvirtd_restart_between_two_grabs_does_not_break_the_second() {
         screen: 0,
         output: Output::default(),
         fresh: true,
+        checked: None,
     };
 
     let first = capturer.capture(&request).await.expect("first grab");

@@ -3,3 +3,6 @@
 //! none talks to libvirt.
 
 pub mod alibaba;
+mod host;
+
+pub use host::{HostNames, LocalAddr};

@@ -93,6 +93,11 @@ impl KeyStore {
         self.keys.get(id)
     }
 
+    /// Every key's id.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -1,26 +1,37 @@
 //! Signature nonces seen within the accepted clock skew: a request that reuses
 //! one is a replay. Entries expire with the skew window (a replay older than
-//! that fails the timestamp check instead), and the cache is bounded: when it
-//! is full of live nonces, new requests are refused rather than let a replay in.
+//! that fails the timestamp check instead).
+//!
+//! Bounded by design, because any holder of a valid key can send nonces:
+//! - a nonce is kept as a 16-byte digest, never as the caller's text;
+//! - each key has a share of its own (the total divided among the keys), so a
+//!   key that fills its share is refused new requests ("busy") until its
+//!   nonces expire, and every other key goes on unharmed;
+//! - shares are allocated whole at start and never grow, so the worst case is
+//!   known then (`worst_case_bytes`: ~54 bytes a nonce).
 //!
 //! The cache lives in memory: after a restart, a request captured in the
 //! previous 15 minutes could be replayed once. Persisting it belongs with the
 //! daemon's store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
+/// 128 bits of SHA-256: a false "reused" would take ~2^64 live nonces.
+type Id = [u8; 16];
+
 pub struct NonceCache {
     ttl: Duration,
-    capacity: usize,
-    inner: Mutex<Inner>,
+    shares: HashMap<String, Mutex<Share>>,
+    per_key: usize,
 }
 
-#[derive(Default)]
-struct Inner {
-    seen: HashMap<String, Instant>,
-    order: VecDeque<(Instant, String)>,
+struct Share {
+    seen: HashSet<Id>,
+    order: VecDeque<(Instant, Id)>,
 }
 
 /// What `check` found.
@@ -28,39 +39,77 @@ struct Inner {
 pub enum Nonce {
     Fresh,
     Reused,
-    /// Too many live nonces to remember one more.
+    /// This key has too many live nonces to remember one more.
     Full,
 }
 
 impl NonceCache {
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    /// A cache of at most `total` live nonces, shared evenly among `keys`.
+    pub fn new<'a>(ttl: Duration, total: usize, keys: impl IntoIterator<Item = &'a str>) -> Self {
+        let keys: Vec<&str> = keys.into_iter().collect();
+        let per_key = (total / keys.len().max(1)).max(1);
+        let shares = keys
+            .into_iter()
+            .map(|key| {
+                let share = Share {
+                    seen: HashSet::with_capacity(per_key),
+                    order: VecDeque::with_capacity(per_key),
+                };
+                (key.to_owned(), Mutex::new(share))
+            })
+            .collect();
         Self {
             ttl,
-            capacity,
-            inner: Mutex::new(Inner::default()),
+            shares,
+            per_key,
         }
     }
 
-    /// Records `nonce` (scoped by `key_id`: two keys may pick the same nonce).
+    /// Live nonces each key may have.
+    pub fn per_key(&self) -> usize {
+        self.per_key
+    }
+
+    /// Bytes the shares can ever hold: their time-ordered queues, and their
+    /// hash tables' buckets (a digest and a control byte each).
+    pub fn worst_case_bytes(&self) -> usize {
+        let bucket = std::mem::size_of::<Id>() + 1;
+        let queued = std::mem::size_of::<(Instant, Id)>();
+        self.shares
+            .values()
+            .map(|share| {
+                let share = share.lock().unwrap_or_else(|e| e.into_inner());
+                share.order.capacity() * queued + (share.seen.capacity() * 8 / 7 + 1) * bucket
+            })
+            .sum()
+    }
+
+    /// Records `nonce` for `key_id`; two keys may pick the same nonce. A key
+    /// the cache was not built with has no share: `Full`.
     pub fn check(&self, key_id: &str, nonce: &str) -> Nonce {
+        let Some(share) = self.shares.get(key_id) else {
+            return Nonce::Full;
+        };
+        let id: Id = Sha256::digest(nonce.as_bytes())[..16]
+            .try_into()
+            .expect("16 of 32 bytes");
         let now = Instant::now();
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((at, _)) = inner.order.front() {
-            if now.duration_since(*at) < self.ttl {
+        let mut share = share.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((at, old)) = share.order.front().copied() {
+            if now.duration_since(at) < self.ttl {
                 break;
             }
-            let (_, old) = inner.order.pop_front().expect("front exists");
-            inner.seen.remove(&old);
+            share.order.pop_front();
+            share.seen.remove(&old);
         }
-        let id = format!("{key_id}\n{nonce}");
-        if inner.seen.contains_key(&id) {
+        if share.seen.contains(&id) {
             return Nonce::Reused;
         }
-        if inner.seen.len() >= self.capacity {
+        if share.seen.len() >= self.per_key {
             return Nonce::Full;
         }
-        inner.seen.insert(id.clone(), now);
-        inner.order.push_back((now, id));
+        share.seen.insert(id);
+        share.order.push_back((now, id));
         Nonce::Fresh
     }
 }
@@ -71,13 +120,43 @@ mod tests {
 
     #[test]
     fn replays_are_caught_and_entries_expire() {
-        let cache = NonceCache::new(Duration::from_millis(50), 2);
+        let cache = NonceCache::new(Duration::from_millis(50), 4, ["k", "other"]);
+        assert_eq!(cache.per_key(), 2);
         assert_eq!(cache.check("k", "n1"), Nonce::Fresh);
         assert_eq!(cache.check("k", "n1"), Nonce::Reused);
         assert_eq!(cache.check("other", "n1"), Nonce::Fresh, "scoped by key");
-        assert_eq!(cache.check("k", "n2"), Nonce::Full);
+        assert_eq!(cache.check("k", "n2"), Nonce::Fresh);
+        assert_eq!(cache.check("k", "n3"), Nonce::Full, "k's share is full");
+        assert_eq!(
+            cache.check("other", "n3"),
+            Nonce::Fresh,
+            "a full share does not crowd out another key"
+        );
+        assert_eq!(cache.check("stranger", "n1"), Nonce::Full, "no share");
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(cache.check("k", "n2"), Nonce::Fresh, "old entries expired");
+        assert_eq!(cache.check("k", "n3"), Nonce::Fresh, "old entries expired");
         assert_eq!(cache.check("k", "n1"), Nonce::Fresh);
+    }
+
+    #[test]
+    fn a_share_holds_digests_not_text() {
+        let cache = NonceCache::new(Duration::from_secs(60), 10, ["k"]);
+        let long = "x".repeat(64 * 1024);
+        assert_eq!(cache.check("k", &long), Nonce::Fresh);
+        assert_eq!(cache.check("k", &long), Nonce::Reused);
+        let share = cache.shares["k"].lock().unwrap();
+        assert_eq!(std::mem::size_of_val(&share.order[0]), 32);
+        assert_eq!(share.seen.len(), 1);
+    }
+
+    #[test]
+    fn the_worst_case_is_fixed_at_start() {
+        let cache = NonceCache::new(Duration::from_secs(60), 200_000, ["a", "b"]);
+        let worst = cache.worst_case_bytes();
+        assert!((10 << 20..12 << 20).contains(&worst), "{worst}");
+        for i in 0..200_001 {
+            cache.check(if i % 2 == 0 { "a" } else { "b" }, &i.to_string());
+        }
+        assert_eq!(cache.worst_case_bytes(), worst, "full shares did not grow");
     }
 }

@@ -71,6 +71,16 @@ pub struct Request {
     /// Skip the fast path: the screen as QEMU holds it now, through
     /// `virDomainScreenshot`, not as the VNC mirror last heard of it.
     pub fresh: bool,
+    /// The domain as the caller has just looked it up and found holding a
+    /// console: the fast path then makes no libvirt call of its own.
+    pub checked: Option<Checked>,
+}
+
+/// A domain's name and UUID, looked up by the caller of a capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub name: String,
+    pub uuid: String,
 }
 
 /// Time spent in each stage of one capture.
@@ -226,9 +236,13 @@ impl Capturer {
     ) -> Result<Option<Shot>, Error> {
         let started = Instant::now();
         let taken_at = SystemTime::now();
-        // One libvirt round trip: the domain's identity, and its state, so that
-        // a suspended guest is refused here as on the stable path.
-        let (domain, uuid) = self.hypervisor.identify(&request.domain).await?;
+        // Unless the caller did: one libvirt round trip for the domain's
+        // identity and state, so that a suspended guest is refused here as on
+        // the stable path.
+        let (domain, uuid) = match &request.checked {
+            Some(checked) => (checked.name.clone(), checked.uuid.clone()),
+            None => self.hypervisor.identify(&request.domain).await?,
+        };
         let output = request.output;
         let fingerprint = mirror_fingerprint(ready.id, ready.mirror.generation());
         if let Some(done) = self.reuse.get(&uuid, 0, output, &fingerprint) {

@@ -99,6 +99,7 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
         output,
         // A one-off process has no mirror to read from.
         fresh: true,
+        checked: None,
     };
     let shot = capturer.capture(&request).await?;
 

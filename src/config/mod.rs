@@ -58,6 +58,9 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// How long requests in flight may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Names a signed request's host may carry besides this machine's host
+    /// name and the address the client connected to (e.g. a proxy's name).
+    pub host_names: Vec<String>,
 }
 
 impl Default for Server {
@@ -71,6 +74,7 @@ impl Default for Server {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
             shutdown_grace_secs: 20,
+            host_names: Vec::new(),
         }
     }
 }
@@ -149,7 +153,7 @@ impl Default for Capture {
     }
 }
 
-/// Who may read `/metrics`.
+/// Who may read `/metrics` (or `/readyz`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricsAccess {
@@ -166,6 +170,8 @@ pub enum MetricsAccess {
 #[serde(deny_unknown_fields, default)]
 pub struct Metrics {
     pub access: MetricsAccess,
+    /// Who may read `/readyz`.
+    pub readyz_access: MetricsAccess,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +188,13 @@ pub struct Alibaba {
     pub wakeup_settle_ms: u64,
     /// Accepted clock difference for request timestamps, in seconds.
     pub timestamp_skew_secs: u64,
+    /// Signature nonces remembered at once, shared evenly among the keys
+    /// (~54 bytes each, allocated at start).
+    pub max_nonces: usize,
+    /// Accept signature 1.0 (the classic SDK's). It does not cover the host:
+    /// a request captured for one host can be replayed once, within the
+    /// skew, on another host that knows the same key.
+    pub signature_v1: bool,
     /// The `HostId` reported in error bodies.
     pub host_id: String,
     /// InstanceId → libvirt domain name or UUID, tried first.
@@ -197,6 +210,8 @@ impl Default for Alibaba {
             throttle_interval_secs: 10,
             wakeup_settle_ms: 1500,
             timestamp_skew_secs: 15 * 60,
+            max_nonces: 200_000,
+            signature_v1: true,
             host_id: "vmshot".into(),
             instances: Default::default(),
         }
@@ -256,6 +271,11 @@ impl Config {
         if s.request_timeout_secs == 0 || self.libvirt.call_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "timeouts must be at least 1 second".into(),
+            ));
+        }
+        if self.alibaba.max_nonces == 0 {
+            return Err(ConfigError::Invalid(
+                "alibaba.max_nonces must be at least 1".into(),
             ));
         }
         if self.alibaba.enabled && self.alibaba.credentials_file.is_none() {

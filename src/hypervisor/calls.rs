@@ -11,7 +11,7 @@ use virt::error::ErrorNumber;
 use virt::stream::Stream;
 
 use super::display::screen_count;
-use super::{DomainState, DomainSummary, Error, RawScreenshot};
+use super::{DomainState, DomainSummary, Error, Found, RawScreenshot};
 
 /// Bytes asked of the stream per read: libvirt sends screenshots in chunks of
 /// at most 256 KiB.
@@ -121,6 +121,17 @@ pub(super) fn identify(
 ) -> Result<(String, String), Error> {
     let (dom, name) = capturable(conn, uri, reference)?;
     Ok((name, uuid_of(&dom)?))
+}
+
+pub(super) fn find(conn: &Connect, uri: &str, reference: &str) -> Result<Found, Error> {
+    let dom = lookup(conn, uri, reference)?;
+    Ok(Found {
+        name: dom
+            .name()
+            .map_err(|e| Error::libvirt("read the domain name", &e))?,
+        uuid: uuid_of(&dom)?,
+        state: state_of(&dom).ok(),
+    })
 }
 
 /// The domain and its name, unless it is known to hold no console to capture.

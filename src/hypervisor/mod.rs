@@ -58,6 +58,15 @@ pub struct DomainSummary {
     pub screens: u32,
 }
 
+/// A domain as found by a name or UUID: who it is for certain, and its state
+/// when looked up (`None` if libvirt could not say).
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub name: String,
+    pub uuid: String,
+    pub state: Option<DomainState>,
+}
+
 /// A screenshot exactly as libvirt returned it, before any decoding.
 #[derive(Debug)]
 pub struct RawScreenshot {
@@ -166,6 +175,16 @@ impl Hypervisor {
         let reference = domain.to_owned();
         self.call(format!("look up domain '{domain}'"), move |conn, uri| {
             calls::identify(conn, uri, &reference)
+        })
+        .await
+    }
+
+    /// The domain a name or UUID (any case, with or without dashes) refers
+    /// to, and its state: two round trips, whatever its state.
+    pub async fn lookup(&self, domain: &str) -> Result<Found, Error> {
+        let reference = domain.to_owned();
+        self.call(format!("look up domain '{domain}'"), move |conn, uri| {
+            calls::find(conn, uri, &reference)
         })
         .await
     }

@@ -50,6 +50,7 @@ struct App {
     service: Arc<Screenshots>,
     metrics: Arc<Metrics>,
     metrics_access: MetricsAccess,
+    readyz_access: MetricsAccess,
 }
 
 /// Builds everything from the configuration; nothing is contacted yet.
@@ -85,6 +86,7 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
         service: service.clone(),
         metrics: metrics.clone(),
         metrics_access: config.metrics.access,
+        readyz_access: config.metrics.readyz_access,
     };
     let mut router = Router::new()
         .route("/healthz", get(healthz))
@@ -209,10 +211,34 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(app): State<App>) -> Response {
+/// Whether libvirt answers. The reason is logged: libvirt's own words can
+/// name the connection URI (user names, key files), so the body says less.
+async fn readyz(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+    if !may_read(app.readyz_access, peer) {
+        return (StatusCode::NOT_FOUND, "no such resource\n").into_response();
+    }
     match app.hypervisor.connect().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            let reason = match e {
+                crate::hypervisor::Error::Timeout { .. } => "libvirt did not answer in time",
+                _ => "libvirt does not answer",
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn may_read(access: MetricsAccess, peer: SocketAddr) -> bool {
+    match access {
+        MetricsAccess::Open => true,
+        MetricsAccess::Loopback => peer.ip().is_loopback(),
+        MetricsAccess::Off => false,
     }
 }
 
@@ -220,12 +246,7 @@ async fn metrics_text(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    let allowed = match app.metrics_access {
-        MetricsAccess::Open => true,
-        MetricsAccess::Loopback => peer.ip().is_loopback(),
-        MetricsAccess::Off => false,
-    };
-    if !allowed {
+    if !may_read(app.metrics_access, peer) {
         return (StatusCode::NOT_FOUND, "no such resource\n").into_response();
     }
     let body = app

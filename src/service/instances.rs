@@ -62,4 +62,13 @@ impl InstanceIndex {
         *state = Some((Instant::now(), index));
         Ok(found)
     }
+
+    /// Whether the domain with this UUID carried an instance id at the last
+    /// scan (which a miss in `resolve` has just refreshed, if it was stale).
+    pub(crate) async fn is_tagged(&self, uuid: &str) -> bool {
+        let state = self.state.lock().await;
+        state
+            .as_ref()
+            .is_some_and(|(_, index)| index.values().any(|tagged| tagged == uuid))
+    }
 }

@@ -8,11 +8,14 @@ mod gate;
 mod instances;
 mod throttle;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capture::{self, Capturer, MirrorPolicy, Output, Shot};
-use crate::hypervisor::{self, DomainState, Hypervisor};
+use crate::capture::{self, Capturer, Checked, MirrorPolicy, Output, Shot};
+use crate::hypervisor::{self, Hypervisor};
+
+pub use crate::hypervisor::DomainState;
 
 use flight::Flights;
 use gate::Gate;
@@ -20,20 +23,38 @@ use instances::InstanceIndex;
 pub use instances::INSTANCE_NAMESPACE;
 use throttle::Throttle;
 
+/// A domain as the core found it, whatever reference the caller gave: its
+/// UUID keys everything kept per guest (throttle, shared capture, mirror).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    pub name: String,
+    pub uuid: String,
+    /// Its state when looked up; `None` if libvirt could not say.
+    pub state: Option<DomainState>,
+}
+
 /// One screenshot, as a dialect asks for it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ScreenshotRequest {
-    /// libvirt domain name or UUID (dialects resolve their own ids first).
-    pub domain: String,
     /// Wake a suspended guest, or nudge a running one so a blanked console redraws.
     pub wake: bool,
     /// Skip the fast path (the VNC mirror): the screen as QEMU holds it now.
     pub fresh: bool,
-    /// Per-instance minimum interval, keyed by the dialect's instance id.
-    pub throttle: Option<(String, Duration)>,
+    /// The dialect's minimum interval between screenshots of one domain.
+    pub throttle: Option<Interval>,
 }
 
-/// Why a screenshot could not be had. Dialects map each to their own wire error.
+/// A minimum interval between screenshots of one domain, under a rule name:
+/// dialects with different rules do not share slots.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval {
+    pub rule: &'static str,
+    pub every: Duration,
+}
+
+/// Why a screenshot could not be had. Dialects map each to their own wire
+/// error. Messages name no libvirt URI or path: those stay in `detail`, for
+/// the log.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("there is no domain '{domain}'")]
@@ -42,16 +63,36 @@ pub enum Error {
     NotRunning { domain: String, state: DomainState },
     #[error("domain '{domain}' has no display device")]
     NoDisplay { domain: String },
-    #[error("too many screenshots of '{key}': retry in {:.1} s", retry_after.as_secs_f64())]
-    Throttled { key: String, retry_after: Duration },
+    #[error("too many screenshots of '{domain}': retry in {:.1} s", retry_after.as_secs_f64())]
+    Throttled {
+        domain: String,
+        retry_after: Duration,
+    },
     #[error("too many screenshots in progress on this host")]
     Busy,
     #[error("{0}")]
     Timeout(String),
-    #[error("libvirt is unreachable: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Failed(String),
+    #[error("libvirt does not answer")]
+    Unavailable { detail: String },
+    #[error("{reason}")]
+    Failed { reason: String, detail: String },
+}
+
+impl Error {
+    /// What the log needs beyond the message, if anything.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Unavailable { detail } | Self::Failed { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
+
+    fn failed(reason: impl Into<String>, detail: impl ToString) -> Self {
+        Self::Failed {
+            reason: reason.into(),
+            detail: detail.to_string(),
+        }
+    }
 }
 
 impl From<hypervisor::Error> for Error {
@@ -62,10 +103,14 @@ impl From<hypervisor::Error> for Error {
             H::NotRunning { domain, state } => Self::NotRunning { domain, state },
             H::NoDisplay { domain } => Self::NoDisplay { domain },
             e @ H::Timeout { .. } => Self::Timeout(e.to_string()),
-            e @ H::Unreachable { .. } => Self::Unavailable(e.to_string()),
-            e @ (H::NoSuchScreen { .. } | H::PayloadTooLarge { .. } | H::Libvirt { .. }) => {
-                Self::Failed(e.to_string())
+            e @ H::Unreachable { .. } => Self::Unavailable {
+                detail: e.to_string(),
+            },
+            e @ (H::NoSuchScreen { .. } | H::PayloadTooLarge { .. }) => {
+                Self::failed(e.to_string(), &e)
             }
+            // libvirt's own message may name files and URIs: logged, not sent.
+            H::Libvirt { ref what, .. } => Self::failed(format!("libvirt could not {what}"), &e),
         }
     }
 }
@@ -74,7 +119,8 @@ impl From<capture::Error> for Error {
     fn from(e: capture::Error) -> Self {
         match e {
             capture::Error::Hypervisor(e) => e.into(),
-            other => Self::Failed(other.to_string()),
+            e @ capture::Error::Worker(_) => Self::failed("the image worker failed", &e),
+            other => Self::failed(other.to_string(), &other),
         }
     }
 }
@@ -98,7 +144,7 @@ struct Captures {
 /// caller who asked for one must not get a screen taken without it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FlightKey {
-    domain: String,
+    uuid: String,
     wake: bool,
     fresh: bool,
 }
@@ -141,36 +187,88 @@ impl Screenshots {
         self.captures.capturer.mirrors_open()
     }
 
-    /// The domain a cloud instance id names, by the domains' metadata (see
-    /// `instances`); `None` if no domain carries it.
-    pub async fn domain_of_instance(&self, id: &str) -> Result<Option<String>, Error> {
-        Ok(self.instances.resolve(self.hypervisor(), id).await?)
+    /// The domain `reference` (a name or UUID, any case, dashes or not) refers to.
+    pub async fn find(&self, reference: &str) -> Result<Domain, Error> {
+        let found = self.hypervisor().lookup(reference).await?;
+        Ok(Domain {
+            name: found.name,
+            uuid: found.uuid,
+            state: found.state,
+        })
     }
 
-    pub async fn take(&self, request: &ScreenshotRequest) -> Result<Shot, Error> {
-        let slot = match &request.throttle {
-            Some((key, interval)) => {
-                Some(self.throttle.take(key, *interval).map_err(|retry_after| {
-                    Error::Throttled {
-                        key: key.clone(),
-                        retry_after,
-                    }
-                })?)
+    /// The domain a cloud instance id names: by the dialect's own `table` (id
+    /// → domain name or UUID) first, then by the domains' metadata (see
+    /// `instances`), else the id itself as a domain name or UUID. A guest that
+    /// has an instance id answers to that id alone; its name and UUID are not
+    /// found, so that one guest has one name for callers (and their scopes).
+    pub async fn find_instance(
+        &self,
+        id: &str,
+        table: &BTreeMap<String, String>,
+    ) -> Result<Domain, Error> {
+        let not_found = || Error::NotFound {
+            domain: id.to_owned(),
+        };
+        let hypervisor = self.hypervisor();
+        if let Some(reference) = table.get(id) {
+            return self.find(reference).await.map_err(|e| match e {
+                Error::NotFound { .. } => not_found(),
+                e => e,
+            });
+        }
+        if let Some(uuid) = self.instances.resolve(hypervisor, id).await? {
+            return self.find(&uuid).await;
+        }
+        let domain = self.find(id).await?;
+        let tagged = self.instances.is_tagged(&domain.uuid).await;
+        if tagged || table.values().any(|r| names(r, &domain)) {
+            return Err(not_found());
+        }
+        Ok(domain)
+    }
+
+    /// A screenshot of `domain`, as found by `find` or `find_instance`.
+    pub async fn take(&self, domain: &Domain, request: &ScreenshotRequest) -> Result<Shot, Error> {
+        match domain.state {
+            Some(DomainState::PmSuspended) if request.wake => {}
+            Some(state) if !state.has_console() => {
+                return Err(Error::NotRunning {
+                    domain: domain.name.clone(),
+                    state,
+                })
             }
+            _ => {}
+        }
+        let slot = match request.throttle {
+            Some(Interval { rule, every }) => Some(
+                self.throttle
+                    .take(&format!("{rule}/{}", domain.uuid), every)
+                    .map_err(|retry_after| Error::Throttled {
+                        domain: domain.name.clone(),
+                        retry_after,
+                    })?,
+            ),
             None => None,
         };
         let key = FlightKey {
-            domain: request.domain.clone(),
+            uuid: domain.uuid.clone(),
             wake: request.wake,
             fresh: request.fresh,
         };
-        let (captures, what) = (self.captures.clone(), key.clone());
+        let checked = Checked {
+            name: domain.name.clone(),
+            uuid: domain.uuid.clone(),
+        };
+        let captures = self.captures.clone();
         let result = self
             .flights
-            .join(key, || async move { captures.capture(&what).await })
+            .join(key.clone(), || async move {
+                captures.capture(&key, checked).await
+            })
             .await
             .map(|(result, shared)| result.map(|shot| Shot { shared, ..shot }))
-            .unwrap_or_else(|| Err(Error::Failed("the capture task failed".into())));
+            .unwrap_or_else(|| Err(Error::failed("the capture task failed", "it panicked")));
         if let (Err(_), Some(slot)) = (&result, slot) {
             self.throttle.release(slot);
         }
@@ -178,21 +276,28 @@ impl Screenshots {
     }
 }
 
+/// Whether a configured reference (a domain name or UUID) names `domain`.
+fn names(reference: &str, domain: &Domain) -> bool {
+    let bare = |s: &str| s.replace('-', "").to_ascii_lowercase();
+    reference == domain.name || bare(reference) == bare(&domain.uuid)
+}
+
 impl Captures {
-    async fn capture(&self, key: &FlightKey) -> Result<Shot, Error> {
+    async fn capture(&self, key: &FlightKey, checked: Checked) -> Result<Shot, Error> {
         let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
         let hypervisor = self.capturer.hypervisor();
-        let woken = key.wake && hypervisor.wake(&key.domain).await?;
+        let woken = key.wake && hypervisor.wake(&key.uuid).await?;
         if woken {
             tokio::time::sleep(self.wake_settle).await;
         }
         let capture = capture::Request {
-            domain: key.domain.clone(),
+            domain: key.uuid.clone(),
             screen: 0,
             output: self.output,
             // QEMU's VNC server may take up to 3 s to send a redraw that
             // follows a long idle spell: after a wake-up, ask QEMU itself.
             fresh: key.fresh || woken,
+            checked: Some(checked),
         };
         Ok(self.capturer.capture(&capture).await?)
     }

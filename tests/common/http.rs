@@ -59,7 +59,7 @@ pub fn send(
     parse(&raw)
 }
 
-fn parse(raw: &[u8]) -> Reply {
+pub fn parse(raw: &[u8]) -> Reply {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

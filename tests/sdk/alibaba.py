@@ -6,10 +6,15 @@ Run with the python of the venv made by tests/sdk/setup.sh:
   alibaba.py --sdk classic|tea --endpoint http://127.0.0.1:PORT --ak AK
              --secret SECRET --region cn-test --instance ID
              [--wakeup true|false] [--format JSON|XML] [--timeout SECONDS]
+             [--in-body]
 
   classic: aliyunsdkcore AcsClient + aliyunsdkecs GetInstanceScreenshotRequest
            (signature v1, HMAC-SHA1, parameters in the query string)
   tea:     alibabacloud_ecs20140526 Client (ACS3-HMAC-SHA256, Authorization header)
+           --in-body: the same call through the Tea client's generic call_api
+           with InstanceId and WakeUp in a form body (RegionId stays in the
+           query), as the Tea SDKs send the APIs whose parameters go in the
+           body: the body is signed by its hash, the query alone canonically.
 
 Prints exactly one JSON line on stdout and exits 0:
   {"ok":true,"request_id":..,"instance_id":..,"screenshot_b64":..,"http_status":..}
@@ -64,11 +69,14 @@ def parse_args(argv):
     p.add_argument("--format", choices=["JSON", "XML"], default="JSON",
                    type=lambda s: s.upper())
     p.add_argument("--timeout", type=float, default=20.0, help="seconds")
+    p.add_argument("--in-body", action="store_true")
     a = p.parse_args(argv)
     u = urllib.parse.urlsplit(a.endpoint)
     if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/") \
             or u.query:
         p.error("--endpoint must look like http://HOST:PORT")
+    if a.in_body and a.sdk != "tea":
+        p.error("--in-body is only supported with --sdk tea")
     if a.sdk == "tea" and a.format != "JSON":
         p.error("--format XML is only supported with --sdk classic "
                 "(the Tea SDK always asks for JSON)")
@@ -250,7 +258,10 @@ def run_tea(a):
     runtime = RuntimeOptions(autoretry=False, max_attempts=0,
                              read_timeout=ms, connect_timeout=ms)
     try:
-        resp = client.get_instance_screenshot_with_options(req, runtime)
+        if a.in_body:
+            resp = tea_in_body(client, ecs_models, a, runtime)
+        else:
+            resp = client.get_instance_screenshot_with_options(req, runtime)
     except AlibabaCloudException as e:  # ClientException/ServerException/ThrottlingException
         data = e.data if isinstance(e.data, dict) else None
         emit({
@@ -298,6 +309,22 @@ def run_tea(a):
         "http_status": resp.status_code,
         "parsed_by": "sdk",
     })
+
+
+def tea_in_body(client, ecs_models, a, runtime):
+    from alibabacloud_tea_openapi import utils_models
+    from darabonba.core import DaraCore
+
+    body = {"InstanceId": a.instance}
+    if wakeup_value(a) is not None:
+        body["WakeUp"] = wakeup_value(a)
+    req = utils_models.OpenApiRequest(query={"RegionId": a.region}, body=body)
+    params = utils_models.Params(
+        action="GetInstanceScreenshot", version="2014-05-26", protocol="HTTPS",
+        pathname="/", method="POST", auth_type="AK", style="RPC",
+        req_body_type="formData", body_type="json")
+    return DaraCore.from_map(ecs_models.GetInstanceScreenshotResponse(),
+                             client.call_api(params, req, runtime))
 
 
 def main(argv):

@@ -15,16 +15,17 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use base64::Engine;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::api::{HostNames, LocalAddr};
 use crate::auth::{AccessKey, KeyStore, Nonce, NonceCache};
 use crate::config;
 use crate::server::Metrics;
-use crate::service::{ScreenshotRequest, Screenshots};
+use crate::service::{Interval, ScreenshotRequest, Screenshots};
 
 pub use params::{Params, ParamsError};
 pub use signature::percent_encode;
@@ -33,13 +34,18 @@ use wire::{AliError, Format};
 
 pub const VERSION: &str = "2014-05-26";
 const ACTION: &str = "GetInstanceScreenshot";
-/// Live nonces remembered at most (about 100 bytes each).
-const NONCE_CAPACITY: usize = 200_000;
+/// Longest nonce accepted. The SDKs send 32 hex digits or a UUID (36).
+const MAX_NONCE_LEN: usize = 64;
+/// Longest InstanceId and RegionId: ECS ids are ~22 characters, libvirt
+/// domain names rarely longer than a UUID.
+const MAX_INSTANCE_LEN: usize = 256;
+const MAX_REGION_LEN: usize = 64;
 
 pub struct Alibaba {
     service: Arc<Screenshots>,
     keys: KeyStore,
     nonces: NonceCache,
+    hosts: HostNames,
     config: config::Alibaba,
     max_body: usize,
     /// Whole-request deadline, answered in Alibaba's terms.
@@ -56,10 +62,17 @@ impl Alibaba {
         metrics: Arc<Metrics>,
     ) -> Self {
         let window = Duration::from_secs(config.timestamp_skew_secs * 2);
+        let nonces = NonceCache::new(window, config.max_nonces, keys.ids());
+        tracing::info!(
+            per_key = nonces.per_key(),
+            worst_case_mib = nonces.worst_case_bytes() as f64 / f64::from(1 << 20),
+            "alibaba nonce cache"
+        );
         Self {
             service,
             keys,
-            nonces: NonceCache::new(window, NONCE_CAPACITY),
+            nonces,
+            hosts: HostNames::new(&server.host_names),
             config,
             max_body: server.max_body_bytes,
             deadline: server.request_timeout(),
@@ -83,14 +96,15 @@ pub async fn handle(State(ali): State<Arc<Alibaba>>, request: Request) -> Respon
     let (parts, body) = request.into_parts();
     let mut seen = Seen::default();
     let (format, result) = ali.serve(&parts, body, &mut seen, &request_id).await;
-    let (response, code) = match result {
-        Ok(response) => (response, "OK"),
+    let (response, code, detail) = match result {
+        Ok(response) => (response, "OK", None),
         Err(err) => (
             err.render(format, &request_id, &ali.config.host_id),
             err.code,
+            err.detail,
         ),
     };
-    ali.observe(&request_id, &seen, code, started.elapsed());
+    ali.observe(&request_id, &seen, code, detail, started.elapsed());
     response
 }
 
@@ -103,17 +117,24 @@ impl Alibaba {
         request_id: &str,
     ) -> (Format, Result<Response, AliError>) {
         let fallback = response_format(None, &parts.headers);
+        if let Err(e) = single_headers(&parts.headers) {
+            return (fallback, Err(e));
+        }
         let body = match axum::body::to_bytes(body, self.max_body).await {
             Ok(body) => body,
             Err(_) => return (fallback, Err(AliError::too_large(self.max_body))),
         };
-        let params = match Params::parse(parts.uri.query().unwrap_or(""), &body) {
-            Ok(params) => params,
+        let query = parts.uri.query().unwrap_or("");
+        // ACS3 signs the query alone (the body only by its hash); both sign
+        // and act on the same values, since a name may not appear in both.
+        let parsed = Params::parse(query, b"").and_then(|q| Ok((Params::parse(query, &body)?, q)));
+        let (params, query) = match parsed {
+            Ok(parsed) => parsed,
             Err(e) => return (fallback, Err(AliError::invalid(format!("{e}.")))),
         };
         let format = response_format(Some(&params), &parts.headers);
         let work = async {
-            let key = self.authenticate(parts, &params, &body)?;
+            let key = self.authenticate(parts, &params, &query, &body)?;
             seen.principal = Some(key.id.clone());
             self.dispatch(key, &parts.headers, &params, seen, format, request_id)
                 .await
@@ -153,6 +174,7 @@ impl Alibaba {
         }
 
         let region = required(params, "RegionId")?;
+        bounded("RegionId", region, MAX_REGION_LEN)?;
         if let Some(ours) = self
             .config
             .region_id
@@ -164,6 +186,7 @@ impl Alibaba {
             )));
         }
         let instance = required(params, "InstanceId")?;
+        bounded("InstanceId", instance, MAX_INSTANCE_LEN)?;
         seen.instance = Some(instance.to_owned());
         let wake = flag(
             params.get("WakeUp").or_else(|| params.get("Wakeup")),
@@ -175,37 +198,29 @@ impl Alibaba {
         if !key.may_see(instance) {
             return Err(AliError::instance_not_found(instance));
         }
-        let domain = self.domain_of(instance).await?;
-        seen.domain = Some(domain.clone());
+        let from_service = |e| AliError::from_service(&e, instance);
+        let domain = self
+            .service
+            .find_instance(instance, &self.config.instances)
+            .await
+            .map_err(from_service)?;
+        seen.domain = Some(domain.name.clone());
         let request = ScreenshotRequest {
-            domain,
             wake,
             fresh,
-            throttle: Some((
-                format!("alibaba/{instance}"),
-                Duration::from_secs(self.config.throttle_interval_secs),
-            )),
+            throttle: Some(Interval {
+                rule: "alibaba",
+                every: Duration::from_secs(self.config.throttle_interval_secs),
+            }),
         };
         let shot = self
             .service
-            .take(&request)
+            .take(&domain, &request)
             .await
-            .map_err(|e| AliError::from_service(&e, instance))?;
+            .map_err(from_service)?;
         self.metrics.capture(&shot);
         let encoded = base64::engine::general_purpose::STANDARD.encode(shot.image.as_slice());
         Ok(wire::screenshot(format, request_id, instance, &encoded))
-    }
-
-    /// InstanceId → domain: the configured table, else a domain tagged with the
-    /// id in its metadata, else the id itself (as a UUID or name).
-    async fn domain_of(&self, instance: &str) -> Result<String, AliError> {
-        if let Some(domain) = self.config.instances.get(instance) {
-            return Ok(domain.clone());
-        }
-        match self.service.domain_of_instance(instance).await {
-            Ok(found) => Ok(found.unwrap_or_else(|| instance.to_owned())),
-            Err(e) => Err(AliError::from_service(&e, instance)),
-        }
     }
 
     /// Who signed this request, by either of the two signature schemes.
@@ -213,11 +228,17 @@ impl Alibaba {
         &self,
         parts: &axum::http::request::Parts,
         params: &Params,
+        query: &Params,
         body: &[u8],
     ) -> Result<&AccessKey, AliError> {
         let authorization = header(&parts.headers, "authorization");
         if let Some(authorization) = authorization.filter(|a| a.starts_with(ACS3)) {
-            return self.authenticate_acs3(parts, params, body, &authorization);
+            return self.authenticate_acs3(parts, params, query, body, &authorization);
+        }
+        if !self.config.signature_v1 {
+            return Err(AliError::invalid(
+                "Signature 1.0 is not accepted here: sign with ACS3-HMAC-SHA256.",
+            ));
         }
         let key_id = params
             .get("AccessKeyId")
@@ -236,9 +257,7 @@ impl Alibaba {
         if params.get("SignatureVersion").is_some_and(|v| v != "1.0") {
             return Err(AliError::invalid("SignatureVersion must be 1.0."));
         }
-        let nonce = params
-            .get("SignatureNonce")
-            .ok_or_else(|| AliError::missing("SignatureNonce"))?;
+        let nonce = valid_nonce(params.get("SignatureNonce"), "SignatureNonce")?;
         verify_v1(parts.method.as_str(), params, &key.secret)
             .map_err(|m| AliError::signature_mismatch(&m.string_to_sign))?;
         self.check_nonce(key, nonce)?;
@@ -248,6 +267,7 @@ impl Alibaba {
     fn authenticate_acs3(
         &self,
         parts: &axum::http::request::Parts,
+        params: &Params,
         query: &Params,
         body: &[u8],
         authorization: &str,
@@ -258,14 +278,19 @@ impl Alibaba {
             .keys
             .get(&auth.access_key_id)
             .ok_or_else(AliError::key_not_found)?;
-        // Whatever vmshot acts on must be covered by the signature.
+        // Whatever vmshot acts on must be covered by the signature, and the
+        // host too, so that a request cannot be replayed on another host.
         let mut must_sign = vec![
+            "host",
             "x-acs-date",
             "x-acs-signature-nonce",
             "x-acs-content-sha256",
         ];
-        if query.get("Action").is_none() {
+        if params.get("Action").is_none() {
             must_sign.push("x-acs-action");
+        }
+        if params.get("Version").is_none() {
+            must_sign.push("x-acs-version");
         }
         if let Some(unsigned) = must_sign
             .iter()
@@ -279,8 +304,17 @@ impl Alibaba {
             "x-acs-date",
             header(&parts.headers, "x-acs-date").as_deref(),
         )?;
-        let nonce = header(&parts.headers, "x-acs-signature-nonce")
-            .ok_or_else(|| AliError::missing("x-acs-signature-nonce"))?;
+        let nonce = header(&parts.headers, "x-acs-signature-nonce");
+        let nonce = valid_nonce(nonce.as_deref(), "x-acs-signature-nonce")?.to_owned();
+        if let Some(repeated) = auth
+            .signed_headers
+            .iter()
+            .find(|name| parts.headers.get_all(name.as_str()).iter().nth(1).is_some())
+        {
+            return Err(AliError::invalid(format!(
+                "The header {repeated} is given more than once."
+            )));
+        }
         let headers = &parts.headers;
         let lookup = |name: &str| header(headers, name);
         let request = Acs3Request {
@@ -292,6 +326,15 @@ impl Alibaba {
         };
         verify_acs3(&auth, &request, &key.secret)
             .map_err(|m| AliError::signature_mismatch(&m.string_to_sign))?;
+        let host = header(headers, "host").unwrap_or_default();
+        if !self
+            .hosts
+            .accepts(&host, parts.extensions.get::<LocalAddr>().copied())
+        {
+            return Err(AliError::invalid(format!(
+                "The request was signed for the host \"{host}\", not this one."
+            )));
+        }
         self.check_nonce(key, &nonce)?;
         Ok(key)
     }
@@ -315,7 +358,14 @@ impl Alibaba {
         }
     }
 
-    fn observe(&self, request_id: &str, seen: &Seen, code: &str, elapsed: Duration) {
+    fn observe(
+        &self,
+        request_id: &str,
+        seen: &Seen,
+        code: &str,
+        detail: Option<String>,
+        elapsed: Duration,
+    ) {
         self.metrics.request("alibaba", ACTION, code);
         tracing::info!(
             request_id,
@@ -324,6 +374,7 @@ impl Alibaba {
             instance = seen.instance.as_deref().unwrap_or("-"),
             domain = seen.domain.as_deref().unwrap_or("-"),
             outcome = code,
+            detail,
             ms = elapsed.as_secs_f64() * 1e3,
             "request"
         );
@@ -349,16 +400,54 @@ fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, AliError> {
         .ok_or_else(|| AliError::missing(name))
 }
 
+/// A parameter no longer than `max` bytes.
+fn bounded(name: &str, value: &str, max: usize) -> Result<(), AliError> {
+    if value.len() > max {
+        return Err(AliError::invalid(format!(
+            "The parameter {name} is longer than {max} characters."
+        )));
+    }
+    Ok(())
+}
+
+/// A signature nonce: present, not empty, and short (each is remembered).
+fn valid_nonce<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, AliError> {
+    let nonce = value
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| AliError::missing(name))?;
+    bounded(name, nonce, MAX_NONCE_LEN)?;
+    Ok(nonce)
+}
+
+/// Headers vmshot reads or that signatures cover must come once: a proxy in
+/// front may act on another copy than the one checked here.
+fn single_headers(headers: &HeaderMap) -> Result<(), AliError> {
+    for name in headers.keys() {
+        let matters = name.as_str().starts_with("x-acs-")
+            || [
+                header::AUTHORIZATION,
+                header::HOST,
+                header::ACCEPT,
+                header::CONTENT_TYPE,
+                header::CONTENT_LENGTH,
+                header::TRANSFER_ENCODING,
+                header::USER_AGENT,
+            ]
+            .contains(name);
+        if matters && headers.get_all(name).iter().nth(1).is_some() {
+            return Err(AliError::invalid(format!(
+                "The header {name} is given more than once."
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-/// The methods the dialect answers on `/`.
-pub fn methods() -> [Method; 2] {
-    [Method::GET, Method::POST]
 }
 
 /// An optional boolean parameter: absent is false; `true`/`false` in any case

@@ -93,10 +93,14 @@ impl Acs3Authorization {
             }
         }
         let signed_headers: Vec<String> = signed?.split(';').map(str::to_ascii_lowercase).collect();
+        // Exactly what the SDKs write: 64 lowercase hex digits.
+        let signature = signature.filter(|s| {
+            s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })?;
         Some(Self {
             access_key_id: credential.filter(|c| !c.is_empty())?,
             signed_headers,
-            signature: signature?,
+            signature,
         })
     }
 }
@@ -140,10 +144,11 @@ fn acs3_canonical_request(auth: &Acs3Authorization, r: &Acs3Request<'_>) -> Opti
     if (r.header)("x-acs-content-sha256")? != body_hash {
         return None;
     }
+    // As the Tea SDKs write it: names as they are, values percent-encoded.
     let query = r
         .query
         .iter()
-        .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
+        .map(|(name, value)| format!("{name}={}", percent_encode(value)))
         .collect::<Vec<_>>()
         .join("&");
     let mut headers = String::new();
@@ -163,13 +168,19 @@ fn hex(bytes: &[u8]) -> String {
     crate::capture::hex(bytes)
 }
 
+/// Lowercase hex digits (as `Acs3Authorization::parse` admits them) to bytes.
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| match pair {
+            [hi, lo] => Some(digit(*hi)? << 4 | digit(*lo)?),
+            _ => None,
+        })
         .collect()
 }
 
@@ -301,13 +312,27 @@ mod tests {
 
     #[test]
     fn acs3_authorization_parses_strictly() {
-        let a = Acs3Authorization::parse(
-            "ACS3-HMAC-SHA256 Credential=AK1,SignedHeaders=host;x-acs-date,Signature=abcdef",
-        )
+        let hex = "0123456789abcdef".repeat(4);
+        let a = Acs3Authorization::parse(&format!(
+            "ACS3-HMAC-SHA256 Credential=AK1,SignedHeaders=host;x-acs-date,Signature={hex}"
+        ))
         .unwrap();
         assert_eq!(a.access_key_id, "AK1");
         assert_eq!(a.signed_headers, ["host", "x-acs-date"]);
-        assert_eq!(a.signature, "abcdef");
+        assert_eq!(a.signature, hex);
+        assert_eq!(unhex(&hex).unwrap()[..3], [0x01, 0x23, 0x45]);
+        let loose = [
+            hex.to_uppercase(),
+            hex.replacen('0', "+", 1),
+            hex[..62].to_owned(),
+            format!("{hex}00"),
+            format!(" {}", &hex[1..]),
+        ];
+        for signature in loose {
+            let header =
+                format!("ACS3-HMAC-SHA256 Credential=a,SignedHeaders=h,Signature={signature}");
+            assert!(Acs3Authorization::parse(&header).is_none(), "{signature}");
+        }
         for bad in [
             "ACS3-HMAC-SHA256",
             "ACS3-HMAC-SHA1 Credential=a,SignedHeaders=h,Signature=s",

@@ -6,8 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
 
-use crate::hypervisor::DomainState;
-use crate::service;
+use crate::service::{self, DomainState};
 
 /// Response format, chosen by `Format` (JSON or XML, Alibaba's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +21,8 @@ pub struct AliError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// For the log only: what the message leaves out (libvirt's own words).
+    pub detail: Option<String>,
 }
 
 impl AliError {
@@ -30,6 +31,7 @@ impl AliError {
             status: StatusCode::from_u16(status).expect("valid status"),
             code,
             message: message.into(),
+            detail: None,
         }
     }
 
@@ -134,6 +136,13 @@ impl AliError {
 
     /// The mapping from the core service's errors, for an `instance` asked by id.
     pub fn from_service(err: &service::Error, instance: &str) -> Self {
+        Self {
+            detail: err.detail().map(str::to_owned),
+            ..Self::map_service(err, instance)
+        }
+    }
+
+    fn map_service(err: &service::Error, instance: &str) -> Self {
         use service::Error as E;
         match err {
             E::NotFound { .. } => Self::instance_not_found(instance),
@@ -157,12 +166,12 @@ impl AliError {
                 ),
             ),
             E::Busy => Self::busy(),
-            E::Timeout(reason) | E::Unavailable(reason) => Self::new(
+            E::Timeout(_) | E::Unavailable { .. } => Self::new(
                 503,
                 "ServiceUnavailable",
-                format!("The request has failed due to a temporary failure of the server: {reason}."),
+                format!("The request has failed due to a temporary failure of the server: {err}."),
             ),
-            E::Failed(reason) => Self::new(
+            E::Failed { reason, .. } => Self::new(
                 500,
                 "InternalError",
                 format!("The request processing has failed due to some unknown error: {reason}."),
@@ -265,7 +274,7 @@ mod tests {
         );
         assert_eq!(
             map(service::Error::Throttled {
-                key: d(),
+                domain: d(),
                 retry_after: Duration::from_secs(3)
             }),
             (400, "Throttling")
@@ -276,13 +285,51 @@ mod tests {
             (503, "ServiceUnavailable")
         );
         assert_eq!(
-            map(service::Error::Unavailable("u".into())),
+            map(service::Error::Unavailable {
+                detail: "qemu+ssh://admin@hv/system".into()
+            }),
             (503, "ServiceUnavailable")
         );
         assert_eq!(
-            map(service::Error::Failed("f".into())),
+            map(service::Error::Failed {
+                reason: "f".into(),
+                detail: "g".into()
+            }),
             (500, "InternalError")
         );
+    }
+
+    #[test]
+    fn details_go_to_the_log_not_the_wire() {
+        let uri = "qemu+ssh://admin@hv1/system?keyfile=/root/.ssh/id_hv";
+        let unavailable = service::Error::Unavailable {
+            detail: format!("cannot reach libvirt at {uri}: Connection refused"),
+        };
+        let failed = service::Error::Failed {
+            reason: "libvirt could not take the screenshot".into(),
+            detail: "internal error: unable to open /var/lib/libvirt/qemu/x.png".into(),
+        };
+        for err in [unavailable, failed] {
+            let e = AliError::from_service(&err, "i-1");
+            let body = e.render(Format::Json, "R", "h");
+            let text = body_text(body);
+            assert!(
+                !text.contains("keyfile") && !text.contains("/var/"),
+                "{text}"
+            );
+            assert!(!e.message.contains("qemu+ssh"), "{}", e.message);
+            assert_eq!(e.detail.as_deref(), err.detail());
+        }
+    }
+
+    fn body_text(response: Response) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = runtime
+            .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 
     #[test]
@@ -308,6 +355,12 @@ mod tests {
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
             "text/xml;charset=utf-8"
+        );
+        let body = body_text(response);
+        assert!(
+            body.contains("<RequestId>R&amp;1</RequestId>")
+                && body.contains("<Message>a &lt;b&gt; &amp; &quot;c&quot;</Message>"),
+            "{body}"
         );
     }
 }

@@ -1,0 +1,322 @@
+//! What a black-box review of `vmshot serve` found, each closed and checked
+//! here against the real daemon: nonces that exhausted memory, one guest with
+//! many throttles (and mirrors) through aliases, and loosely checked ACS3
+//! signatures.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, SECRET};
+use common::fixtures::{self, NO_BOOT_DEVICE, PATTERN};
+use common::host::{virsh, LibvirtdLock};
+use common::http::{send, Reply};
+use common::sdk::{get_instance_screenshot, Sdk};
+use common::signing::{acs3_headers, signed_query};
+
+fn get(d: &Daemon, target: &str) -> Reply {
+    send(d.addr, "GET", target, &[], b"")
+}
+
+fn code(reply: &Reply) -> (u16, String) {
+    let body = reply.json();
+    (
+        reply.status,
+        body["Code"].as_str().unwrap_or("-").to_owned(),
+    )
+}
+
+fn signed(key: &str, secret: &str, params: &[(&str, &str)]) -> String {
+    format!("/?{}", signed_query("GET", key, secret, params))
+}
+
+/// A screenshot request for `instance`, with `extra` parameters.
+fn screenshot(d: &Daemon, instance: &str, extra: &[(&str, &str)]) -> (u16, String) {
+    let mut params = vec![
+        ("Action", "GetInstanceScreenshot"),
+        ("RegionId", "cn-test"),
+        ("InstanceId", instance),
+    ];
+    params.extend_from_slice(extra);
+    let reply = get(d, &signed(KEY_ID, SECRET, &params));
+    if reply.status == 200 {
+        (200, "OK".into())
+    } else {
+        code(&reply)
+    }
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn nonces_are_bounded_in_length_and_in_memory_per_key() {
+    // Two keys, two nonces each: the limited key fills its share alone.
+    let d = Daemon::start("max_nonces = 4\n", "");
+    // In a form body: a 60 KB nonce would not fit in the request line.
+    let no_action = |key, secret, nonce: &str| {
+        let form = signed_query(
+            "POST",
+            key,
+            secret,
+            &[("Action", "NoSuchAction"), ("SignatureNonce", nonce)],
+        );
+        let headers = [("Content-Type", "application/x-www-form-urlencoded")];
+        send(d.addr, "POST", "/", &headers, form.as_bytes())
+    };
+    let long = "n".repeat(65);
+    let huge = "n".repeat(60_000);
+    for nonce in [&long, &huge] {
+        let reply = no_action(KEY_ID, SECRET, nonce);
+        assert_eq!(
+            code(&reply),
+            (400, "InvalidParameter".into()),
+            "{}",
+            reply.text()
+        );
+    }
+    let at_limit = "n".repeat(64);
+    assert_eq!(
+        code(&no_action(KEY_ID, SECRET, &at_limit)),
+        (404, "InvalidAction.NotFound".into())
+    );
+    for nonce in ["l1", "l2"] {
+        let reply = no_action(LIMITED_KEY_ID, LIMITED_SECRET, nonce);
+        assert_eq!(code(&reply).1, "InvalidAction.NotFound");
+    }
+    let reply = no_action(LIMITED_KEY_ID, LIMITED_SECRET, "l3");
+    assert_eq!(code(&reply), (503, "ServiceUnavailable".into()));
+    // The other key still has its own share.
+    assert_eq!(
+        code(&no_action(KEY_ID, SECRET, "k2")).1,
+        "InvalidAction.NotFound"
+    );
+}
+
+#[test]
+fn four_thousand_of_the_longest_nonces_cost_little_memory() {
+    let d = Daemon::start("", "");
+    let before = rss_kib(d.pid());
+    let started = Instant::now();
+    for i in 0..4_000 {
+        let nonce = format!("{i:064}");
+        let query = signed_query(
+            "POST",
+            KEY_ID,
+            SECRET,
+            &[("Action", "NoSuchAction"), ("SignatureNonce", &nonce)],
+        );
+        let reply = send(d.addr, "POST", &format!("/?{query}"), &[], b"");
+        assert_eq!(reply.status, 404, "{}", reply.text());
+    }
+    let after = rss_kib(d.pid());
+    eprintln!(
+        "4000 signed POSTs with 64-character nonces in {:.1} s: RSS {} KiB -> {} KiB",
+        started.elapsed().as_secs_f64(),
+        before,
+        after
+    );
+    assert!(after < before + 8 * 1024, "RSS {before} KiB -> {after} KiB");
+}
+
+fn uuid_of(domain: &str) -> String {
+    virsh(&["domuuid", domain]).trim().to_owned()
+}
+
+#[test]
+fn one_guest_has_one_throttle_whatever_it_is_called() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let pattern = PATTERN.domain();
+    let table =
+        format!("\n[alibaba.instances]\n\"i-one\" = \"{pattern}\"\n\"i-two\" = \"{pattern}\"\n");
+    let d = Daemon::start(&table, "");
+    let throttled = (400, "Throttling".to_owned());
+    let not_found = (404, "InvalidParameter".to_owned());
+
+    assert_eq!(screenshot(&d, "i-one", &[]), (200, "OK".into()));
+    assert_eq!(screenshot(&d, "i-two", &[("Fresh", "true")]), throttled);
+    // A guest with an instance id answers to that id alone.
+    let uuid = uuid_of(&pattern);
+    for alias in [pattern.clone(), uuid.clone(), uuid.to_uppercase()] {
+        assert_eq!(screenshot(&d, &alias, &[]), not_found, "{alias}");
+    }
+
+    // A guest without one answers to its name and UUID, under one throttle.
+    let other = NO_BOOT_DEVICE.domain();
+    let uuid = uuid_of(&other);
+    assert_eq!(screenshot(&d, &other, &[]), (200, "OK".into()));
+    for alias in [
+        uuid.clone(),
+        uuid.to_uppercase(),
+        uuid.replace('-', ""),
+        uuid.to_uppercase().replace('-', ""),
+    ] {
+        for extra in [&[][..], &[("Fresh", "true")], &[("WakeUp", "true")]] {
+            assert_eq!(
+                screenshot(&d, &alias, extra),
+                throttled,
+                "{alias} {extra:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn aliases_of_one_guest_share_one_vnc_mirror() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let d = Daemon::start("throttle_interval_secs = 0\n", "");
+    let name = NO_BOOT_DEVICE.domain();
+    let uuid = uuid_of(&name);
+    assert_eq!(screenshot(&d, &name, &[]), (200, "OK".into()));
+    assert!(
+        d.wait_for_log("VNC mirror synced", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        d.logs()
+    );
+    for alias in [
+        name.clone(),
+        uuid.clone(),
+        uuid.to_uppercase(),
+        uuid.replace('-', ""),
+        uuid.to_uppercase().replace('-', ""),
+    ] {
+        assert_eq!(screenshot(&d, &alias, &[]), (200, "OK".into()), "{alias}");
+    }
+    // Another mirror would sync within a second or two (the first did).
+    let second = d.wait_for_log("VNC mirror synced", Duration::from_secs(8));
+    assert!(second.is_none(), "a second mirror of one guest: {second:?}");
+    let metrics = get(&d, "/metrics").text();
+    assert!(metrics.contains("vmshot_vnc_mirrors 1\n"), "{metrics}");
+}
+
+/// An ACS3-signed GET of `query` with `headers` (host and the rest as the Tea
+/// SDK signs them); `tamper` may change the headers after signing.
+fn acs3_get(
+    d: &Daemon,
+    query: &str,
+    host: &str,
+    tamper: impl FnOnce(&mut Vec<(String, String)>),
+) -> Reply {
+    let mut headers = acs3_headers("GET", query, host, b"", KEY_ID, SECRET);
+    tamper(&mut headers);
+    raw(d, &format!("GET /?{query} HTTP/1.1"), &headers, b"")
+}
+
+/// Sends a request head and body exactly as given; the parsed reply.
+fn raw(d: &Daemon, line: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(d.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!("{line}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head += &format!("{name}: {value}\r\n");
+    }
+    head += "\r\n";
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body));
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    common::http::parse(&reply)
+}
+
+#[test]
+fn acs3_signatures_are_checked_strictly_and_bound_to_this_host() {
+    let d = Daemon::start("", "");
+    let host = d.addr.to_string();
+    let query = "Action=NoSuchAction&RegionId=cn-test";
+    let ok = acs3_get(&d, query, &host, |_| {});
+    assert_eq!(
+        code(&ok),
+        (404, "InvalidAction.NotFound".into()),
+        "{}",
+        ok.text()
+    );
+
+    // The signature as 64 lowercase hex digits, nothing looser.
+    let upper = acs3_get(&d, query, &host, |h| {
+        for (name, value) in h.iter_mut() {
+            if name == "Authorization" {
+                let (head, signature) = value.split_once("Signature=").unwrap();
+                *value = format!("{head}Signature={}", signature.to_uppercase());
+            }
+        }
+    });
+    assert_eq!(
+        code(&upper),
+        (400, "InvalidParameter".into()),
+        "{}",
+        upper.text()
+    );
+
+    // The host must be signed, and be this host.
+    let unsigned_host = acs3_headers("GET", query, "", b"", KEY_ID, SECRET);
+    let mut with_host = unsigned_host.clone();
+    with_host.push(("Host".into(), host.clone()));
+    let reply = raw(&d, &format!("GET /?{query} HTTP/1.1"), &with_host, b"");
+    assert_eq!(
+        code(&reply),
+        (400, "InvalidParameter".into()),
+        "{}",
+        reply.text()
+    );
+    let elsewhere = acs3_get(&d, query, "10.255.0.9:8480", |_| {});
+    assert_eq!(
+        code(&elsewhere),
+        (400, "InvalidParameter".into()),
+        "{}",
+        elsewhere.text()
+    );
+    assert!(
+        elsewhere.text().contains("10.255.0.9"),
+        "{}",
+        elsewhere.text()
+    );
+
+    // A header the signature covers may come only once.
+    let repeated = acs3_get(&d, query, &host, |h| {
+        let nonce = h
+            .iter()
+            .find(|(n, _)| n == "x-acs-signature-nonce")
+            .unwrap()
+            .clone();
+        h.push((nonce.0, "another-nonce".into()));
+    });
+    assert_eq!(
+        code(&repeated),
+        (400, "InvalidParameter".into()),
+        "{}",
+        repeated.text()
+    );
+}
+
+#[test]
+fn the_tea_sdk_may_put_parameters_in_a_form_body() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let d = Daemon::start(
+        &format!(
+            "\n[alibaba.instances]\n\"i-in-body\" = \"{}\"\n",
+            PATTERN.domain()
+        ),
+        "",
+    );
+    let reply = get_instance_screenshot(
+        Sdk::Tea,
+        &d.endpoint(),
+        (KEY_ID, SECRET),
+        "i-in-body",
+        &["--in-body", "--wakeup", "false"],
+    );
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["instance_id"], "i-in-body");
+}
