@@ -1,7 +1,7 @@
 //! What a black-box review of `vmshot serve` found, each closed and checked
 //! here against the real daemon: nonces that exhausted memory, one guest with
-//! many throttles (and mirrors) through aliases, and loosely checked ACS3
-//! signatures.
+//! many throttles (and mirrors) through aliases, loosely checked ACS3
+//! signatures, and a body framed two ways.
 
 mod common;
 
@@ -54,25 +54,24 @@ fn rss_kib(pid: i32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// A signed request with no action (authenticated, then refused: no capture)
+/// and `nonce`, in a form body: a 60 KB nonce would not fit in the request line.
+fn no_action(d: &Daemon, key: &str, secret: &str, nonce: &str) -> Reply {
+    let form = signed_query(
+        "POST",
+        key,
+        secret,
+        &[("Action", "NoSuchAction"), ("SignatureNonce", nonce)],
+    );
+    let headers = [("Content-Type", "application/x-www-form-urlencoded")];
+    send(d.addr, "POST", "/", &headers, form.as_bytes())
+}
+
 #[test]
-fn nonces_are_bounded_in_length_and_in_memory_per_key() {
-    // Two keys, two nonces each: the limited key fills its share alone.
-    let d = Daemon::start("max_nonces = 4\n", "");
-    // In a form body: a 60 KB nonce would not fit in the request line.
-    let no_action = |key, secret, nonce: &str| {
-        let form = signed_query(
-            "POST",
-            key,
-            secret,
-            &[("Action", "NoSuchAction"), ("SignatureNonce", nonce)],
-        );
-        let headers = [("Content-Type", "application/x-www-form-urlencoded")];
-        send(d.addr, "POST", "/", &headers, form.as_bytes())
-    };
-    let long = "n".repeat(65);
-    let huge = "n".repeat(60_000);
-    for nonce in [&long, &huge] {
-        let reply = no_action(KEY_ID, SECRET, nonce);
+fn long_nonces_are_refused() {
+    let d = Daemon::start("", "");
+    for nonce in ["n".repeat(65), "n".repeat(60_000)] {
+        let reply = no_action(&d, KEY_ID, SECRET, &nonce);
         assert_eq!(
             code(&reply),
             (400, "InvalidParameter".into()),
@@ -81,21 +80,23 @@ fn nonces_are_bounded_in_length_and_in_memory_per_key() {
         );
     }
     let at_limit = "n".repeat(64);
-    assert_eq!(
-        code(&no_action(KEY_ID, SECRET, &at_limit)),
-        (404, "InvalidAction.NotFound".into())
-    );
+    let reply = no_action(&d, KEY_ID, SECRET, &at_limit);
+    assert_eq!(code(&reply), (404, "InvalidAction.NotFound".into()));
+}
+
+#[test]
+fn each_key_has_its_own_share_of_nonces() {
+    // Two keys, two live nonces each: the limited key fills its share alone.
+    let d = Daemon::start("max_nonces = 4\n", "");
     for nonce in ["l1", "l2"] {
-        let reply = no_action(LIMITED_KEY_ID, LIMITED_SECRET, nonce);
+        let reply = no_action(&d, LIMITED_KEY_ID, LIMITED_SECRET, nonce);
         assert_eq!(code(&reply).1, "InvalidAction.NotFound");
     }
-    let reply = no_action(LIMITED_KEY_ID, LIMITED_SECRET, "l3");
+    let reply = no_action(&d, LIMITED_KEY_ID, LIMITED_SECRET, "l3");
     assert_eq!(code(&reply), (503, "ServiceUnavailable".into()));
     // The other key still has its own share.
-    assert_eq!(
-        code(&no_action(KEY_ID, SECRET, "k2")).1,
-        "InvalidAction.NotFound"
-    );
+    let reply = no_action(&d, KEY_ID, SECRET, "k1");
+    assert_eq!(code(&reply).1, "InvalidAction.NotFound");
 }
 
 #[test]
@@ -297,6 +298,33 @@ fn acs3_signatures_are_checked_strictly_and_bound_to_this_host() {
         "{}",
         repeated.text()
     );
+}
+
+#[test]
+fn a_body_framed_two_ways_is_refused() {
+    let d = Daemon::start("", "");
+    let query = signed_query("POST", KEY_ID, SECRET, &[("Action", "NoSuchAction")]);
+    let line = format!("POST /?{query} HTTP/1.1");
+    let head = |first: (&str, &str), second: (&str, &str)| {
+        vec![
+            ("Host".to_owned(), d.addr.to_string()),
+            (first.0.to_owned(), first.1.to_owned()),
+            (second.0.to_owned(), second.1.to_owned()),
+        ]
+    };
+    let (length, chunked) = (("Content-Length", "5"), ("transfer-encoding", "chunked"));
+    for headers in [head(length, chunked), head(chunked, length)] {
+        let reply = raw(&d, &line, &headers, b"0\r\n\r\n");
+        assert_eq!(
+            code(&reply),
+            (400, "InvalidParameter".into()),
+            "{}",
+            reply.text()
+        );
+    }
+    // Either alone is fine.
+    let reply = raw(&d, &line, &head(chunked, ("Accept", "*/*")), b"0\r\n\r\n");
+    assert_eq!(code(&reply).1, "InvalidAction.NotFound", "{}", reply.text());
 }
 
 #[test]

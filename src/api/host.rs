@@ -3,12 +3,9 @@
 //! name: otherwise a request captured on its way to one host can be replayed
 //! on any other that knows the same key.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-/// The local address of the connection a request came on (the server puts it
-/// in the request's extensions): the address the client dialled.
-#[derive(Debug, Clone, Copy)]
-pub struct LocalAddr(pub SocketAddr);
+use super::LocalAddr;
 
 /// The names this host answers to: the configured ones, its own host name,
 /// and the address each connection was made to.

@@ -4,5 +4,7 @@
 
 pub mod alibaba;
 mod host;
+mod request;
 
-pub use host::{HostNames, LocalAddr};
+pub use host::HostNames;
+pub use request::{AmbiguousLength, LocalAddr};

@@ -6,6 +6,7 @@
 //! (see `config`); with a certificate and key it serves TLS through rustls.
 //! SIGTERM stops accepting and gives requests in flight a bounded time.
 
+mod framing;
 mod metrics;
 
 use std::net::SocketAddr;

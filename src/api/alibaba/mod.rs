@@ -21,7 +21,7 @@ use base64::Engine;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::api::{HostNames, LocalAddr};
+use crate::api::{AmbiguousLength, HostNames, LocalAddr};
 use crate::auth::{AccessKey, KeyStore, Nonce, NonceCache};
 use crate::config;
 use crate::server::Metrics;
@@ -117,6 +117,14 @@ impl Alibaba {
         request_id: &str,
     ) -> (Format, Result<Response, AliError>) {
         let fallback = response_format(None, &parts.headers);
+        if parts.extensions.get::<AmbiguousLength>().is_some() {
+            return (
+                fallback,
+                Err(AliError::invalid(
+                    "A request may not give its length both as Content-Length and as Transfer-Encoding.",
+                )),
+            );
+        }
         if let Err(e) = single_headers(&parts.headers) {
             return (fallback, Err(e));
         }
