@@ -5,49 +5,18 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 
 use common::daemon::Daemon;
-
-/// A GET over TLS to `addr`, trusting only `cert_der`; the raw reply.
-fn https_get(addr: std::net::SocketAddr, cert_der: &[u8], path: &str) -> std::io::Result<String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der.to_vec().into()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr)?);
-    tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut reply = String::new();
-    tls.read_to_string(&mut reply)?;
-    Ok(reply)
-}
+use common::tls::Cert;
 
 #[test]
 fn with_a_certificate_it_speaks_https_on_any_address() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = common::fixtures::tempdir();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-
+    let cert = Cert::new();
     // 0.0.0.0 is allowed because TLS is configured.
-    let server = format!(
-        "[server]\nlisten = \"0.0.0.0:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-        cert_path.display(),
-        key_path.display()
-    );
+    let server = cert.server_section("0.0.0.0:0", "");
     let d = Daemon::start("", &server);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], d.addr.port()));
-    let reply = https_get(addr, cert.cert.der(), "/healthz").unwrap();
+    let reply = cert.get(addr, "/healthz").unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("ok\n"), "{reply}");
 
@@ -62,7 +31,7 @@ fn with_a_certificate_it_speaks_https_on_any_address() {
     drop(d);
 
     // A world-readable private key stops the start.
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&cert.key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let Err((code, stderr)) = Daemon::try_start("", &server, 0o600) else {
         panic!("started with a world-readable TLS key");
     };
@@ -71,7 +40,6 @@ fn with_a_certificate_it_speaks_https_on_any_address() {
         stderr.contains("key.pem") && stderr.contains("accessible to other users"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -13,7 +13,7 @@ const TRANSFER_ENCODING: &[u8] = b"transfer-encoding:";
 /// Longest name looked for, colon included.
 const LONGEST: usize = TRANSFER_ENCODING.len();
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct HeadScan {
     /// The first bytes of the current line, lowercased.
     line: Vec<u8>,

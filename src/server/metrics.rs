@@ -1,7 +1,7 @@
 //! `/metrics` in Prometheus text format: requests by dialect, action and
 //! outcome; capture latency per stage; how each screen was obtained (encoded,
 //! reused unchanged, shared with a concurrent caller); libvirt reconnects;
-//! throttled calls.
+//! throttled calls; connections open, and those closed by a timeout or the cap.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -37,6 +37,20 @@ struct DialectLabels {
     dialect: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Why the server closed a connection (the `reason` label).
+pub const CLOSE_REASONS: [&str; 5] = [
+    "idle",
+    "header_timeout",
+    "handshake_timeout",
+    "evicted",
+    "send_timeout",
+];
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
@@ -46,6 +60,8 @@ pub struct Metrics {
     reconnects: Counter,
     reconnects_seen: AtomicU64,
     mirrors: Gauge,
+    connections_open: Gauge,
+    connections_closed: Family<ReasonLabels, Counter>,
 }
 
 /// Seconds, from 0.5 ms to about 8 s: a capture spans 1 ms (cached) to seconds (hung).
@@ -94,8 +110,26 @@ impl Default for Metrics {
             "VNC mirrors holding a screen (the fast path)",
             mirrors.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open, TLS handshakes included",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections the server closed: idle (kept alive too long), header_timeout (request head too slow), handshake_timeout (TLS), evicted (for a newcomer at server.max_connections), send_timeout (response not taken)",
+            connections_closed.clone(),
+        );
+        // Every reason shows, at 0 until it happens.
+        for reason in CLOSE_REASONS {
+            let _ = connections_closed.get_or_create(&ReasonLabels { reason });
+        }
         Self {
             mirrors,
+            connections_open,
+            connections_closed,
             registry: Mutex::new(registry),
             requests,
             stages,
@@ -149,6 +183,21 @@ impl Metrics {
         }
     }
 
+    pub fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    /// A connection ended; `reason` if the server closed it on a timeout or
+    /// for a newcomer (one of `CLOSE_REASONS`).
+    pub fn connection_closed(&self, reason: Option<&'static str>) {
+        self.connections_open.dec();
+        if let Some(reason) = reason {
+            self.connections_closed
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+    }
+
     /// The text exposition; `reconnects` is the adapter's running count,
     /// `mirrors` the VNC mirrors open now.
     pub fn encode(&self, reconnects: u64, mirrors: usize) -> String {
@@ -194,6 +243,9 @@ mod tests {
         m.capture(&shot(false, false));
         m.capture(&shot(true, false));
         m.capture(&shot(false, true));
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed(Some("evicted"));
         let text = m.encode(2, 5);
         for needle in [
             "vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"OK\"} 1",
@@ -204,6 +256,9 @@ mod tests {
             "vmshot_captures_total{how=\"shared\"} 1",
             "vmshot_libvirt_reconnects_total 2",
             "vmshot_vnc_mirrors 5",
+            "vmshot_connections_open 1",
+            "vmshot_connections_closed_total{reason=\"evicted\"} 1",
+            "vmshot_connections_closed_total{reason=\"idle\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

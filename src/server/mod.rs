@@ -4,10 +4,15 @@
 //! answers), `GET /metrics` (Prometheus; loopback-only by default) and the
 //! dialects. Plain HTTP is refused on non-loopback addresses unless configured
 //! (see `config`); with a certificate and key it serves TLS through rustls.
-//! SIGTERM stops accepting and gives requests in flight a bounded time.
+//! HTTP/1.1 only, through our own accept loop over hyper (`listener`): it caps
+//! the connections and times each one's phases (`connection`). SIGTERM stops
+//! accepting and gives requests in flight a bounded time.
 
+mod connection;
 mod framing;
+mod listener;
 mod metrics;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +23,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter};
 use axum::Router;
+use hyper::server::conn::http1;
+use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 
 pub use metrics::Metrics;
@@ -25,7 +32,7 @@ pub use metrics::Metrics;
 use crate::api::alibaba::{self, Alibaba};
 use crate::auth::KeyStore;
 use crate::capture::{JpegSettings, MirrorPolicy, Output};
-use crate::config::{read_secret_file, Config, FastPath, MetricsAccess};
+use crate::config::{Config, FastPath, MetricsAccess};
 use crate::hypervisor::{Hypervisor, Settings as HvSettings};
 use crate::service::{self, Screenshots};
 
@@ -129,55 +136,59 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
 
 /// Serves until SIGTERM or SIGINT, then drains within the grace period.
 pub async fn run(config: Config) -> Result<(), ServeError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (app, router) = build(&config)?;
-    let addr = config.server.listen;
-    let handle = axum_server::Handle::new();
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-
-    let server = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => {
-            let cert = std::fs::read(cert).map_err(ServeError::Tls)?;
-            let key = read_secret_file(key)?;
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
-                .await
-                .map_err(ServeError::Tls)?;
-            let mut server = axum_server::bind_rustls(addr, tls).handle(handle.clone());
-            server
-                .http_builder()
-                .http1()
-                .max_buf_size(config.server.max_header_bytes);
-            tokio::spawn(server.serve(service))
-        }
-        _ => {
-            let mut server = axum_server::bind(addr).handle(handle.clone());
-            server
-                .http_builder()
-                .http1()
-                .max_buf_size(config.server.max_header_bytes);
-            tokio::spawn(server.serve(service))
-        }
+    let s = &config.server;
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
     };
-    let Some(bound) = handle.listening().await else {
-        let source = match server.await {
-            Ok(Err(e)) => e,
-            _ => std::io::Error::other("the server stopped before listening"),
-        };
-        return Err(ServeError::Listen { addr, source });
-    };
-    let scheme = if config.server.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let addr = s.listen;
+    let listen_error = |source| ServeError::Listen { addr, source };
+    let socket = listener::bind(addr).map_err(listen_error)?;
+    let bound = socket.local_addr().map_err(listen_error)?;
+    // Beside the connections (and the one accepted while making room): two
+    // per libvirt connection, one per VNC mirror, and the runtime's own.
+    let reserve = 1 + 2 * config.libvirt.max_calls + config.capture.max_mirrors + 64;
+    let max_connections = listener::fit_to_fd_limit(s.max_connections, reserve);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %bound, url = %format!("{scheme}://{bound}/"), "listening");
+
+    let mut http = http1::Builder::new();
+    // hyper's own header timeout needs a timer it is not given; ours are in
+    // `connection`.
+    http.max_buf_size(s.max_header_bytes)
+        .header_read_timeout(None);
+    let shared = Arc::new(connection::Shared {
+        router,
+        http,
+        tls,
+        timeouts: connection::Timeouts {
+            header_read: s.header_read_timeout(),
+            idle: s.idle_timeout(),
+            handshake: s.tls_handshake_timeout(),
+            in_service: s.request_timeout() + connection::SEND_ALLOWANCE,
+        },
+    });
+    let (stop, stopping) = watch::channel(false);
+    let server = tokio::spawn(listener::serve(
+        socket,
+        shared,
+        max_connections,
+        app.metrics.clone(),
+        stopping,
+    ));
 
     tokio::spawn(announce_ready(app.hypervisor.clone()));
     shutdown_signal().await;
-    tracing::info!(grace_s = config.server.shutdown_grace_secs, "shutting down");
+    tracing::info!(grace_s = s.shutdown_grace_secs, "shutting down");
     crate::daemon::notify::stopping();
-    handle.graceful_shutdown(Some(config.server.shutdown_grace()));
-    let _ = server.await;
+    let _ = stop.send(true);
+    if tokio::time::timeout(s.shutdown_grace(), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the grace period are dropped");
+    }
     tracing::info!("stopped");
     Ok(())
 }

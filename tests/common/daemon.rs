@@ -144,6 +144,26 @@ impl Daemon {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// The daemon's resident memory now and at its peak (VmRSS, VmHWM), KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/PID/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// File descriptors the daemon holds open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
     /// SIGTERM, then the exit code.
     pub fn stop(&mut self) -> i32 {
         let _ = Command::new("kill")

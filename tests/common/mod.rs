@@ -9,3 +9,4 @@ pub mod http;
 pub mod image_check;
 pub mod sdk;
 pub mod signing;
+pub mod tls;
