@@ -308,6 +308,7 @@ fn a_body_framed_two_ways_is_refused() {
     let head = |first: (&str, &str), second: (&str, &str)| {
         vec![
             ("Host".to_owned(), d.addr.to_string()),
+            ("Accept".to_owned(), "application/json".to_owned()),
             (first.0.to_owned(), first.1.to_owned()),
             (second.0.to_owned(), second.1.to_owned()),
         ]
@@ -323,7 +324,12 @@ fn a_body_framed_two_ways_is_refused() {
         );
     }
     // Either alone is fine.
-    let reply = raw(&d, &line, &head(chunked, ("Accept", "*/*")), b"0\r\n\r\n");
+    let reply = raw(
+        &d,
+        &line,
+        &head(chunked, ("User-Agent", "test")),
+        b"0\r\n\r\n",
+    );
     assert_eq!(code(&reply).1, "InvalidAction.NotFound", "{}", reply.text());
 }
 
@@ -347,4 +353,15 @@ fn the_tea_sdk_may_put_parameters_in_a_form_body() {
     );
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["instance_id"], "i-in-body");
+}
+
+#[test]
+fn signature_1_0_can_be_turned_off() {
+    let d = Daemon::start("signature_v1 = false\n", "");
+    let v1 = get(&d, &signed(KEY_ID, SECRET, &[("Action", "NoSuchAction")]));
+    assert_eq!(code(&v1), (400, "InvalidParameter".into()), "{}", v1.text());
+    assert!(v1.text().contains("ACS3-HMAC-SHA256"), "{}", v1.text());
+    let host = d.addr.to_string();
+    let acs3 = acs3_get(&d, "Action=NoSuchAction&RegionId=cn-test", &host, |_| {});
+    assert_eq!(code(&acs3), (404, "InvalidAction.NotFound".into()));
 }
