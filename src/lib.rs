@@ -11,6 +11,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod frame;
 pub mod hypervisor;
 pub mod server;
 pub mod service;

@@ -347,7 +347,7 @@ fn process_hashes_exactly_the_bytes_it_returns() {
     );
     assert_eq!(
         shot.sha256_hex(),
-        capture::hex(&Sha256::digest(shot.image.as_slice()))
+        hex::encode(Sha256::digest(shot.image.as_slice()))
     );
     assert_eq!(shot.timings.grab, Duration::from_millis(5));
     assert!(psnr(&img, &decode_rgb(shot.image.as_slice())) >= 30.0);

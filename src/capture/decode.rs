@@ -5,8 +5,8 @@
 //! are checked before anything is allocated, and every failure is an error
 //! value, never a panic.
 
-use super::frame::{Frame, Layout};
 use super::ppm;
+use crate::frame::{Frame, Layout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,21 +2,17 @@
 
 use std::cell::RefCell;
 
-use super::frame::{Frame, Layout};
+use crate::frame::{Frame, Layout};
 
 /// Chroma subsampling of the JPEG output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subsampling {
     /// 4:2:0: the smallest files; fine for console text at quality 80.
-    #[serde(rename = "420")]
     S420,
-    #[serde(rename = "422")]
     S422,
     /// 4:4:4: no chroma loss, for coloured thin text.
-    #[serde(rename = "444")]
     S444,
     /// Grayscale JPEG.
-    #[serde(rename = "gray")]
     Gray,
 }
 

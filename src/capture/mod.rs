@@ -8,7 +8,6 @@
 
 mod decode;
 mod encode;
-mod frame;
 mod mirrors;
 mod ppm;
 mod reuse;
@@ -18,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+pub use crate::frame::{Frame, Layout};
 pub use decode::{decode, DecodeError, Limits, SourceFormat};
 pub use encode::{jpeg, png, EncodeError, JpegSettings, Subsampling};
-pub use frame::{Frame, Layout};
 pub use mirrors::MirrorPolicy;
 
 use crate::hypervisor::{self, Hypervisor, RawScreenshot};
@@ -126,7 +125,7 @@ pub struct Shot {
 
 impl Shot {
     pub fn sha256_hex(&self) -> String {
-        hex(&self.sha256)
+        hex::encode(self.sha256)
     }
 
     /// The image and what describes it, to keep for reuse.
@@ -408,9 +407,4 @@ pub fn process(raw: RawScreenshot, output: Output, limits: &Limits) -> Result<Sh
     timings.decode = started.elapsed();
     let encoded = encode_frame(&domain, &frame, source_format, output, &mut timings)?;
     Ok(encoded.into_shot(domain, uuid, screen, taken_at, timings, false))
-}
-
-/// Lowercase hexadecimal, as `sha256sum` prints it.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -4,7 +4,7 @@
 //! that 8-bit pixels stay where they are in the payload (see `Frame`).
 
 use super::decode::{check_dimensions, DecodeError, Limits};
-use super::frame::{Frame, Layout};
+use crate::frame::{Frame, Layout};
 
 pub(super) fn decode(payload: Vec<u8>, limits: &Limits) -> Result<Frame, DecodeError> {
     let mut header = Header {

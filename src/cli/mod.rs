@@ -104,6 +104,9 @@ fn serve_main(args: &serve::Args) -> ExitCode {
         Ok(config) => config,
         Err(failure) => return failure.report(),
     };
+    for note in &config.deprecated {
+        tracing::warn!("{note}");
+    }
     // One worker per CPU up to 8: HTTP work is light (captures run on their own
     // threads), and the unit's TasksMax must hold on hosts with many CPUs.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));

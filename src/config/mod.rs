@@ -12,8 +12,6 @@ use serde::Deserialize;
 
 pub use secret::{read_secret_file, SecretFileError};
 
-use crate::capture::Subsampling;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -38,6 +36,9 @@ pub struct Config {
     pub capture: Capture,
     pub metrics: Metrics,
     pub alibaba: Alibaba,
+    /// What the file said in an old way, for the log.
+    #[serde(skip)]
+    pub deprecated: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +155,21 @@ pub struct Capture {
     pub max_mirrors: usize,
     /// MiB of screens all VNC mirrors may hold together (4 bytes a pixel).
     pub mirror_memory_mb: usize,
+    /// After a wake-up, how long the guest may redraw before the capture.
+    pub wakeup_settle_ms: u64,
+}
+
+/// `capture.subsampling`: chroma subsampling of the JPEG output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Subsampling {
+    #[serde(rename = "420")]
+    S420,
+    #[serde(rename = "422")]
+    S422,
+    #[serde(rename = "444")]
+    S444,
+    #[serde(rename = "gray")]
+    Gray,
 }
 
 /// `capture.fast_path`.
@@ -178,6 +194,7 @@ impl Default for Capture {
             mirror_idle_secs: 300,
             max_mirrors: 64,
             mirror_memory_mb: 96,
+            wakeup_settle_ms: 1500,
         }
     }
 }
@@ -213,8 +230,8 @@ pub struct Alibaba {
     pub region_id: Option<String>,
     /// Minimum seconds between two screenshots of one instance.
     pub throttle_interval_secs: u64,
-    /// After a WakeUp, how long to let the guest redraw before capturing.
-    pub wakeup_settle_ms: u64,
+    /// Deprecated: `capture.wakeup_settle_ms`, which it sets if given.
+    pub wakeup_settle_ms: Option<u64>,
     /// Accepted clock difference for request timestamps, in seconds.
     pub timestamp_skew_secs: u64,
     /// Signature nonces remembered at once, shared evenly among the keys
@@ -237,7 +254,7 @@ impl Default for Alibaba {
             credentials_file: None,
             region_id: None,
             throttle_interval_secs: 10,
-            wakeup_settle_ms: 1500,
+            wakeup_settle_ms: None,
             timestamp_skew_secs: 15 * 60,
             max_nonces: 200_000,
             signature_v1: true,
@@ -265,12 +282,31 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
             message: e.to_string(),
         })?;
+        config.migrate()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Keys that moved: the old place still works, with a note for the log,
+    /// unless the new place is set too.
+    fn migrate(&mut self) -> Result<(), ConfigError> {
+        if let Some(ms) = self.alibaba.wakeup_settle_ms.take() {
+            if self.capture.wakeup_settle_ms != Capture::default().wakeup_settle_ms {
+                return Err(ConfigError::Invalid(
+                    "alibaba.wakeup_settle_ms moved to capture.wakeup_settle_ms: set only the latter"
+                        .into(),
+                ));
+            }
+            self.capture.wakeup_settle_ms = ms;
+            self.deprecated.push(
+                "alibaba.wakeup_settle_ms is deprecated: it is now capture.wakeup_settle_ms".into(),
+            );
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -381,6 +417,19 @@ mod tests {
         let defaults = Config::parse(MINIMAL).unwrap();
         // Debug output compares every field, nested ones included.
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn a_moved_key_still_works_with_a_note() {
+        let old = Config::parse(&format!("{MINIMAL}wakeup_settle_ms = 700\n")).unwrap();
+        assert_eq!(old.capture.wakeup_settle_ms, 700);
+        assert_eq!(old.alibaba.wakeup_settle_ms, None);
+        assert_eq!(old.deprecated.len(), 1, "{:?}", old.deprecated);
+        let new = Config::parse(&format!("{MINIMAL}[capture]\nwakeup_settle_ms = 700\n")).unwrap();
+        assert_eq!(new.capture.wakeup_settle_ms, 700);
+        assert!(new.deprecated.is_empty());
+        let both = format!("{MINIMAL}wakeup_settle_ms = 700\n[capture]\nwakeup_settle_ms = 900\n");
+        assert!(Config::parse(&both).is_err());
     }
 
     #[test]

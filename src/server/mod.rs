@@ -31,8 +31,8 @@ pub use metrics::Metrics;
 
 use crate::api::alibaba::{self, Alibaba};
 use crate::auth::KeyStore;
-use crate::capture::{JpegSettings, MirrorPolicy, Output};
-use crate::config::{Config, FastPath, MetricsAccess};
+use crate::capture::{JpegSettings, MirrorPolicy, Output, Subsampling};
+use crate::config::{self, Config, FastPath, MetricsAccess};
 use crate::hypervisor::{Hypervisor, Settings as HvSettings};
 use crate::service::{self, Screenshots};
 
@@ -73,11 +73,16 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
         service::Settings {
             output: Output::Jpeg(JpegSettings {
                 quality: config.capture.jpeg_quality,
-                subsampling: config.capture.subsampling,
+                subsampling: match config.capture.subsampling {
+                    config::Subsampling::S420 => Subsampling::S420,
+                    config::Subsampling::S422 => Subsampling::S422,
+                    config::Subsampling::S444 => Subsampling::S444,
+                    config::Subsampling::Gray => Subsampling::Gray,
+                },
             }),
             max_concurrent: config.capture.max_concurrent,
             max_queued: config.capture.max_queued,
-            wake_settle: Duration::from_millis(config.alibaba.wakeup_settle_ms),
+            wake_settle: Duration::from_millis(config.capture.wakeup_settle_ms),
             fast_path: match config.capture.fast_path {
                 FastPath::Off => None,
                 FastPath::Vnc => Some(MirrorPolicy {

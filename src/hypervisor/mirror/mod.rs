@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
 
-use crate::capture::{Frame, Layout};
+use crate::frame::{Frame, Layout};
 
 use super::{Error, Hypervisor};
 use canvas::{Canvas, Image};

@@ -1,4 +1,5 @@
-//! A decoded screen: pixels as turbojpeg and the PNG encoder take them.
+//! A decoded screen: pixels as turbojpeg and the PNG encoder take them, and as
+//! the VNC mirror keeps them. A leaf: it imports nothing of vmshot.
 
 use std::sync::Arc;
 
