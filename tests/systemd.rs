@@ -10,7 +10,9 @@
 //! The last test plays systemd's part of the notify protocol against a real
 //! `vmshot serve` (which needs libvirtd, like the other integration tests).
 
-use std::os::unix::net::UnixDatagram;
+use std::ffi::OsStr;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -260,16 +262,10 @@ fn wait_for(
     }
 }
 
-/// What systemd sees of `vmshot serve` under `Type=notify` and `WatchdogSec=`:
-/// READY=1 once it serves, WATCHDOG=1 every WATCHDOG_USEC / 2 after that, and
-/// STOPPING=1 when SIGTERM starts the drain, then a clean exit.
-#[test]
-fn serve_speaks_the_notify_protocol() {
-    let copy = TempUnit::new("serve", UNIT);
-    let notify_path = copy.dir.join("notify");
-    let systemd = UnixDatagram::bind(&notify_path).unwrap();
+/// `vmshot serve` with `NOTIFY_SOCKET=notify_socket` and a one-second
+/// watchdog, its config and stderr in `copy`'s directory.
+fn serve(copy: &TempUnit, notify_socket: &OsStr, uri: &str) -> (Serve, PathBuf) {
     let config = copy.dir.join("vmshot.toml");
-    let uri = std::env::var("VMSHOT_TEST_URI").unwrap_or_else(|_| "qemu:///system".into());
     std::fs::write(
         &config,
         format!(
@@ -279,10 +275,10 @@ fn serve_speaks_the_notify_protocol() {
     )
     .unwrap();
     let log = copy.dir.join("stderr");
-    let mut serve = Serve(
+    let serve = Serve(
         Command::new(env!("CARGO_BIN_EXE_vmshot"))
             .args(["serve", "--config", config.to_str().unwrap()])
-            .env("NOTIFY_SOCKET", &notify_path)
+            .env("NOTIFY_SOCKET", notify_socket)
             // One second: a ping every half second. No WATCHDOG_PID: absent
             // means "for whoever reads it", as when systemd runs vmshot itself.
             .env("WATCHDOG_USEC", "1000000")
@@ -294,37 +290,28 @@ fn serve_speaks_the_notify_protocol() {
             .spawn()
             .expect("vmshot serve starts"),
     );
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    (serve, log)
+}
 
-    let before = wait_for(&systemd, "READY=1", Duration::from_secs(30))
-        .unwrap_or_else(|got| panic!("no READY=1 (got {got:?}); vmshot said:\n{}", logs()));
-    assert!(
-        !before
-            .iter()
-            .any(|d| d == "WATCHDOG=1" || d == "STOPPING=1"),
-        "before READY=1: {before:?}"
-    );
+fn test_uri() -> String {
+    std::env::var("VMSHOT_TEST_URI").unwrap_or_else(|_| "qemu:///system".into())
+}
 
-    let start = Instant::now();
-    for _ in 0..3 {
-        if let Err(got) = wait_for(&systemd, "WATCHDOG=1", Duration::from_secs(3)) {
-            panic!("watchdog not fed (got {got:?}); vmshot said:\n{}", logs());
-        }
-    }
-    assert!(
-        start.elapsed() >= Duration::from_millis(900),
-        "3 pings in {:?}: faster than every 0.5 s",
-        start.elapsed()
-    );
-
+/// SIGTERM, then STOPPING=1 (after nothing but datagrams that start with
+/// `meanwhile`) and a clean exit within the grace period.
+fn stop(mut serve: Serve, systemd: &UnixDatagram, meanwhile: &str, logs: impl Fn() -> String) {
     let pid = serve.0.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    if let Err(got) = wait_for(&systemd, "STOPPING=1", Duration::from_secs(10)) {
-        panic!(
+    match wait_for(systemd, "STOPPING=1\n", Duration::from_secs(10)) {
+        Ok(before) => assert!(
+            before.iter().all(|d| d.starts_with(meanwhile)),
+            "before STOPPING=1: {before:?}"
+        ),
+        Err(got) => panic!(
             "no STOPPING=1 after SIGTERM (got {got:?}); vmshot said:\n{}",
             logs()
-        );
+        ),
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -338,4 +325,99 @@ fn serve_speaks_the_notify_protocol() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}; vmshot said:\n{}", logs());
+}
+
+/// What systemd sees of `vmshot serve` under `Type=notify` and `WatchdogSec=`:
+/// exactly `READY=1` once it serves, `WATCHDOG=1` every WATCHDOG_USEC / 2
+/// after that (never a gap near the full second that would get it
+/// restarted), and `STOPPING=1` when SIGTERM starts the drain, then a clean
+/// exit. Each datagram is one state and its newline, as sd_notify(3) sends.
+fn speaks_the_notify_protocol(copy: &TempUnit, systemd: &UnixDatagram, notify_socket: &OsStr) {
+    let (serve, log) = serve(copy, notify_socket, &test_uri());
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let before = wait_for(systemd, "READY=1\n", Duration::from_secs(30))
+        .unwrap_or_else(|got| panic!("no READY=1 (got {got:?}); vmshot said:\n{}", logs()));
+    assert!(before.is_empty(), "before READY=1: {before:?}");
+
+    // The feeder starts right after READY=1; its first ping comes at once.
+    let mut pings = Vec::new();
+    for _ in 0..5 {
+        match wait_for(systemd, "WATCHDOG=1\n", Duration::from_secs(3)) {
+            Ok(before) => assert!(before.is_empty(), "between pings: {before:?}"),
+            Err(got) => panic!("watchdog not fed (got {got:?}); vmshot said:\n{}", logs()),
+        }
+        pings.push(Instant::now());
+    }
+    let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    let total: Duration = gaps.iter().sum();
+    assert!(
+        total >= Duration::from_millis(1800) && total <= Duration::from_millis(2800),
+        "4 periods in {total:?}, not ~2 s: {gaps:?}"
+    );
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(900)),
+        "a gap close to WATCHDOG_USEC: {gaps:?}"
+    );
+
+    stop(serve, systemd, "WATCHDOG=1\n", logs);
+}
+
+#[test]
+fn serve_speaks_the_notify_protocol() {
+    let copy = TempUnit::new("serve", UNIT);
+    let path = copy.dir.join("notify");
+    let systemd = UnixDatagram::bind(&path).unwrap();
+    speaks_the_notify_protocol(&copy, &systemd, path.as_os_str());
+}
+
+/// `NOTIFY_SOCKET=@name` is a socket in the abstract namespace (sd_notify(3)).
+#[test]
+fn serve_speaks_the_notify_protocol_on_an_abstract_socket() {
+    let copy = TempUnit::new("abstract", UNIT);
+    let name = format!("vmshot-systemd-test-{}-abstract", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let systemd = UnixDatagram::bind_addr(&addr).unwrap();
+    speaks_the_notify_protocol(&copy, &systemd, OsStr::new(&format!("@{name}")));
+}
+
+/// While libvirt does not answer, `systemctl status` says so and READY=1
+/// (and with it the watchdog) waits; SIGTERM still stops it cleanly.
+#[test]
+fn serve_says_why_it_is_not_ready() {
+    let copy = TempUnit::new("unready", UNIT);
+    let path = copy.dir.join("notify");
+    let systemd = UnixDatagram::bind(&path).unwrap();
+    let uri = format!(
+        "qemu+unix:///system?socket={}",
+        copy.dir.join("no-libvirtd").display()
+    );
+    let (serve, log) = serve(&copy, path.as_os_str(), &uri);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let mut statuses = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 4096];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        systemd
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match systemd.recv(&mut buf) {
+            Ok(n) => statuses.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        statuses.len() >= 2,
+        "retries every 0.5 s, then 1 s, each with a STATUS=: {statuses:?}; vmshot said:\n{}",
+        logs()
+    );
+    for status in &statuses {
+        let line = status
+            .strip_prefix("STATUS=waiting for libvirt: ")
+            .and_then(|s| s.strip_suffix('\n'))
+            .unwrap_or_else(|| panic!("not a STATUS= line: {status:?}"));
+        assert!(!line.contains('\n'), "{status:?}");
+    }
+    stop(serve, &systemd, "STATUS=waiting for libvirt: ", logs);
 }

@@ -4,6 +4,7 @@
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::{Instant, SystemTime};
 
+use uuid::Uuid;
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState as VirtState};
 use virt::enumutil::Enum;
@@ -160,11 +161,12 @@ fn uuid_of(dom: &Domain) -> Result<String, Error> {
         .map_err(|e| Error::libvirt("read the domain UUID", &e))
 }
 
-/// Looks a domain up by UUID when the reference looks like one, else (or if no
-/// domain has that UUID) by name.
+/// Looks a domain up by UUID when the reference is one (32 hex digits in any
+/// case, hyphenated or not: libvirt takes both), else (or if no domain has that
+/// UUID) by name.
 fn lookup(conn: &Connect, uri: &str, reference: &str) -> Result<Domain, Error> {
     let by_name = || conn.lookup_domain_by_name(reference);
-    let found = if looks_like_uuid(reference) {
+    let found = if Uuid::try_parse(reference).is_ok() {
         conn.lookup_domain_by_uuid_string(reference)
             .or_else(|_| by_name())
     } else {
@@ -179,11 +181,6 @@ fn lookup(conn: &Connect, uri: &str, reference: &str) -> Result<Domain, Error> {
         }
         _ => unreachable_or(uri, "look the domain up", &e),
     })
-}
-
-fn looks_like_uuid(s: &str) -> bool {
-    let hex = s.chars().filter(|c| *c != '-').collect::<String>();
-    hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Turns a failed `virDomainScreenshot` into the reason a person needs: the
@@ -369,7 +366,8 @@ fn read_to_end(stream: &Stream, limit: usize) -> Result<Vec<u8>, ReadError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{looks_like_uuid, vnc_display_index};
+    use super::vnc_display_index;
+    use uuid::Uuid;
 
     #[test]
     fn vnc_display_is_found_among_graphics() {
@@ -391,9 +389,18 @@ mod tests {
 
     #[test]
     fn uuid_references() {
-        assert!(looks_like_uuid("a868676b-1457-470d-b0e5-d0e4cae8a70a"));
-        assert!(looks_like_uuid("a868676b1457470db0e5d0e4cae8a70a"));
-        assert!(!looks_like_uuid("vmshot-fx-panic"));
-        assert!(!looks_like_uuid("a868676b-1457-470d-b0e5-d0e4cae8a70"));
+        // What `lookup` tries as a UUID first: the forms libvirt parses too.
+        // (`{…}` and `urn:uuid:…` parse as well; libvirt refuses them, and the
+        // lookup then falls back to the name, as before.)
+        let is_uuid = |s: &str| Uuid::try_parse(s).is_ok();
+        assert!(is_uuid("a868676b-1457-470d-b0e5-d0e4cae8a70a"));
+        assert!(is_uuid("a868676b1457470db0e5d0e4cae8a70a"));
+        assert!(is_uuid("A868676B-1457-470D-B0E5-D0E4CAE8A70A"));
+        assert!(is_uuid("A868676B1457470DB0E5D0E4CAE8A70A"));
+        // Names, even hex-looking ones, go by name.
+        assert!(!is_uuid("vmshot-fx-panic"));
+        assert!(!is_uuid("a868676b-1457-470d-b0e5-d0e4cae8a70"));
+        assert!(!is_uuid("a868676b1457470db0e5d0e4cae8a70ab"));
+        assert!(!is_uuid(" a868676b1457470db0e5d0e4cae8a70a"));
     }
 }
