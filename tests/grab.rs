@@ -388,3 +388,38 @@ fn the_test_driver_works_for_quick_checks() {
         line["width"].as_u64().unwrap() as u32
     );
 }
+
+#[test]
+fn a_special_file_as_output_is_written_to_not_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let _lock = setup();
+    let dir = tempdir();
+    // A FIFO stands in for /dev/null and the like: renaming a file over it,
+    // as root, would have replaced it.
+    let fifo = dir.join("out.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let run = vmshot(
+        &dir,
+        &["grab", &fixtures::PATTERN.domain(), "-o", "out.fifo"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let bytes = reader.join().unwrap();
+    assert!(
+        bytes.starts_with(&[0xff, 0xd8, 0xff]),
+        "a JPEG came through"
+    );
+    assert_eq!(
+        run.json()["sha256"],
+        format!("{:x}", Sha256::digest(&bytes))
+    );
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "still a FIFO");
+}

@@ -169,8 +169,16 @@ fn default_file_name(shot: &Shot) -> PathBuf {
 }
 
 /// Writes beside the target and renames, so that a failed or interrupted grab
-/// never leaves half an image under the requested name.
+/// never leaves half an image under the requested name. A target that exists
+/// and is no regular file (`/dev/null`, a FIFO) is written to, never replaced:
+/// a rename as root would put a file where a device was.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
