@@ -11,6 +11,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+bash scripts/check-layers.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
