@@ -52,6 +52,7 @@ fn health_readiness_and_metrics() {
     let ready = get(&d, "/readyz");
     assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
     get(&d, "/?Action=GetInstanceScreenshot");
+    get(&d, "/?Action=AnythingAtAll");
     let metrics = get(&d, "/metrics");
     assert_eq!(metrics.status, 200);
     assert!(metrics
@@ -63,6 +64,12 @@ fn health_readiness_and_metrics() {
         text.contains("vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"MissingParameter\"} 1"),
         "{text}"
     );
+    // A caller does not choose metric labels: other actions are "unknown".
+    assert!(
+        text.contains("vmshot_requests_total{dialect=\"alibaba\",action=\"unknown\",outcome=\"MissingParameter\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("AnythingAtAll"), "{text}");
     assert!(text.contains("vmshot_libvirt_reconnects_total 0"), "{text}");
     assert_eq!(get(&d, "/no/such/path").status, 404);
 }

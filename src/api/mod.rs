@@ -7,4 +7,4 @@ mod host;
 mod request;
 
 pub use host::HostNames;
-pub use request::{AmbiguousLength, LocalAddr};
+pub use request::{AmbiguousLength, Answered, LocalAddr};

@@ -1,7 +1,10 @@
-//! What the server tells dialects about a request beyond its HTTP message,
-//! as request extensions.
+//! What the server and the dialects tell each other beyond the HTTP
+//! messages, as extensions: the server on each request, a dialect on each
+//! response.
 
 use std::net::SocketAddr;
+
+use crate::service::Shot;
 
 /// The local address of the connection a request came on: the address the
 /// client dialled.
@@ -13,3 +16,19 @@ pub struct LocalAddr(pub SocketAddr);
 /// refuse it in their own terms. See `server::framing`.
 #[derive(Debug, Clone, Copy)]
 pub struct AmbiguousLength;
+
+/// How a dialect answered a request, in the response's extensions: the server
+/// records it (metrics) and takes it off before the response goes out.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub dialect: &'static str,
+    /// One of the dialect's actions, or `"unknown"`: callers do not choose
+    /// metric labels.
+    pub action: &'static str,
+    /// The dialect's outcome code (`"OK"` on success).
+    pub outcome: &'static str,
+    /// The core refused the call for its interval.
+    pub throttled: bool,
+    /// The screen served, if any.
+    pub shot: Option<Shot>,
+}

@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::api::Answered;
 use crate::capture::{Shot, SourceFormat};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,24 +143,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn request(&self, dialect: &str, action: &str, outcome: &str) {
+    /// One request a dialect answered, as it says (see `api::Answered`).
+    pub fn answered(&self, answered: &Answered) {
         let labels = RequestLabels {
-            dialect: dialect.into(),
-            action: action.into(),
-            outcome: outcome.into(),
+            dialect: answered.dialect.into(),
+            action: answered.action.into(),
+            outcome: answered.outcome.into(),
         };
         self.requests.get_or_create(&labels).inc();
-        if outcome == "Throttling" {
+        if answered.throttled {
             self.throttled
                 .get_or_create(&DialectLabels {
-                    dialect: dialect.into(),
+                    dialect: answered.dialect.into(),
                 })
                 .inc();
+        }
+        if let Some(shot) = &answered.shot {
+            self.capture(shot);
         }
     }
 
     /// One screen served. A shared one was timed by the caller that ran it.
-    pub fn capture(&self, shot: &Shot) {
+    fn capture(&self, shot: &Shot) {
         let how = match (shot.shared, shot.reused, shot.source_format) {
             (true, _, _) => "shared",
             (false, true, _) => "reused",
@@ -238,17 +243,23 @@ mod tests {
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::default();
-        m.request("alibaba", "GetInstanceScreenshot", "OK");
-        m.request("alibaba", "GetInstanceScreenshot", "Throttling");
-        m.capture(&shot(false, false));
-        m.capture(&shot(true, false));
-        m.capture(&shot(false, true));
+        let answered = |outcome, throttled, shot| Answered {
+            dialect: "alibaba",
+            action: "GetInstanceScreenshot",
+            outcome,
+            throttled,
+            shot,
+        };
+        m.answered(&answered("OK", false, Some(shot(false, false))));
+        m.answered(&answered("OK", false, Some(shot(true, false))));
+        m.answered(&answered("OK", false, Some(shot(false, true))));
+        m.answered(&answered("Throttling", true, None));
         m.connection_opened();
         m.connection_opened();
         m.connection_closed(Some("evicted"));
         let text = m.encode(2, 5);
         for needle in [
-            "vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"OK\"} 1",
+            "vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"OK\"} 3",
             "vmshot_throttled_total{dialect=\"alibaba\"} 1",
             "vmshot_capture_stage_seconds_count{stage=\"encode\"} 2",
             "vmshot_captures_total{how=\"encoded\"} 1",

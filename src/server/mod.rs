@@ -30,6 +30,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use metrics::Metrics;
 
 use crate::api::alibaba::{self, Alibaba};
+use crate::api::Answered;
 use crate::auth::KeyStore;
 use crate::capture::{JpegSettings, MirrorPolicy, Output, Subsampling};
 use crate::config::{self, Config, FastPath, MetricsAccess};
@@ -119,7 +120,6 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
             keys,
             config.alibaba.clone(),
             &config.server,
-            metrics,
         ));
         let methods = MethodFilter::GET.or(MethodFilter::POST);
         router = router.merge(
@@ -130,6 +130,18 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
     }
     let router = router
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such resource\n") })
+        // What a dialect says of each answer becomes metrics, here, for all.
+        .layer(axum::middleware::map_response(
+            move |mut response: Response| {
+                let metrics = metrics.clone();
+                async move {
+                    if let Some(answered) = response.extensions_mut().remove::<Answered>() {
+                        metrics.answered(&answered);
+                    }
+                    response
+                }
+            },
+        ))
         // A backstop: dialects answer their own deadline, in their own terms,
         // a little earlier.
         .layer(TimeoutLayer::with_status_code(

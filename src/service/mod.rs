@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capture::{self, Capturer, Checked, MirrorPolicy, Output, Shot};
+use crate::capture::{self, Capturer, Checked, MirrorPolicy, Output};
 use crate::hypervisor::{self, Hypervisor};
 
+pub use crate::capture::Shot;
 pub use crate::hypervisor::DomainState;
 
 use flight::Flights;
@@ -80,6 +81,11 @@ pub enum Error {
 
 impl Error {
     /// What the log needs beyond the message, if anything.
+    /// Whether the call was refused for the per-domain interval.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, Self::Throttled { .. })
+    }
+
     pub fn detail(&self) -> Option<&str> {
         match self {
             Self::Unavailable { detail } | Self::Failed { detail, .. } => Some(detail),

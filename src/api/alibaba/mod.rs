@@ -21,10 +21,9 @@ use base64::Engine;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::api::{AmbiguousLength, HostNames, LocalAddr};
+use crate::api::{AmbiguousLength, Answered, HostNames, LocalAddr};
 use crate::auth::{AccessKey, KeyStore, Nonce, NonceCache};
 use crate::config;
-use crate::server::Metrics;
 use crate::service::{Interval, ScreenshotRequest, Screenshots};
 
 pub use params::{Params, ParamsError};
@@ -50,7 +49,6 @@ pub struct Alibaba {
     max_body: usize,
     /// Whole-request deadline, answered in Alibaba's terms.
     deadline: Duration,
-    metrics: Arc<Metrics>,
 }
 
 impl Alibaba {
@@ -59,7 +57,6 @@ impl Alibaba {
         keys: KeyStore,
         config: config::Alibaba,
         server: &config::Server,
-        metrics: Arc<Metrics>,
     ) -> Self {
         let window = Duration::from_secs(config.timestamp_skew_secs * 2);
         let nonces = NonceCache::new(window, config.max_nonces, keys.ids());
@@ -76,7 +73,6 @@ impl Alibaba {
             config,
             max_body: server.max_body_bytes,
             deadline: server.request_timeout(),
-            metrics,
         }
     }
 }
@@ -84,9 +80,12 @@ impl Alibaba {
 /// What the log line and the metrics say of a request besides its outcome.
 #[derive(Default)]
 struct Seen {
+    /// The action, once known to be ours.
+    action: Option<&'static str>,
     principal: Option<String>,
     instance: Option<String>,
     domain: Option<String>,
+    shot: Option<crate::service::Shot>,
 }
 
 /// The axum handler for `/`.
@@ -96,15 +95,23 @@ pub async fn handle(State(ali): State<Arc<Alibaba>>, request: Request) -> Respon
     let (parts, body) = request.into_parts();
     let mut seen = Seen::default();
     let (format, result) = ali.serve(&parts, body, &mut seen, &request_id).await;
-    let (response, code, detail) = match result {
-        Ok(response) => (response, "OK", None),
+    let (mut response, code, detail, throttled) = match result {
+        Ok(response) => (response, "OK", None, false),
         Err(err) => (
             err.render(format, &request_id, &ali.config.host_id),
             err.code,
             err.detail,
+            err.throttled,
         ),
     };
     ali.observe(&request_id, &seen, code, detail, started.elapsed());
+    response.extensions_mut().insert(Answered {
+        dialect: "alibaba",
+        action: seen.action.unwrap_or("unknown"),
+        outcome: code,
+        throttled,
+        shot: seen.shot,
+    });
     response
 }
 
@@ -141,6 +148,12 @@ impl Alibaba {
             Err(e) => return (fallback, Err(AliError::invalid(format!("{e}.")))),
         };
         let format = response_format(Some(&params), &parts.headers);
+        // The metrics' action label: ours, named before anything is checked.
+        let named = params
+            .get("Action")
+            .map(str::to_owned)
+            .or_else(|| header(&parts.headers, "x-acs-action"));
+        seen.action = named.filter(|a| a == ACTION).map(|_| ACTION);
         let work = async {
             let key = self.authenticate(parts, &params, &query, &body)?;
             seen.principal = Some(key.id.clone());
@@ -226,8 +239,8 @@ impl Alibaba {
             .take(&domain, &request)
             .await
             .map_err(from_service)?;
-        self.metrics.capture(&shot);
         let encoded = base64::engine::general_purpose::STANDARD.encode(shot.image.as_slice());
+        seen.shot = Some(shot);
         Ok(wire::screenshot(format, request_id, instance, &encoded))
     }
 
@@ -374,7 +387,6 @@ impl Alibaba {
         detail: Option<String>,
         elapsed: Duration,
     ) {
-        self.metrics.request("alibaba", ACTION, code);
         tracing::info!(
             request_id,
             dialect = "alibaba",

@@ -23,6 +23,8 @@ pub struct AliError {
     pub message: String,
     /// For the log only: what the message leaves out (libvirt's own words).
     pub detail: Option<String>,
+    /// The core refused the call for its interval (for the metrics).
+    pub throttled: bool,
 }
 
 impl AliError {
@@ -32,6 +34,7 @@ impl AliError {
             code,
             message: message.into(),
             detail: None,
+            throttled: false,
         }
     }
 
@@ -138,6 +141,7 @@ impl AliError {
     pub fn from_service(err: &service::Error, instance: &str) -> Self {
         Self {
             detail: err.detail().map(str::to_owned),
+            throttled: err.is_throttled(),
             ..Self::map_service(err, instance)
         }
     }
