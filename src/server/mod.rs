@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter};
 use axum::Router;
@@ -31,6 +31,10 @@ pub use metrics::Metrics;
 
 use crate::api::alibaba::{self, Alibaba};
 use crate::api::Answered;
+
+/// vmshot's extension on every response that carries a screen: the SHA-256 of
+/// the image's bytes (before any base64), in hex.
+pub const SHA256_HEADER: &str = "x-vmshot-sha256";
 use crate::auth::KeyStore;
 use crate::capture::{JpegSettings, MirrorPolicy, Output, Subsampling};
 use crate::config::{self, Config, FastPath, MetricsAccess};
@@ -130,18 +134,7 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
     }
     let router = router
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such resource\n") })
-        // What a dialect says of each answer becomes metrics, here, for all.
-        .layer(axum::middleware::map_response(
-            move |mut response: Response| {
-                let metrics = metrics.clone();
-                async move {
-                    if let Some(answered) = response.extensions_mut().remove::<Answered>() {
-                        metrics.answered(&answered);
-                    }
-                    response
-                }
-            },
-        ))
+        .layer(axum::middleware::map_response_with_state(metrics, answered))
         // A backstop: dialects answer their own deadline, in their own terms,
         // a little earlier.
         .layer(TimeoutLayer::with_status_code(
@@ -149,6 +142,19 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
             config.server.request_timeout() + Duration::from_secs(5),
         ));
     Ok((app, router))
+}
+
+/// What a dialect says of each answer (`api::Answered`) becomes metrics, and
+/// the digest of the screen it carries a header: here, the same for all.
+async fn answered(State(metrics): State<Arc<Metrics>>, mut response: Response) -> Response {
+    if let Some(answered) = response.extensions_mut().remove::<Answered>() {
+        metrics.answered(&answered);
+        if let Some(shot) = &answered.shot {
+            let hex = HeaderValue::from_str(&shot.sha256_hex()).expect("hex is a header value");
+            response.headers_mut().insert(SHA256_HEADER, hex);
+        }
+    }
+    response
 }
 
 /// Serves until SIGTERM or SIGINT, then drains within the grace period.

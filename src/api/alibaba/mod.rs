@@ -240,8 +240,9 @@ impl Alibaba {
             .await
             .map_err(from_service)?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(shot.image.as_slice());
+        let response = wire::screenshot(format, request_id, instance, &encoded, &shot.sha256_hex());
         seen.shot = Some(shot);
-        Ok(wire::screenshot(format, request_id, instance, &encoded))
+        Ok(response)
     }
 
     /// Who signed this request, by either of the two signature schemes.
@@ -395,6 +396,7 @@ impl Alibaba {
             domain = seen.domain.as_deref().unwrap_or("-"),
             outcome = code,
             detail,
+            sha256 = seen.shot.as_ref().map(|shot| shot.sha256_hex()),
             ms = elapsed.as_secs_f64() * 1e3,
             "request"
         );

@@ -217,18 +217,28 @@ fn ecs_status(state: DomainState) -> &'static str {
     }
 }
 
-/// The successful GetInstanceScreenshot response.
-pub fn screenshot(format: Format, request_id: &str, instance: &str, base64: &str) -> Response {
+/// The successful GetInstanceScreenshot response. `ScreenshotSha256` (hex of
+/// the JPEG's bytes, before base64) is vmshot's own field: both SDKs ignore
+/// fields they do not know.
+pub fn screenshot(
+    format: Format,
+    request_id: &str,
+    instance: &str,
+    base64: &str,
+    sha256: &str,
+) -> Response {
     let body = match format {
         Format::Json => serde_json::json!({
             "RequestId": request_id,
             "InstanceId": instance,
             "Screenshot": base64,
+            "ScreenshotSha256": sha256,
         })
         .to_string(),
         Format::Xml => format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<GetInstanceScreenshotResponse><RequestId>{}</RequestId>\
-             <InstanceId>{}</InstanceId><Screenshot>{base64}</Screenshot></GetInstanceScreenshotResponse>",
+             <InstanceId>{}</InstanceId><Screenshot>{base64}</Screenshot>\
+             <ScreenshotSha256>{sha256}</ScreenshotSha256></GetInstanceScreenshotResponse>",
             escape(request_id),
             escape(instance)
         ),
