@@ -21,7 +21,6 @@ pub use crate::hypervisor::DomainState;
 use flight::Flights;
 use gate::Gate;
 use instances::InstanceIndex;
-pub use instances::INSTANCE_NAMESPACE;
 use throttle::Throttle;
 
 /// A domain as the core found it, whatever reference the caller gave: its
