@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP latency (p50, p99) of GetInstanceScreenshot: vmshot serve next to the
-# anchor ../shared/anchors/py_agent.py serve, on the same guest, in one run,
+# anchor benches/baseline/py_agent.py serve, on the same guest, in one run,
 # both called through Alibaba's classic SDK.
 #
 # usage: benches/alibaba-latency.sh [DOMAIN] [RUNS]   (default vmshot-fx-panic, 100)
@@ -11,7 +11,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 domain=${1:-vmshot-fx-panic}
 runs=${2:-100}
-anchor=${VMSHOT_ANCHOR:-$repo/../shared/anchors/py_agent.py}
+anchor=${VMSHOT_ANCHOR:-$repo/benches/baseline/py_agent.py}
 work=$(mktemp -d)
 pids=()
 cleanup() {

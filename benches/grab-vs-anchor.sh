@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `vmshot grab` next to the Python anchor (../shared/anchors/py_agent.py bench)
+# `vmshot grab` next to the Python anchor (benches/baseline/py_agent.py bench,
+# what an operator would script with libvirt-python and Pillow)
 # on the same guest, in one run: median of N runs each.
 #
 # usage: benches/grab-vs-anchor.sh [DOMAIN] [N]     (default vmshot-fx-panic, 30)
@@ -9,7 +10,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 domain=${1:-vmshot-fx-panic}
 runs=${2:-30}
-anchor=${VMSHOT_ANCHOR:-$repo/../shared/anchors/py_agent.py}
+anchor=${VMSHOT_ANCHOR:-$repo/benches/baseline/py_agent.py}
 vmshot=$repo/target/release/vmshot
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -16,7 +16,7 @@ packages=(
     procps                                                  # the tests' pgrep, pkill, kill
     python3-venv                                            # tests/sdk: the clouds' SDKs from PyPI
     systemd                                                 # systemd-analyze, for the unit's tests
-    python3-libvirt python3-pil                             # the benchmark's anchor (../shared/anchors/py_agent.py)
+    python3-libvirt python3-pil                             # the benchmark's baseline (benches/baseline/py_agent.py)
 )
 missing=()
 for p in "${packages[@]}"; do

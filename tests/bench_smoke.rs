@@ -1,14 +1,143 @@
 //! A quick run of the benchmark program (benches/screenshots): two load
 //! guests, a handful of requests, the table to a temp file. It checks that the
-//! program runs end to end, not how fast anything is.
+//! program runs end to end, not how fast anything is; and that its default
+//! anchor is the baseline in this repository, speaking the interface the
+//! benchmark and the scripts in benches/ rely on.
 
 mod common;
 
 #[path = "../benches/screenshots/run.rs"]
 mod run;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
 use common::fixtures::tempdir;
-use common::host::{ensure_libvirtd, uri, LibvirtdLock};
+use common::host::{ensure_libvirtd, uri, wait_until, LibvirtdLock};
+
+/// The baseline in this repository, unless `$VMSHOT_ANCHOR` names another.
+fn default_anchor_is_in_the_repository(opts: &run::Options) {
+    if std::env::var_os("VMSHOT_ANCHOR").is_none() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(opts.anchor, repo.join(run::BASELINE));
+        assert!(opts.anchor.is_file(), "{}", opts.anchor.display());
+    }
+}
+
+/// A child process killed when dropped, so a failed assertion leaves none.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One raw request to `port`; the whole reply, read until the server closes.
+fn exchange(port: u16, request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    // read_to_string returns only once the server has closed the connection:
+    // the baseline answers one request per connection, as http.server does.
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// The JSON body of a reply.
+fn body(reply: &str) -> serde_json::Value {
+    let (_, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"))
+}
+
+#[test]
+fn the_baseline_serves_the_interface_the_benchmark_uses() {
+    let _lock = LibvirtdLock::shared();
+    ensure_libvirtd();
+    let opts = run::Options::new(env!("CARGO_BIN_EXE_vmshot").into());
+    default_anchor_is_in_the_repository(&opts);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = Reaped(
+        Command::new(&opts.python)
+            .arg(&opts.anchor)
+            .args(["serve", &port.to_string()])
+            .env("LIBVIRT_URI", uri())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the baseline listens", Duration::from_secs(30), || {
+        assert!(child.0.try_wait().unwrap().is_none(), "the baseline exited");
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+
+    // HTTP/1.0 and a close after the reply, even to an HTTP/1.1 request.
+    let missing = exchange(
+        port,
+        "GET /?Action=GetInstanceScreenshot HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(missing.starts_with("HTTP/1.0 400 "), "{missing}");
+    assert!(
+        missing.contains("Content-Type: application/json"),
+        "{missing}"
+    );
+    assert_eq!(body(&missing)["Code"], "MissingParameter");
+    assert_eq!(body(&missing)["RequestId"].as_str().map(str::len), Some(36));
+    let other = exchange(
+        port,
+        "GET /?Action=RebootInstance&InstanceId=x HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!(body(&other)["Code"], "MissingParameter", "{other}");
+
+    // An unknown domain, named in a form body (as POSTing SDKs send it), or
+    // with the action in a header (as the Tea SDKs send it): libvirt's error.
+    let form = "InstanceId=vmshot-fx-no-such-domain";
+    let absent = exchange(
+        port,
+        &format!(
+            "POST /?Action=GetInstanceScreenshot HTTP/1.1\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert!(absent.starts_with("HTTP/1.0 404 "), "{absent}");
+    assert_eq!(body(&absent)["Code"], "InvalidParameter");
+    assert!(
+        body(&absent)["Message"]
+            .as_str()
+            .is_some_and(|m| m.contains("vmshot-fx-no-such-domain")),
+        "{absent}"
+    );
+    let header = exchange(
+        port,
+        "GET /?InstanceId=vmshot-fx-no-such-domain HTTP/1.1\r\nx-acs-action: GetInstanceScreenshot\r\n\r\n",
+    );
+    assert!(header.starts_with("HTTP/1.0 404 "), "{header}");
+
+    // Anything else on the command line: the usage, and a failure.
+    let usage = Command::new(&opts.python)
+        .arg(&opts.anchor)
+        .arg("help")
+        .output()
+        .unwrap();
+    assert!(!usage.status.success());
+    let usage = String::from_utf8_lossy(&usage.stderr);
+    assert!(
+        usage.contains("bench DOMAIN [N]") && usage.contains("serve PORT"),
+        "{usage}"
+    );
+}
 
 #[test]
 fn benchmark_quick_run_produces_the_table() {
@@ -22,6 +151,7 @@ fn benchmark_quick_run_produces_the_table() {
     opts.output = Some(out.clone());
     opts.uri = uri();
     opts.command_line = "cargo test --test bench_smoke (quick)".into();
+    default_anchor_is_in_the_repository(&opts);
 
     let report = run::run(&opts).unwrap_or_else(|e| panic!("the benchmark failed: {e}"));
 

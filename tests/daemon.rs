@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, LIMITED_TO, SECRET};
 use common::fixtures::{self, STALL};
-use common::host::{qemu_pid, stall_guard, Frozen, LibvirtdLock};
+use common::host::{qemu_pid, stall_guard, wait_until, Frozen, LibvirtdLock};
 use common::http::send;
 use common::signing::signed_query;
 
@@ -29,6 +30,42 @@ fn assert_error(reply: &common::http::Reply, status: u16, code: &str) {
         "{body}"
     );
     assert_eq!(body["HostId"], "vmshot");
+}
+
+/// `RUST_LOG` for a daemon whose libvirt calls a test waits for.
+const LIBVIRT_CALLS: &str = "info,vmshot::hypervisor::blocking=debug";
+/// The log line of a libvirt call as it starts (not `libvirt call returned`).
+const CALL_STARTS: &str = "\"libvirt call\"";
+const CALL_RETURNED: &str = "\"libvirt call returned\"";
+
+/// Reads the daemon's log until, for each goal `(needles, count)`, `count`
+/// more lines have held every one of its needles.
+fn wait_for_log_lines(d: &Daemon, goals: &[(&[&str], usize)], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut found = vec![0; goals.len()];
+    while goals.iter().zip(&found).any(|((_, count), n)| n < count) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(line) = d.wait_for_log("", left) else {
+            panic!(
+                "found {found:?} of the log lines {goals:?} within {limit:?}:\n{}",
+                d.logs()
+            );
+        };
+        for ((needles, _), n) in goals.iter().zip(&mut found) {
+            if needles.iter().all(|needle| line.contains(needle)) {
+                *n += 1;
+            }
+        }
+    }
+}
+
+/// The log line of a capture entering libvirt's screenshot call.
+const SCREENSHOT_CALL: &[&str] = &[CALL_STARTS, "screenshot of domain"];
+
+/// Waits until a capture is inside libvirt's screenshot call: with its QEMU
+/// frozen, it stays there, holding its place under the cap.
+fn wait_for_screenshot_call(d: &Daemon) {
+    wait_for_log_lines(d, &[(SCREENSHOT_CALL, 1)], Duration::from_secs(20));
 }
 
 fn screenshot_query(key: &str, secret: &str, instance: &str) -> String {
@@ -286,20 +323,29 @@ fn sigterm_during_a_capture_lets_it_finish() {
     let _lock = LibvirtdLock::shared();
     fixtures::up();
     let _stall = stall_guard();
-    let mut d = Daemon::start("", "");
+    let mut d = Daemon::start_logging("", "", LIBVIRT_CALLS);
     let frozen = Frozen::new(qemu_pid(STALL));
     let addr = d.addr;
     let query = screenshot_query(KEY_ID, SECRET, STALL);
     let request = std::thread::spawn(move || send(addr, "GET", &format!("/?{query}"), &[], b""));
-    d.wait_for_log("connected to libvirt", Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(500));
+    // The capture is in flight, stuck on the frozen QEMU.
+    wait_for_screenshot_call(&d);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &d.pid().to_string()])
         .status();
     assert!(d
         .wait_for_log("shutting down", Duration::from_secs(5))
         .is_some());
-    std::thread::sleep(Duration::from_millis(500));
+    // Shutting down: the listener is closed...
+    wait_until("the daemon stops accepting", Duration::from_secs(5), || {
+        TcpStream::connect(addr).is_err()
+    });
+    // ...and the capture is still waited for, not dropped.
+    assert!(d.running(), "the daemon exited with a request in flight");
+    assert!(
+        !request.is_finished(),
+        "the request ended before QEMU answered"
+    );
     drop(frozen);
     let reply = request.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -350,7 +396,6 @@ fn a_hung_guest_costs_one_request_a_timely_error() {
             screenshot_query(KEY_ID, SECRET, &fixtures::PATTERN.domain())
         ),
     );
-    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(reply.status, 200, "{}\n{}", reply.text(), d.logs());
 }
 
@@ -359,13 +404,17 @@ fn beyond_the_capture_cap_and_its_queue_callers_are_told_busy() {
     let _lock = LibvirtdLock::shared();
     fixtures::up();
     let _stall = stall_guard();
-    let d = Daemon::start("", "[capture]\nmax_concurrent = 1\nmax_queued = 0\n");
+    let d = Daemon::start_logging(
+        "",
+        "[capture]\nmax_concurrent = 1\nmax_queued = 0\n",
+        LIBVIRT_CALLS,
+    );
     let frozen = Frozen::new(qemu_pid(STALL));
     let addr = d.addr;
     let query = screenshot_query(KEY_ID, SECRET, STALL);
     let first = std::thread::spawn(move || send(addr, "GET", &format!("/?{query}"), &[], b""));
-    d.wait_for_log("connected to libvirt", Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(500));
+    // The first capture holds the only place, stuck on the frozen QEMU.
+    wait_for_screenshot_call(&d);
     let reply = get(
         &d,
         &format!(
@@ -397,9 +446,10 @@ fn concurrent_requests_share_one_capture_and_an_unchanged_screen_is_not_encoded_
     let _stall = stall_guard();
     // Screenshots only: this is about the stable path (tests/fast_path.rs has
     // the VNC mirrors).
-    let d = Daemon::start(
+    let d = Daemon::start_logging(
         "throttle_interval_secs = 0\n",
         "[capture]\nfast_path = \"off\"\n",
+        LIBVIRT_CALLS,
     );
     let metric = |how: &str| {
         let text = get(&d, "/metrics").text();
@@ -417,7 +467,15 @@ fn concurrent_requests_share_one_capture_and_an_unchanged_screen_is_not_encoded_
             std::thread::spawn(move || send(addr, "GET", &format!("/?{query}"), &[], b""))
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1000));
+    // All four have found the domain (a lookup answers without QEMU), and
+    // one capture is inside the screenshot call: the other three join it,
+    // which takes no libvirt call, and it cannot end before QEMU runs again.
+    let lookup = format!("look up domain '{STALL}'");
+    wait_for_log_lines(
+        &d,
+        &[(&[CALL_RETURNED, &lookup], 4), (SCREENSHOT_CALL, 1)],
+        Duration::from_secs(20),
+    );
     drop(frozen);
     let replies: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
     for reply in &replies {

@@ -1,5 +1,6 @@
-//! The screenshot benchmark of issue 4: vmshot next to the anchor
-//! (`../shared/anchors/py_agent.py`) in one run, on the fixture guests, as a
+//! The screenshot benchmark of issue 4: vmshot next to the anchor (the
+//! baseline an operator would script with libvirt-python and Pillow,
+//! `benches/baseline/py_agent.py`) in one run, on the fixture guests, as a
 //! table of ratios written to docs/BENCHMARKS.md.
 //!
 //! Phases, each with both sides measured alike in the same run:
@@ -64,7 +65,8 @@ usage: cargo bench --bench screenshots -- [OPTIONS]
   --variant NAME=T         one more vmshot column with T merged in (repeatable;
                            default: fast=capture.fast_path = \"vnc\")
   --variant-p50-target R   HTTP p50 target of variant columns, × anchor (0.2)
-  --anchor PATH            py_agent.py ($VMSHOT_ANCHOR, else ../shared/anchors/)
+  --anchor PATH            the baseline's py_agent.py ($VMSHOT_ANCHOR, else
+                           benches/baseline/py_agent.py in this repository)
   --python PATH            the anchor's interpreter (/usr/bin/python3)
   --output FILE            where the table goes (docs/BENCHMARKS.md; - for nowhere)
   --keep-guests            leave the load guests (and started fixtures) running
@@ -125,7 +127,7 @@ impl Options {
             variant_p50_target: 0.2,
             anchor: std::env::var_os("VMSHOT_ANCHOR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| repo.join("../shared/anchors/py_agent.py")),
+                .unwrap_or_else(|| repo.join(BASELINE)),
             python: "/usr/bin/python3".into(),
             output: Some(repo.join("docs/BENCHMARKS.md")),
             keep_guests: false,
@@ -253,11 +255,15 @@ fn list(v: &str) -> Vec<String> {
         .collect()
 }
 
-/// A TOML option: inline (`capture.max_concurrent = 8`) or `@FILE`.
+/// The anchor's default: vmshot's own baseline, in this repository (relative
+/// to its root; `--anchor` or `$VMSHOT_ANCHOR` point elsewhere).
+pub const BASELINE: &str = "benches/baseline/py_agent.py";
+
 /// vmshot's configuration for the stable path, and for the fast path.
 const STABLE: &str = "capture.fast_path = \"off\"";
 const FAST: &str = "capture.fast_path = \"vnc\"";
 
+/// A TOML option: inline (`capture.max_concurrent = 8`) or `@FILE`.
 fn toml_arg(v: &str) -> Result<String, String> {
     match v.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}")),

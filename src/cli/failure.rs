@@ -211,13 +211,292 @@ mod tests {
         );
     }
 
+    /// The README's exit-code table ("| code | meaning |"), row by row.
+    fn readme_exit_codes() -> Vec<(u8, String)> {
+        let readme = include_str!("../../README.md");
+        let mut lines = readme
+            .lines()
+            .skip_while(|l| l.trim() != "| code | meaning |")
+            .skip(2); // the header and the |---| line
+        let mut rows = Vec::new();
+        for line in lines.by_ref().take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let [code, meaning] = cells[..] else {
+                panic!("README exit-code row {line:?} has not two cells");
+            };
+            let code = code
+                .parse()
+                .unwrap_or_else(|_| panic!("README exit-code row {line:?}: no code"));
+            rows.push((code, meaning.to_owned()));
+        }
+        assert!(!rows.is_empty(), "no exit-code table in README.md");
+        rows
+    }
+
+    /// The code the README gives to `meaning` (the start of its row's text).
+    fn documented_code(meaning: &str) -> u8 {
+        let rows = readme_exit_codes();
+        let found: Vec<u8> = rows
+            .iter()
+            .filter(|(_, m)| m.starts_with(meaning))
+            .map(|(c, _)| *c)
+            .collect();
+        assert_eq!(found.len(), 1, "README rows for {meaning:?}: {rows:?}");
+        found[0]
+    }
+
     #[test]
-    fn every_code_used_is_documented() {
-        for code in [1, 3, 4, 5, 6, 7, 8, 9, 10] {
+    fn the_readme_exit_code_table_is_the_one_in_the_code() {
+        let readme = readme_exit_codes();
+        assert_eq!(
+            readme.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            EXIT_CODES.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            "README rows: {readme:?}"
+        );
+        for ((code, documented), (_, meaning)) in readme.iter().zip(EXIT_CODES) {
             assert!(
-                EXIT_CODES.iter().any(|(c, _)| *c == code),
-                "exit code {code}"
+                documented.starts_with(meaning),
+                "exit code {code}: README says {documented:?}, EXIT_CODES {meaning:?}"
             );
+        }
+    }
+
+    /// An index per hypervisor error variant. No wildcard: a new variant does
+    /// not compile until it is given one, and then `cases` must list it.
+    fn variant(err: &Hv) -> usize {
+        match err {
+            Hv::Unreachable { .. } => 0,
+            Hv::NotFound { .. } => 1,
+            Hv::NotRunning { .. } => 2,
+            Hv::NoDisplay { .. } => 3,
+            Hv::NoSuchScreen { .. } => 4,
+            Hv::Timeout { .. } => 5,
+            Hv::PayloadTooLarge { .. } => 6,
+            Hv::Libvirt { .. } => 7,
+        }
+    }
+    const HV_VARIANTS: usize = 8;
+
+    /// An error a command can end with, the README meaning its exit code must
+    /// have, what the message must name, and the next step it must give.
+    struct Case {
+        failure: Failure,
+        meaning: &'static str,
+        names: Vec<&'static str>,
+        next_step: String,
+        /// The error's own sentence, which the message starts with.
+        error: String,
+    }
+
+    fn hv(err: Hv, meaning: &'static str, names: &[&'static str], next_step: &str) -> Case {
+        Case {
+            error: err.to_string(),
+            failure: err.into(),
+            meaning,
+            names: names.to_vec(),
+            next_step: next_step.to_owned(),
+        }
+    }
+
+    fn cases() -> (Vec<Case>, Vec<usize>) {
+        let uri = "qemu+ssh://h1/system";
+        let domain = || "web1".to_owned();
+        let mut errors = vec![
+            Hv::Unreachable {
+                uri: uri.into(),
+                reason: "connection refused".into(),
+            },
+            Hv::NotFound {
+                domain: "web9".into(),
+                uri: uri.into(),
+            },
+            Hv::NoDisplay { domain: domain() },
+            Hv::NoSuchScreen {
+                domain: domain(),
+                screen: 1,
+                screens: 1,
+            },
+            Hv::NoSuchScreen {
+                domain: domain(),
+                screen: 5,
+                screens: 3,
+            },
+            Hv::Timeout {
+                what: "screenshot of domain 'web1'".into(),
+                after: std::time::Duration::from_secs(15),
+            },
+            Hv::PayloadTooLarge {
+                domain: domain(),
+                limit: 1 << 20,
+            },
+            Hv::Libvirt {
+                what: "look up domain 'web1'".into(),
+                message: "internal error".into(),
+            },
+        ];
+        // Every state without a console is "not running".
+        for state in [
+            DomainState::Shutdown,
+            DomainState::Shutoff,
+            DomainState::Crashed,
+            DomainState::PmSuspended,
+            DomainState::NoState,
+        ] {
+            errors.push(Hv::NotRunning {
+                domain: domain(),
+                state,
+            });
+        }
+        let variants = errors.iter().map(variant).collect();
+        let mut cases: Vec<Case> = errors
+            .into_iter()
+            .map(|err| match &err {
+                Hv::Unreachable { .. } => hv(
+                    err,
+                    "libvirt is unreachable",
+                    &[uri],
+                    "check that libvirtd is running",
+                ),
+                Hv::NotFound { .. } => {
+                    hv(err, "no such domain", &["'web9'", uri], "run 'vmshot list'")
+                }
+                Hv::NotRunning {
+                    state: DomainState::PmSuspended,
+                    ..
+                } => hv(
+                    err,
+                    "the domain is not running",
+                    &["'web1'", "suspended"],
+                    "vmshot grab --wake",
+                ),
+                Hv::NotRunning { state, .. } => {
+                    let state = state.as_str();
+                    let mut case = hv(
+                        err,
+                        "the domain is not running",
+                        &["'web1'"],
+                        "start it first ('virsh start web1')",
+                    );
+                    case.names.push(state);
+                    case
+                }
+                Hv::NoDisplay { .. } => hv(
+                    err,
+                    "the domain has no display device",
+                    &["'web1'"],
+                    "give it a video device",
+                ),
+                Hv::NoSuchScreen { screens: 1, .. } => hv(
+                    err,
+                    "the domain has no such screen",
+                    &["'web1'", "screen 1"],
+                    "its only screen is --screen 0",
+                ),
+                Hv::NoSuchScreen { .. } => hv(
+                    err,
+                    "the domain has no such screen",
+                    &["'web1'", "screen 5"],
+                    "pass --screen between 0 and 2",
+                ),
+                Hv::Timeout { .. } => hv(
+                    err,
+                    "libvirt or QEMU did not answer in time",
+                    &["'web1'", "within 15"],
+                    "raise --timeout",
+                ),
+                Hv::PayloadTooLarge { .. } => hv(
+                    err,
+                    "the screenshot libvirt returned is corrupt or too large",
+                    &["'web1'"],
+                    "implausibly large",
+                ),
+                Hv::Libvirt { .. } => hv(
+                    err,
+                    "any other failure",
+                    &["'web1'", "internal error"],
+                    "see libvirtd's log",
+                ),
+            })
+            .collect();
+
+        // What the capture layer adds on top of libvirt's errors.
+        let decode = capture::Error::Decode {
+            domain: domain(),
+            source: capture::DecodeError::Empty,
+        };
+        let encode = capture::Error::Encode {
+            domain: domain(),
+            source: capture::EncodeError::BadQuality(0),
+        };
+        let through = capture::Error::Hypervisor(Hv::NotFound {
+            domain: "web9".into(),
+            uri: uri.into(),
+        });
+        for (err, meaning, names, next_step) in [
+            (
+                decode,
+                "the screenshot libvirt returned is corrupt or too large",
+                vec!["'web1'", "empty"],
+                "report it with 'virsh version'",
+            ),
+            (encode, "any other failure", vec!["'web1'", "quality 0"], ""),
+            (
+                capture::Error::Worker("the thread panicked".into()),
+                "any other failure",
+                vec!["the thread panicked"],
+                "",
+            ),
+            (
+                through,
+                "no such domain",
+                vec!["'web9'", uri],
+                "run 'vmshot list'",
+            ),
+        ] {
+            cases.push(Case {
+                error: err.to_string(),
+                failure: err.into(),
+                meaning,
+                names,
+                next_step: next_step.to_owned(),
+            });
+        }
+        (cases, variants)
+    }
+
+    #[test]
+    fn every_error_has_its_documented_code_and_names_what_failed_and_what_to_do() {
+        let (cases, variants) = cases();
+        for v in 0..HV_VARIANTS {
+            assert!(variants.contains(&v), "no case for hypervisor variant {v}");
+        }
+        let documented: Vec<u8> = EXIT_CODES.iter().map(|(c, _)| *c).collect();
+        for case in cases {
+            let (code, message) = (case.failure.code(), case.failure.message());
+            assert!(documented.contains(&code), "{message}: code {code}");
+            assert_eq!(
+                code,
+                documented_code(case.meaning),
+                "{message}: the README gives {:?} another code",
+                case.meaning
+            );
+            // One sentence: the error, then what to do.
+            assert!(
+                message.starts_with(&case.error) && message.ends_with('.'),
+                "{message}"
+            );
+            assert!(!message.contains('\n'), "{message}");
+            for name in &case.names {
+                assert!(message.contains(name), "{message}: does not name {name}");
+            }
+            if !case.next_step.is_empty() {
+                let advice = &message[case.error.len()..];
+                assert!(
+                    advice.starts_with(": ") && advice.contains(&case.next_step),
+                    "{message}: no {:?}",
+                    case.next_step
+                );
+            }
         }
     }
 }

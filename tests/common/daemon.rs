@@ -55,6 +55,23 @@ impl Daemon {
         extra: &str,
         key_mode: u32,
     ) -> Result<Self, (i32, String)> {
+        Self::try_start_logging(alibaba_extra, extra, key_mode, None)
+    }
+
+    /// Like `start`, with `RUST_LOG` set to `filter` (for a test that waits
+    /// for a log line below info, such as `vmshot::hypervisor::blocking=debug`:
+    /// each libvirt call as it starts and returns).
+    pub fn start_logging(alibaba_extra: &str, extra: &str, filter: &str) -> Self {
+        Self::try_start_logging(alibaba_extra, extra, 0o600, Some(filter))
+            .expect("the daemon starts")
+    }
+
+    fn try_start_logging(
+        alibaba_extra: &str,
+        extra: &str,
+        key_mode: u32,
+        filter: Option<&str>,
+    ) -> Result<Self, (i32, String)> {
         let dir = tempdir();
         let keys = dir.join("keys.toml");
         std::fs::write(&keys, KEYS).unwrap();
@@ -77,7 +94,9 @@ impl Daemon {
             .args(["serve", "--config", config.to_str().unwrap()])
             .env(
                 "RUST_LOG",
-                std::env::var("VMSHOT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                filter.map(str::to_owned).unwrap_or_else(|| {
+                    std::env::var("VMSHOT_TEST_LOG").unwrap_or_else(|_| "info".into())
+                }),
             )
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
@@ -162,6 +181,12 @@ impl Daemon {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .unwrap()
             .count()
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("started");
+        child.try_wait().expect("waitpid").is_none()
     }
 
     /// SIGTERM, then the exit code.
