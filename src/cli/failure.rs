@@ -108,66 +108,6 @@ impl From<capture::Error> for Failure {
 mod tests {
     use super::*;
 
-    fn code_of(err: Hv) -> u8 {
-        Failure::from(err).code()
-    }
-
-    #[test]
-    fn each_hypervisor_error_has_its_exit_code() {
-        let d = || "web1".to_owned();
-        assert_eq!(
-            code_of(Hv::Unreachable {
-                uri: "qemu:///system".into(),
-                reason: "x".into()
-            }),
-            3
-        );
-        assert_eq!(
-            code_of(Hv::NotFound {
-                domain: d(),
-                uri: "u".into()
-            }),
-            4
-        );
-        assert_eq!(
-            code_of(Hv::NotRunning {
-                domain: d(),
-                state: DomainState::Shutoff
-            }),
-            5
-        );
-        assert_eq!(code_of(Hv::NoDisplay { domain: d() }), 6);
-        assert_eq!(
-            code_of(Hv::NoSuchScreen {
-                domain: d(),
-                screen: 2,
-                screens: 1
-            }),
-            7
-        );
-        assert_eq!(
-            code_of(Hv::Timeout {
-                what: "x".into(),
-                after: std::time::Duration::from_secs(1)
-            }),
-            8
-        );
-        assert_eq!(
-            code_of(Hv::PayloadTooLarge {
-                domain: d(),
-                limit: 1
-            }),
-            9
-        );
-        assert_eq!(
-            code_of(Hv::Libvirt {
-                what: "x".into(),
-                message: "y".into()
-            }),
-            1
-        );
-    }
-
     #[test]
     fn messages_name_the_domain_and_say_what_to_do() {
         let f = Failure::from(Hv::NotRunning {
