@@ -108,7 +108,14 @@ fn health_readiness_and_metrics() {
     );
     assert!(!text.contains("AnythingAtAll"), "{text}");
     assert!(text.contains("vmshot_libvirt_reconnects_total 0"), "{text}");
-    assert_eq!(get(&d, "/no/such/path").status, 404);
+    let missing = get(&d, "/no/such/path");
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (
+            404,
+            "no such resource; this host serves Alibaba ECS (GET or POST /)\n"
+        )
+    );
 }
 
 #[test]
@@ -138,8 +145,16 @@ fn readiness_fails_while_libvirt_is_unreachable() {
 #[test]
 fn metrics_and_readiness_can_be_switched_off() {
     let d = Daemon::start("", "[metrics]\naccess = \"off\"\nreadyz_access = \"off\"\n");
-    assert_eq!(get(&d, "/metrics").status, 404);
-    assert_eq!(get(&d, "/readyz").status, 404);
+    // Hidden, they look exactly like a path that does not exist.
+    let missing = get(&d, "/no/such/path");
+    for path in ["/metrics", "/readyz"] {
+        let hidden = get(&d, path);
+        assert_eq!(
+            (hidden.status, hidden.text()),
+            (404, missing.text()),
+            "{path}"
+        );
+    }
     assert_eq!(get(&d, "/healthz").status, 200);
 }
 

@@ -64,6 +64,15 @@ struct App {
     metrics: Arc<Metrics>,
     metrics_access: MetricsAccess,
     readyz_access: MetricsAccess,
+    /// The 404 body: it names the dialects served, and a hidden `/metrics` or
+    /// `/readyz` answers it too, indistinguishable from a missing path.
+    not_found: Arc<str>,
+}
+
+impl App {
+    fn not_found(&self) -> Response {
+        (StatusCode::NOT_FOUND, self.not_found.to_string()).into_response()
+    }
 }
 
 /// Builds everything from the configuration; nothing is contacted yet.
@@ -99,12 +108,18 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
             },
         },
     ));
+    let served = if config.alibaba.enabled {
+        "Alibaba ECS (GET or POST /)"
+    } else {
+        "no dialect (all are off in the configuration)"
+    };
     let app = App {
         hypervisor,
         service: service.clone(),
         metrics: metrics.clone(),
         metrics_access: config.metrics.access,
         readyz_access: config.metrics.readyz_access,
+        not_found: Arc::from(format!("no such resource; this host serves {served}\n")),
     };
     let mut router = Router::new()
         .route("/healthz", get(healthz))
@@ -133,7 +148,10 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
         );
     }
     let router = router
-        .fallback(|| async { (StatusCode::NOT_FOUND, "no such resource\n") })
+        .fallback({
+            let app = app.clone();
+            move || async move { app.not_found() }
+        })
         .layer(axum::middleware::map_response_with_state(metrics, answered))
         // A backstop: dialects answer their own deadline, in their own terms,
         // a little earlier.
@@ -250,7 +268,7 @@ async fn healthz() -> &'static str {
 /// name the connection URI (user names, key files), so the body says less.
 async fn readyz(State(app): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
     if !may_read(app.readyz_access, peer) {
-        return (StatusCode::NOT_FOUND, "no such resource\n").into_response();
+        return app.not_found();
     }
     match app.hypervisor.connect().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
@@ -282,7 +300,7 @@ async fn metrics_text(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     if !may_read(app.metrics_access, peer) {
-        return (StatusCode::NOT_FOUND, "no such resource\n").into_response();
+        return app.not_found();
     }
     let body = app
         .metrics
