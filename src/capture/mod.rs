@@ -71,7 +71,7 @@ pub struct Request {
     /// `virDomainScreenshot`, not as the VNC mirror last heard of it.
     pub fresh: bool,
     /// The domain as the caller has just looked it up and found holding a
-    /// console: the fast path then makes no libvirt call of its own.
+    /// console: only then may the fast path serve, with no libvirt call.
     pub checked: Option<Checked>,
 }
 
@@ -202,14 +202,20 @@ impl Capturer {
     }
 
     pub async fn capture(&self, request: &Request) -> Result<Shot, Error> {
-        let ready = match &self.mirrors {
-            Some(mirrors) if !request.fresh && request.screen == 0 => {
-                mirrors.ready(&request.domain)
+        // The fast path serves only a domain the caller has just checked: a
+        // mirror cannot tell a suspended guest from a black screen. Mirrors
+        // are kept per domain UUID.
+        let ready = match (&self.mirrors, &request.checked) {
+            (Some(mirrors), Some(checked)) if !request.fresh && request.screen == 0 => {
+                mirrors.ready(&checked.uuid).map(|ready| (ready, checked))
             }
             _ => None,
         };
-        if let Some(ready) = ready {
-            if let Some(shot) = self.capture_mirrored(request, ready).await? {
+        if let Some((ready, checked)) = ready {
+            if let Some(shot) = self
+                .capture_mirrored(request.output, checked, ready)
+                .await?
+            {
                 return Ok(shot);
             }
         }
@@ -230,19 +236,13 @@ impl Capturer {
     /// after all (it is resizing, or just died): the caller takes a screenshot.
     async fn capture_mirrored(
         &self,
-        request: &Request,
+        output: Output,
+        checked: &Checked,
         ready: Ready,
     ) -> Result<Option<Shot>, Error> {
         let started = Instant::now();
         let taken_at = SystemTime::now();
-        // Unless the caller did: one libvirt round trip for the domain's
-        // identity and state, so that a suspended guest is refused here as on
-        // the stable path.
-        let (domain, uuid) = match &request.checked {
-            Some(checked) => (checked.name.clone(), checked.uuid.clone()),
-            None => self.hypervisor.identify(&request.domain).await?,
-        };
-        let output = request.output;
+        let (domain, uuid) = (checked.name.clone(), checked.uuid.clone());
         let fingerprint = mirror_fingerprint(ready.id, ready.mirror.generation());
         if let Some(done) = self.reuse.get(&uuid, 0, output, &fingerprint) {
             let timings = Timings {

@@ -115,15 +115,6 @@ pub(super) fn screenshot(
     })
 }
 
-pub(super) fn identify(
-    conn: &Connect,
-    uri: &str,
-    reference: &str,
-) -> Result<(String, String), Error> {
-    let (dom, name) = capturable(conn, uri, reference)?;
-    Ok((name, uuid_of(&dom)?))
-}
-
 pub(super) fn find(conn: &Connect, uri: &str, reference: &str) -> Result<Found, Error> {
     let dom = lookup(conn, uri, reference)?;
     Ok(Found {

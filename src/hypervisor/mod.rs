@@ -169,16 +169,6 @@ impl Hypervisor {
         .await
     }
 
-    /// The domain's name and UUID, if it holds a console that can be captured;
-    /// else why not (not found, not running — a suspended guest included).
-    pub async fn identify(&self, domain: &str) -> Result<(String, String), Error> {
-        let reference = domain.to_owned();
-        self.call(format!("look up domain '{domain}'"), move |conn, uri| {
-            calls::identify(conn, uri, &reference)
-        })
-        .await
-    }
-
     /// The domain a name or UUID (any case, with or without dashes) refers
     /// to, and its state: two round trips, whatever its state.
     pub async fn lookup(&self, domain: &str) -> Result<Found, Error> {
