@@ -31,15 +31,15 @@ pub use metrics::Metrics;
 
 use crate::api::alibaba::{self, Alibaba};
 use crate::api::Answered;
-
-/// vmshot's extension on every response that carries a screen: the SHA-256 of
-/// the image's bytes (before any base64), in hex.
-pub const SHA256_HEADER: &str = "x-vmshot-sha256";
 use crate::auth::KeyStore;
 use crate::capture::{JpegSettings, MirrorPolicy, Output, Subsampling};
 use crate::config::{self, Config, FastPath, MetricsAccess};
 use crate::hypervisor::{Hypervisor, Settings as HvSettings};
 use crate::service::{self, Screenshots};
+
+/// vmshot's extension on every response that carries a screen: the SHA-256 of
+/// the image's bytes (before any base64), in hex.
+pub const SHA256_HEADER: &str = "x-vmshot-sha256";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

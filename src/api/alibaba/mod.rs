@@ -328,14 +328,9 @@ impl Alibaba {
         )?;
         let nonce = header(&parts.headers, "x-acs-signature-nonce");
         let nonce = valid_nonce(nonce.as_deref(), "x-acs-signature-nonce")?.to_owned();
-        if let Some(repeated) = auth
-            .signed_headers
-            .iter()
-            .find(|name| parts.headers.get_all(name.as_str()).iter().nth(1).is_some())
-        {
-            return Err(AliError::invalid(format!(
-                "The header {repeated} is given more than once."
-            )));
+        let signed = auth.signed_headers.iter().map(String::as_str);
+        if let Some(name) = repeated(&parts.headers, signed) {
+            return Err(AliError::header_repeated(name));
         }
         let headers = &parts.headers;
         let lookup = |name: &str| header(headers, name);
@@ -444,25 +439,28 @@ fn valid_nonce<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, AliErr
 /// Headers vmshot reads or that signatures cover must come once: a proxy in
 /// front may act on another copy than the one checked here.
 fn single_headers(headers: &HeaderMap) -> Result<(), AliError> {
-    for name in headers.keys() {
-        let matters = name.as_str().starts_with("x-acs-")
-            || [
-                header::AUTHORIZATION,
-                header::HOST,
-                header::ACCEPT,
-                header::CONTENT_TYPE,
-                header::CONTENT_LENGTH,
-                header::TRANSFER_ENCODING,
-                header::USER_AGENT,
-            ]
-            .contains(name);
-        if matters && headers.get_all(name).iter().nth(1).is_some() {
-            return Err(AliError::invalid(format!(
-                "The header {name} is given more than once."
-            )));
-        }
+    let read = [
+        header::AUTHORIZATION,
+        header::HOST,
+        header::ACCEPT,
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::USER_AGENT,
+    ];
+    let matter = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-acs-") || read.contains(name))
+        .map(|name| name.as_str());
+    match repeated(headers, matter) {
+        Some(name) => Err(AliError::header_repeated(name)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The first of `names` that `headers` carries more than once.
+fn repeated<'a>(headers: &HeaderMap, mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names.find(|name| headers.get_all(*name).iter().nth(1).is_some())
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {

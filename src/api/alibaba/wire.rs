@@ -52,6 +52,11 @@ impl AliError {
         Self::new(400, "InvalidParameter", message)
     }
 
+    /// A header read or signed here, given more than once.
+    pub fn header_repeated(name: &str) -> Self {
+        Self::invalid(format!("The header {name} is given more than once."))
+    }
+
     pub fn instance_not_found(instance: &str) -> Self {
         Self::new(
             404,
