@@ -98,12 +98,12 @@ fn health_readiness_and_metrics() {
         .starts_with("text/plain; version=0.0.4"));
     let text = metrics.text();
     assert!(
-        text.contains("vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"MissingParameter\"} 1"),
+        text.contains("vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"client_error\"} 1"),
         "{text}"
     );
     // A caller does not choose metric labels: other actions are "unknown".
     assert!(
-        text.contains("vmshot_requests_total{dialect=\"alibaba\",action=\"unknown\",outcome=\"MissingParameter\"} 1"),
+        text.contains("vmshot_requests_total{dialect=\"alibaba\",action=\"unknown\",outcome=\"client_error\"} 1"),
         "{text}"
     );
     assert!(!text.contains("AnythingAtAll"), "{text}");

@@ -1,9 +1,13 @@
 //! The cloud dialects vmshot speaks. Each parses its own wire format into a core
-//! request, checks who asks, calls the core service, and renders its own answer;
-//! none talks to libvirt.
+//! request, authenticates the caller into a principal, calls the core service,
+//! and renders its own answer; none talks to libvirt. What every request needs
+//! (request id, limits, deadline, log, metrics) is the `pipeline`'s; which
+//! dialects there are is the `registry`'s.
 
 pub mod alibaba;
 mod host;
+pub(crate) mod pipeline;
+pub(crate) mod registry;
 mod request;
 
 pub use host::HostNames;

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::service::Shot;
+use crate::service::{Outcome, Shot};
 
 /// The local address of the connection a request came on: the address the
 /// client dialled.
@@ -17,18 +17,15 @@ pub struct LocalAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy)]
 pub struct AmbiguousLength;
 
-/// How a dialect answered a request, in the response's extensions: the server
-/// records it (metrics) and takes it off before the response goes out.
+/// How the pipeline answered a request, in the response's extensions: the
+/// server records it (metrics) and takes it off before the response goes out.
 #[derive(Debug, Clone)]
 pub struct Answered {
     pub dialect: &'static str,
     /// One of the dialect's actions, or `"unknown"`: callers do not choose
     /// metric labels.
     pub action: &'static str,
-    /// The dialect's outcome code (`"OK"` on success).
-    pub outcome: &'static str,
-    /// The core refused the call for its interval.
-    pub throttled: bool,
+    pub outcome: Outcome,
     /// The screen served, if any.
     pub shot: Option<Shot>,
 }

@@ -4,8 +4,13 @@
 //! [[key]]
 //! id = "LTAI5tExampleKeyId"
 //! secret = "…"
-//! # Optional: this key sees only these instances; others look nonexistent.
+//! # Optional: this key sees only these instances (instance ids, domain
+//! # names or UUIDs); others look nonexistent.
 //! instances = ["i-web1", "i-db1"]
+//! # Optional: only the domains of this tenant (Nova's project UUID in the
+//! # domain's metadata); roles = ["admin"] sees every domain.
+//! project = "8f2c…"
+//! roles = []
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,6 +19,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::config::{read_secret_file, SecretFileError};
+use crate::service::Principal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
@@ -30,14 +36,22 @@ pub struct AccessKey {
     pub secret: String,
     #[serde(default)]
     pub instances: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub roles: BTreeSet<String>,
 }
 
 impl AccessKey {
-    /// Whether this key may see `instance`.
-    pub fn may_see(&self, instance: &str) -> bool {
-        self.instances
-            .as_ref()
-            .is_none_or(|allowed| allowed.contains(instance))
+    /// The caller this key stands for, to `dialect`.
+    pub fn principal(&self, dialect: &'static str) -> Principal {
+        Principal {
+            dialect,
+            id: self.id.clone(),
+            project: self.project.clone(),
+            roles: self.roles.clone(),
+            allow: self.instances.clone(),
+        }
     }
 }
 
@@ -47,6 +61,8 @@ impl std::fmt::Debug for AccessKey {
         f.debug_struct("AccessKey")
             .field("id", &self.id)
             .field("instances", &self.instances)
+            .field("project", &self.project)
+            .field("roles", &self.roles)
             .finish_non_exhaustive()
     }
 }
@@ -101,10 +117,6 @@ impl KeyStore {
     pub fn len(&self) -> usize {
         self.keys.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -118,9 +130,10 @@ mod tests {
         )
         .unwrap();
         let store = KeyStore::from_keys(file.key).unwrap();
-        assert!(store.get("a").unwrap().may_see("i-9"));
-        assert!(store.get("b").unwrap().may_see("i-1"));
-        assert!(!store.get("b").unwrap().may_see("i-9"));
+        assert_eq!(store.get("a").unwrap().principal("t").allow, None);
+        let b = store.get("b").unwrap().principal("t");
+        assert_eq!(b.allow, Some(["i-1".to_owned()].into()));
+        assert_eq!((b.dialect, b.id.as_str()), ("t", "b"));
         assert!(store.get("c").is_none());
     }
 
@@ -130,6 +143,8 @@ mod tests {
             id: id.into(),
             secret: secret.into(),
             instances: None,
+            project: None,
+            roles: Default::default(),
         };
         assert!(KeyStore::from_keys(vec![key("a", "s"), key("a", "t")]).is_err());
         assert!(KeyStore::from_keys(vec![key("a", "")]).is_err());
@@ -140,11 +155,9 @@ mod tests {
         let file: KeyFile =
             toml::from_str(include_str!("../../systemd/alibaba-credentials.toml")).unwrap();
         let store = KeyStore::from_keys(file.key).unwrap();
-        assert_eq!(store.len(), 2);
-        assert!(!store
-            .get("LTAI5tExampleKeyId0002")
-            .unwrap()
-            .may_see("i-other"));
+        assert_eq!(store.len(), 3);
+        let limited = store.get("LTAI5tExampleKeyId0002").unwrap().principal("t");
+        assert!(limited.allow.is_some_and(|a| !a.contains("i-other")));
     }
 
     #[test]
@@ -153,6 +166,8 @@ mod tests {
             id: "id1".into(),
             secret: "hunter2".into(),
             instances: None,
+            project: None,
+            roles: Default::default(),
         };
         assert!(!format!("{key:?}").contains("hunter2"));
     }

@@ -32,6 +32,7 @@ pub(super) fn load(args: &Args) -> Result<Config, Failure> {
     config
         .validate()
         .map_err(|e| Failure::new(2, format!("{e}.")))?;
+    crate::server::check_dialects(&config).map_err(|e| Failure::new(2, format!("{e}.")))?;
     Ok(config)
 }
 

@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::Answered;
 use crate::capture::{Shot, SourceFormat};
+use crate::service::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -148,10 +149,10 @@ impl Metrics {
         let labels = RequestLabels {
             dialect: answered.dialect.into(),
             action: answered.action.into(),
-            outcome: answered.outcome.into(),
+            outcome: answered.outcome.as_str().into(),
         };
         self.requests.get_or_create(&labels).inc();
-        if answered.throttled {
+        if answered.outcome == Outcome::Throttled {
             self.throttled
                 .get_or_create(&DialectLabels {
                     dialect: answered.dialect.into(),
@@ -243,23 +244,22 @@ mod tests {
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::default();
-        let answered = |outcome, throttled, shot| Answered {
+        let answered = |outcome, shot| Answered {
             dialect: "alibaba",
             action: "GetInstanceScreenshot",
             outcome,
-            throttled,
             shot,
         };
-        m.answered(&answered("OK", false, Some(shot(false, false))));
-        m.answered(&answered("OK", false, Some(shot(true, false))));
-        m.answered(&answered("OK", false, Some(shot(false, true))));
-        m.answered(&answered("Throttling", true, None));
+        m.answered(&answered(Outcome::Ok, Some(shot(false, false))));
+        m.answered(&answered(Outcome::Ok, Some(shot(true, false))));
+        m.answered(&answered(Outcome::Ok, Some(shot(false, true))));
+        m.answered(&answered(Outcome::Throttled, None));
         m.connection_opened();
         m.connection_opened();
         m.connection_closed(Some("evicted"));
         let text = m.encode(2, 5);
         for needle in [
-            "vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"OK\"} 3",
+            "vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"ok\"} 3",
             "vmshot_throttled_total{dialect=\"alibaba\"} 1",
             "vmshot_capture_stage_seconds_count{stage=\"encode\"} 2",
             "vmshot_captures_total{how=\"encoded\"} 1",

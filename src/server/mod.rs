@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, on, MethodFilter};
+use axum::routing::get;
 use axum::Router;
 use hyper::server::conn::http1;
 use tokio::sync::watch;
@@ -29,22 +29,17 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use metrics::Metrics;
 
-use crate::api::alibaba::{self, Alibaba};
+use crate::api::registry::{self, MountError, Shared};
 use crate::api::Answered;
-use crate::auth::KeyStore;
 use crate::capture::{JpegSettings, MirrorPolicy, Output, Subsampling};
 use crate::config::{self, Config, FastPath, MetricsAccess};
 use crate::hypervisor::{Hypervisor, Settings as HvSettings};
 use crate::service::{self, Screenshots};
 
-/// vmshot's extension on every response that carries a screen: the SHA-256 of
-/// the image's bytes (before any base64), in hex.
-pub const SHA256_HEADER: &str = "x-vmshot-sha256";
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Keys(#[from] crate::auth::KeysError),
+    Dialect(#[from] MountError),
     #[error(transparent)]
     Secret(#[from] crate::config::SecretFileError),
     #[error("cannot load the TLS certificate and key: {0}")]
@@ -73,6 +68,11 @@ impl App {
     fn not_found(&self) -> Response {
         (StatusCode::NOT_FOUND, self.not_found.to_string()).into_response()
     }
+}
+
+/// Checks the dialects' sections of the configuration, as `run` would.
+pub fn check_dialects(config: &Config) -> Result<(), MountError> {
+    registry::check(&config.dialects)
 }
 
 /// Builds everything from the configuration; nothing is contacted yet.
@@ -108,14 +108,23 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
             },
         },
     ));
-    let served = if config.alibaba.enabled {
-        "Alibaba ECS (GET or POST /)"
-    } else {
-        "no dialect (all are off in the configuration)"
+    let mounts = registry::mount(
+        &config.dialects,
+        &Shared {
+            service: service.clone(),
+            server: config.server.clone(),
+        },
+    )?;
+    let served = match mounts.iter().map(|m| m.serves.as_str()).collect::<Vec<_>>() {
+        none if none.is_empty() => "no dialect (the configuration has no dialect section)".into(),
+        some => some.join(", "),
     };
+    if mounts.is_empty() {
+        tracing::warn!("no dialect is configured: only /healthz, /readyz and /metrics answer");
+    }
     let app = App {
         hypervisor,
-        service: service.clone(),
+        service,
         metrics: metrics.clone(),
         metrics_access: config.metrics.access,
         readyz_access: config.metrics.readyz_access,
@@ -126,26 +135,8 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(app.clone());
-    if config.alibaba.enabled {
-        let path = config
-            .alibaba
-            .credentials_file
-            .as_deref()
-            .expect("checked by Config::validate");
-        let keys = KeyStore::load(path)?;
-        tracing::info!(keys = keys.len(), "alibaba dialect on /");
-        let ali = Arc::new(Alibaba::new(
-            service,
-            keys,
-            config.alibaba.clone(),
-            &config.server,
-        ));
-        let methods = MethodFilter::GET.or(MethodFilter::POST);
-        router = router.merge(
-            Router::new()
-                .route("/", on(methods, alibaba::handle))
-                .with_state(ali),
-        );
+    for mount in mounts {
+        router = router.merge(mount.router);
     }
     let router = router
         .fallback({
@@ -162,15 +153,10 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
     Ok((app, router))
 }
 
-/// What a dialect says of each answer (`api::Answered`) becomes metrics, and
-/// the digest of the screen it carries a header: here, the same for all.
+/// What the pipeline says of each answer (`api::Answered`) becomes metrics.
 async fn answered(State(metrics): State<Arc<Metrics>>, mut response: Response) -> Response {
     if let Some(answered) = response.extensions_mut().remove::<Answered>() {
         metrics.answered(&answered);
-        if let Some(shot) = &answered.shot {
-            let hex = HeaderValue::from_str(&shot.sha256_hex()).expect("hex is a header value");
-            response.headers_mut().insert(SHA256_HEADER, hex);
-        }
     }
     response
 }

@@ -6,6 +6,8 @@
 mod flight;
 mod gate;
 mod instances;
+mod outcome;
+mod scope;
 mod throttle;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,8 @@ use crate::hypervisor::{self, Hypervisor};
 
 pub use crate::capture::Shot;
 pub use crate::hypervisor::DomainState;
+pub use outcome::Outcome;
+pub use scope::Principal;
 
 use flight::Flights;
 use gate::Gate;
@@ -31,6 +35,10 @@ pub struct Domain {
     pub uuid: String,
     /// Its state when looked up; `None` if libvirt could not say.
     pub state: Option<DomainState>,
+    /// The cloud instance id in its metadata (see `instances`), if any.
+    pub instance_id: Option<String>,
+    /// The tenant that owns it (Nova's `<nova:project uuid=…>`), if known.
+    pub project: Option<String>,
 }
 
 /// One screenshot, as a dialect asks for it.
@@ -80,11 +88,6 @@ pub enum Error {
 
 impl Error {
     /// What the log needs beyond the message, if anything.
-    /// Whether the call was refused for the per-domain interval.
-    pub fn is_throttled(&self) -> bool {
-        matches!(self, Self::Throttled { .. })
-    }
-
     pub fn detail(&self) -> Option<&str> {
         match self {
             Self::Unavailable { detail } | Self::Failed { detail, .. } => Some(detail),
@@ -199,36 +202,55 @@ impl Screenshots {
             name: found.name,
             uuid: found.uuid,
             state: found.state,
+            instance_id: None,
+            project: None,
         })
     }
 
-    /// The domain a cloud instance id names: by the dialect's own `table` (id
-    /// → domain name or UUID) first, then by the domains' metadata (see
-    /// `instances`), else the id itself as a domain name or UUID. A guest that
-    /// has an instance id answers to that id alone; its name and UUID are not
-    /// found, so that one guest has one name for callers (and their scopes).
+    /// The domain a cloud instance id names, if `who` may see it: by the
+    /// dialect's own `table` (id → domain name or UUID) first, then by the
+    /// domains' metadata (see `instances`), else the id itself as a domain
+    /// name or UUID. A guest that has an instance id answers to that id
+    /// alone; its name and UUID are not found, so that one guest has one name
+    /// for callers. A domain out of `who`'s scope is not found, in the same
+    /// words as one that does not exist.
     pub async fn find_instance(
         &self,
+        who: &Principal,
         id: &str,
         table: &BTreeMap<String, String>,
     ) -> Result<Domain, Error> {
         let not_found = || Error::NotFound {
             domain: id.to_owned(),
         };
+        let domain = self.resolve(id, table).await.map_err(|e| match e {
+            Error::NotFound { .. } => not_found(),
+            e => e,
+        })?;
+        if !who.may_see(&domain, table) {
+            return Err(not_found());
+        }
+        Ok(domain)
+    }
+
+    async fn resolve(&self, id: &str, table: &BTreeMap<String, String>) -> Result<Domain, Error> {
         let hypervisor = self.hypervisor();
         if let Some(reference) = table.get(id) {
-            return self.find(reference).await.map_err(|e| match e {
-                Error::NotFound { .. } => not_found(),
-                e => e,
-            });
+            return self.find(reference).await;
         }
         if let Some(uuid) = self.instances.resolve(hypervisor, id).await? {
-            return self.find(&uuid).await;
+            let domain = self.find(&uuid).await?;
+            return Ok(Domain {
+                instance_id: Some(id.to_owned()),
+                ..domain
+            });
         }
         let domain = self.find(id).await?;
         let tagged = self.instances.is_tagged(&domain.uuid).await;
-        if tagged || table.values().any(|r| names(r, &domain)) {
-            return Err(not_found());
+        if tagged || table.values().any(|r| scope::names(r, &domain)) {
+            return Err(Error::NotFound {
+                domain: id.to_owned(),
+            });
         }
         Ok(domain)
     }
@@ -279,12 +301,6 @@ impl Screenshots {
         }
         result
     }
-}
-
-/// Whether a configured reference (a domain name or UUID) names `domain`.
-fn names(reference: &str, domain: &Domain) -> bool {
-    let bare = |s: &str| s.replace('-', "").to_ascii_lowercase();
-    reference == domain.name || bare(reference) == bare(&domain.uuid)
 }
 
 impl Captures {

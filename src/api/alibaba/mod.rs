@@ -6,32 +6,37 @@
 //! first, then a domain whose metadata carries the id (`service::instances`),
 //! else the id itself as a domain UUID or name.
 
+mod config;
 mod params;
 mod signature;
 mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
+use axum::routing::{on, MethodFilter};
+use axum::Router;
 use base64::Engine;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::api::{AmbiguousLength, Answered, HostNames, LocalAddr};
+use super::pipeline::{self, Dialect, Incoming, Limits, Pipeline, Record, Refusal};
+use super::registry::{Mount, MountError, Registration, Shared};
+use super::{HostNames, LocalAddr};
 use crate::auth::{AccessKey, KeyStore, Nonce, NonceCache};
-use crate::config;
-use crate::service::{Interval, ScreenshotRequest, Screenshots};
+use crate::service::{Interval, Principal, ScreenshotRequest, Screenshots};
 
+use config::Section;
 pub use params::{Params, ParamsError};
 pub use signature::percent_encode;
 use signature::{verify_acs3, verify_v1, Acs3Authorization, Acs3Request, ACS3};
 use wire::{AliError, Format};
 
 pub const VERSION: &str = "2014-05-26";
+const NAME: &str = "alibaba";
 const ACTION: &str = "GetInstanceScreenshot";
 /// Longest nonce accepted. The SDKs send 32 hex digits or a UUID (36).
 const MAX_NONCE_LEN: usize = 64;
@@ -40,23 +45,59 @@ const MAX_NONCE_LEN: usize = 64;
 const MAX_INSTANCE_LEN: usize = 256;
 const MAX_REGION_LEN: usize = 64;
 
+pub const REGISTRATION: Registration = Registration {
+    name: NAME,
+    check: |section| Section::parse(section).map(drop),
+    mount,
+};
+
+fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountError> {
+    let config = Section::parse(section).map_err(|message| MountError::Section {
+        dialect: NAME,
+        message,
+    })?;
+    if !config.enabled {
+        return Ok(None);
+    }
+    let path = config
+        .credentials_file
+        .as_deref()
+        .expect("checked by Section::parse");
+    let keys = KeyStore::load(path).map_err(|source| MountError::Keys {
+        dialect: NAME,
+        source,
+    })?;
+    tracing::info!(keys = keys.len(), "alibaba dialect on /");
+    let limits = Limits {
+        max_body: shared.server.max_body_bytes,
+        deadline: shared.server.request_timeout(),
+    };
+    let alibaba = Alibaba::new(shared.service.clone(), keys, config, &shared.server);
+    let methods = MethodFilter::GET.or(MethodFilter::POST);
+    Ok(Some(Mount {
+        name: NAME,
+        serves: "Alibaba ECS (GET or POST /)".into(),
+        paths: vec!["/".into()],
+        router: Router::new()
+            .route("/", on(methods, pipeline::handle::<Alibaba>))
+            .with_state(Pipeline::new(alibaba, limits)),
+    }))
+}
+
 pub struct Alibaba {
     service: Arc<Screenshots>,
     keys: KeyStore,
     nonces: NonceCache,
     hosts: HostNames,
-    config: config::Alibaba,
-    max_body: usize,
-    /// Whole-request deadline, answered in Alibaba's terms.
-    deadline: Duration,
+    config: Section,
 }
 
 impl Alibaba {
-    pub fn new(
+    fn new(
         service: Arc<Screenshots>,
         keys: KeyStore,
-        config: config::Alibaba,
-        server: &config::Server,
+        config: Section,
+        server: &crate::config::Server,
     ) -> Self {
         let window = Duration::from_secs(config.timestamp_skew_secs * 2);
         let nonces = NonceCache::new(window, config.max_nonces, keys.ids());
@@ -71,107 +112,79 @@ impl Alibaba {
             nonces,
             hosts: HostNames::new(&server.host_names),
             config,
-            max_body: server.max_body_bytes,
-            deadline: server.request_timeout(),
         }
     }
 }
 
-/// What the log line and the metrics say of a request besides its outcome.
-#[derive(Default)]
-struct Seen {
-    /// The action, once known to be ours.
-    action: Option<&'static str>,
-    principal: Option<String>,
-    instance: Option<String>,
-    domain: Option<String>,
-    shot: Option<crate::service::Shot>,
-}
+impl Dialect for Alibaba {
+    const NAME: &'static str = NAME;
+    const REQUEST_ID_HEADER: &'static str = "x-acs-request-id";
+    type Context = Format;
+    type Error = AliError;
 
-/// The axum handler for `/`.
-pub async fn handle(State(ali): State<Arc<Alibaba>>, request: Request) -> Response {
-    let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
-    let (parts, body) = request.into_parts();
-    let mut seen = Seen::default();
-    let (format, result) = ali.serve(&parts, body, &mut seen, &request_id).await;
-    let (mut response, code, detail, throttled) = match result {
-        Ok(response) => (response, "OK", None, false),
-        Err(err) => (
-            err.render(format, &request_id, &ali.config.host_id),
-            err.code,
-            err.detail,
-            err.throttled,
-        ),
-    };
-    ali.observe(&request_id, &seen, code, detail, started.elapsed());
-    response.extensions_mut().insert(Answered {
-        dialect: "alibaba",
-        action: seen.action.unwrap_or("unknown"),
-        outcome: code,
-        throttled,
-        shot: seen.shot,
-    });
-    response
-}
+    fn request_id(&self, id: uuid::Uuid) -> String {
+        id.to_string().to_uppercase()
+    }
 
-impl Alibaba {
+    fn context(&self, head: &Parts) -> Format {
+        response_format(None, &head.headers)
+    }
+
     async fn serve(
         &self,
-        parts: &axum::http::request::Parts,
-        body: Body,
-        seen: &mut Seen,
-        request_id: &str,
-    ) -> (Format, Result<Response, AliError>) {
-        let fallback = response_format(None, &parts.headers);
-        if parts.extensions.get::<AmbiguousLength>().is_some() {
-            return (
-                fallback,
-                Err(AliError::invalid(
-                    "A request may not give its length both as Content-Length and as Transfer-Encoding.",
-                )),
-            );
-        }
-        if let Err(e) = single_headers(&parts.headers) {
-            return (fallback, Err(e));
-        }
-        let body = match axum::body::to_bytes(body, self.max_body).await {
-            Ok(body) => body,
-            Err(_) => return (fallback, Err(AliError::too_large(self.max_body))),
-        };
-        let query = parts.uri.query().unwrap_or("");
+        request: Incoming<'_>,
+        format: &mut Format,
+        record: &mut Record,
+    ) -> Result<Response, AliError> {
+        let Incoming {
+            head,
+            body,
+            request_id,
+        } = request;
+        single_headers(&head.headers)?;
+        let query = head.uri.query().unwrap_or("");
         // ACS3 signs the query alone (the body only by its hash); both sign
         // and act on the same values, since a name may not appear in both.
-        let parsed = Params::parse(query, b"").and_then(|q| Ok((Params::parse(query, &body)?, q)));
-        let (params, query) = match parsed {
-            Ok(parsed) => parsed,
-            Err(e) => return (fallback, Err(AliError::invalid(format!("{e}.")))),
-        };
-        let format = response_format(Some(&params), &parts.headers);
+        let (params, query) = Params::parse(query, b"")
+            .and_then(|q| Ok((Params::parse(query, &body)?, q)))
+            .map_err(|e| AliError::invalid(format!("{e}.")))?;
+        *format = response_format(Some(&params), &head.headers);
         // The metrics' action label: ours, named before anything is checked.
         let named = params
             .get("Action")
             .map(str::to_owned)
-            .or_else(|| header(&parts.headers, "x-acs-action"));
-        seen.action = named.filter(|a| a == ACTION).map(|_| ACTION);
-        let work = async {
-            let key = self.authenticate(parts, &params, &query, &body)?;
-            seen.principal = Some(key.id.clone());
-            self.dispatch(key, &parts.headers, &params, seen, format, request_id)
-                .await
-        };
-        let result = tokio::time::timeout(self.deadline, work)
+            .or_else(|| header(&head.headers, "x-acs-action"));
+        record.action = named.filter(|a| a == ACTION).map(|_| ACTION);
+        let key = self.authenticate(head, &params, &query, &body)?;
+        record.principal = Some(key.id.clone());
+        let who = key.principal(NAME);
+        self.dispatch(&who, &head.headers, &params, record, *format, request_id)
             .await
-            .unwrap_or_else(|_| Err(AliError::timed_out(self.deadline)));
-        (format, result)
     }
 
+    fn refuse(&self, why: Refusal) -> AliError {
+        match why {
+            Refusal::AmbiguousLength => AliError::invalid(
+                "A request may not give its length both as Content-Length and as Transfer-Encoding.",
+            ),
+            Refusal::TooLarge { limit } => AliError::too_large(limit),
+            Refusal::TimedOut { after } => AliError::timed_out(after),
+            Refusal::Panicked => AliError::internal(),
+        }
+    }
+
+    fn render(&self, error: &AliError, format: &Format, request_id: &str) -> Response {
+        error.render(*format, request_id, &self.config.host_id)
+    }
+}
+
+impl Alibaba {
     async fn dispatch(
         &self,
-        key: &AccessKey,
+        who: &Principal,
         headers: &HeaderMap,
         params: &Params,
-        seen: &mut Seen,
+        record: &mut Record,
         format: Format,
         request_id: &str,
     ) -> Result<Response, AliError> {
@@ -208,29 +221,25 @@ impl Alibaba {
         }
         let instance = required(params, "InstanceId")?;
         bounded("InstanceId", instance, MAX_INSTANCE_LEN)?;
-        seen.instance = Some(instance.to_owned());
+        record.instance = Some(instance.to_owned());
         let wake = flag(
             params.get("WakeUp").or_else(|| params.get("Wakeup")),
             "WakeUp",
         )?;
         // vmshot's own: skip the VNC mirror and ask QEMU for the screen now.
         let fresh = flag(params.get("Fresh"), "Fresh")?;
-        // A key limited to some instances must not learn that others exist.
-        if !key.may_see(instance) {
-            return Err(AliError::instance_not_found(instance));
-        }
         let from_service = |e| AliError::from_service(&e, instance);
         let domain = self
             .service
-            .find_instance(instance, &self.config.instances)
+            .find_instance(who, instance, &self.config.instances)
             .await
             .map_err(from_service)?;
-        seen.domain = Some(domain.name.clone());
+        record.domain = Some(domain.name.clone());
         let request = ScreenshotRequest {
             wake,
             fresh,
             throttle: Some(Interval {
-                rule: "alibaba",
+                rule: NAME,
                 every: Duration::from_secs(self.config.throttle_interval_secs),
             }),
         };
@@ -241,14 +250,14 @@ impl Alibaba {
             .map_err(from_service)?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(shot.image.as_slice());
         let response = wire::screenshot(format, request_id, instance, &encoded, &shot.sha256_hex());
-        seen.shot = Some(shot);
+        record.shot = Some(shot);
         Ok(response)
     }
 
     /// Who signed this request, by either of the two signature schemes.
     fn authenticate(
         &self,
-        parts: &axum::http::request::Parts,
+        parts: &Parts,
         params: &Params,
         query: &Params,
         body: &[u8],
@@ -288,7 +297,7 @@ impl Alibaba {
 
     fn authenticate_acs3(
         &self,
-        parts: &axum::http::request::Parts,
+        parts: &Parts,
         params: &Params,
         query: &Params,
         body: &[u8],
@@ -373,28 +382,6 @@ impl Alibaba {
             Nonce::Reused => Err(AliError::nonce_used()),
             Nonce::Full => Err(AliError::busy()),
         }
-    }
-
-    fn observe(
-        &self,
-        request_id: &str,
-        seen: &Seen,
-        code: &str,
-        detail: Option<String>,
-        elapsed: Duration,
-    ) {
-        tracing::info!(
-            request_id,
-            dialect = "alibaba",
-            principal = seen.principal.as_deref().unwrap_or("-"),
-            instance = seen.instance.as_deref().unwrap_or("-"),
-            domain = seen.domain.as_deref().unwrap_or("-"),
-            outcome = code,
-            detail,
-            sha256 = seen.shot.as_ref().map(|shot| shot.sha256_hex()),
-            ms = elapsed.as_secs_f64() * 1e3,
-            "request"
-        );
     }
 }
 

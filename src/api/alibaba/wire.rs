@@ -6,7 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
 
-use crate::service::{self, DomainState};
+use crate::api::pipeline::WireError;
+use crate::service::{self, DomainState, Outcome};
 
 /// Response format, chosen by `Format` (JSON or XML, Alibaba's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +24,21 @@ pub struct AliError {
     pub message: String,
     /// For the log only: what the message leaves out (libvirt's own words).
     pub detail: Option<String>,
-    /// The core refused the call for its interval (for the metrics).
-    pub throttled: bool,
+    pub outcome: Outcome,
+}
+
+impl WireError for AliError {
+    fn code(&self) -> &'static str {
+        self.code
+    }
+
+    fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
 }
 
 impl AliError {
@@ -34,8 +48,12 @@ impl AliError {
             code,
             message: message.into(),
             detail: None,
-            throttled: false,
+            outcome: Outcome::ClientError,
         }
+    }
+
+    fn with(self, outcome: Outcome) -> Self {
+        Self { outcome, ..self }
     }
 
     pub fn missing(name: &str) -> Self {
@@ -63,6 +81,7 @@ impl AliError {
             "InvalidParameter",
             format!("The \"InstanceId\" provided ({instance}) is not valid."),
         )
+        .with(Outcome::NotFound)
     }
 
     pub fn action_not_found(action: &str) -> Self {
@@ -79,6 +98,7 @@ impl AliError {
             "InvalidAccessKeyId.NotFound",
             "Specified access key is not found.",
         )
+        .with(Outcome::AuthError)
     }
 
     /// Alibaba's wording, string to sign included: the classic SDK splits the
@@ -89,6 +109,7 @@ impl AliError {
             "SignatureDoesNotMatch",
             format!("Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"),
         )
+        .with(Outcome::AuthError)
     }
 
     pub fn nonce_used() -> Self {
@@ -97,6 +118,7 @@ impl AliError {
             "SignatureNonceUsed",
             "Specified signature nonce was used already.",
         )
+        .with(Outcome::AuthError)
     }
 
     pub fn timestamp_expired(skew_secs: u64) -> Self {
@@ -105,6 +127,7 @@ impl AliError {
             "InvalidTimeStamp.Expired",
             format!("Specified time stamp or date value is expired (more than {skew_secs} s from this host's clock)."),
         )
+        .with(Outcome::AuthError)
     }
 
     pub fn timestamp_format(name: &str) -> Self {
@@ -113,6 +136,7 @@ impl AliError {
             "InvalidTimeStamp.Format",
             format!("Specified \"{name}\" is not in the format yyyy-MM-ddTHH:mm:ssZ (UTC)."),
         )
+        .with(Outcome::AuthError)
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -132,6 +156,7 @@ impl AliError {
                 after.as_secs()
             ),
         )
+        .with(Outcome::Unavailable)
     }
 
     pub fn busy() -> Self {
@@ -140,13 +165,24 @@ impl AliError {
             "ServiceUnavailable",
             "The request has failed due to a temporary failure of the server: too many screenshots in progress.",
         )
+        .with(Outcome::Busy)
+    }
+
+    /// A bug of ours (a panic), in Alibaba's words.
+    pub fn internal() -> Self {
+        Self::new(
+            500,
+            "InternalError",
+            "The request processing has failed due to some unknown error.",
+        )
+        .with(Outcome::Internal)
     }
 
     /// The mapping from the core service's errors, for an `instance` asked by id.
     pub fn from_service(err: &service::Error, instance: &str) -> Self {
         Self {
             detail: err.detail().map(str::to_owned),
-            throttled: err.is_throttled(),
+            outcome: err.outcome(),
             ..Self::map_service(err, instance)
         }
     }

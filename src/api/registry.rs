@@ -1,0 +1,137 @@
+//! Every dialect vmshot speaks, one line each. A dialect is on when the
+//! configuration has its section (and the section does not say
+//! `enabled = false`); a section no dialect claims is an error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::auth::KeysError;
+use crate::config;
+use crate::service::Screenshots;
+
+/// A dialect, as the server sees it.
+pub struct Registration {
+    /// Its name, and its section's.
+    pub name: &'static str,
+    /// Checks its section without touching anything else.
+    pub check: fn(&toml::Table) -> Result<(), String>,
+    /// Builds it from its section; `None` when the section turns it off.
+    pub mount: fn(&toml::Table, &Shared) -> Result<Option<Mount>, MountError>,
+}
+
+pub const DIALECTS: &[Registration] = &[super::alibaba::REGISTRATION];
+
+/// What every dialect is built from besides its section.
+pub struct Shared {
+    pub service: Arc<Screenshots>,
+    pub server: config::Server,
+}
+
+/// A dialect ready to serve.
+pub struct Mount {
+    pub name: &'static str,
+    /// What the 404 text says it serves, e.g. "Alibaba ECS (GET or POST /)".
+    pub serves: String,
+    /// The paths its router claims: two dialects may not share one.
+    pub paths: Vec<String>,
+    pub router: Router,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("unknown section [{name}]: the dialects are {known}")]
+    Unknown { name: String, known: String },
+    #[error("[{dialect}]: {message}")]
+    Section {
+        dialect: &'static str,
+        message: String,
+    },
+    #[error("[{dialect}]: {source}")]
+    Keys {
+        dialect: &'static str,
+        #[source]
+        source: KeysError,
+    },
+    #[error("[{first}] and [{second}] both claim the path {path}")]
+    Overlap {
+        first: &'static str,
+        second: &'static str,
+        path: String,
+    },
+}
+
+/// Checks every dialect section of the configuration.
+pub fn check(sections: &BTreeMap<String, toml::Table>) -> Result<(), MountError> {
+    for (name, section) in sections {
+        let dialect = find(name)?;
+        (dialect.check)(section).map_err(|message| MountError::Section {
+            dialect: dialect.name,
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+/// Builds the dialects the configuration turns on.
+pub fn mount(
+    sections: &BTreeMap<String, toml::Table>,
+    shared: &Shared,
+) -> Result<Vec<Mount>, MountError> {
+    check(sections)?;
+    let mut mounts: Vec<Mount> = Vec::new();
+    for (name, section) in sections {
+        let Some(mount) = (find(name)?.mount)(section, shared)? else {
+            continue;
+        };
+        for path in &mount.paths {
+            if let Some(first) = mounts.iter().find(|m| m.paths.contains(path)) {
+                return Err(MountError::Overlap {
+                    first: first.name,
+                    second: mount.name,
+                    path: path.clone(),
+                });
+            }
+        }
+        mounts.push(mount);
+    }
+    Ok(mounts)
+}
+
+fn find(name: &str) -> Result<&'static Registration, MountError> {
+    DIALECTS
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| MountError::Unknown {
+            name: name.to_owned(),
+            known: DIALECTS
+                .iter()
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_sections_are_refused_by_name() {
+        let sections = BTreeMap::from([("sever".to_owned(), toml::Table::new())]);
+        let err = check(&sections).unwrap_err().to_string();
+        assert!(err.contains("[sever]") && err.contains("alibaba"), "{err}");
+    }
+
+    #[test]
+    fn a_dialect_checks_its_own_section() {
+        let section: toml::Table = toml::from_str("throttle = 1").unwrap();
+        let sections = BTreeMap::from([("alibaba".to_owned(), section)]);
+        let err = check(&sections).unwrap_err().to_string();
+        assert!(
+            err.starts_with("[alibaba]: ") && err.contains("throttle"),
+            "{err}"
+        );
+    }
+}
