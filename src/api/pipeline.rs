@@ -208,3 +208,122 @@ impl<D: Dialect> Pipeline<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    /// A dialect whose body says what to do: `panic`, `sleep`, or echo.
+    struct Probe;
+
+    struct ProbeError(Refusal);
+
+    impl WireError for ProbeError {
+        fn code(&self) -> &'static str {
+            "Probe"
+        }
+        fn outcome(&self) -> Outcome {
+            match self.0 {
+                Refusal::TimedOut { .. } => Outcome::Unavailable,
+                Refusal::Panicked => Outcome::Internal,
+                _ => Outcome::ClientError,
+            }
+        }
+        fn detail(&self) -> Option<&str> {
+            None
+        }
+    }
+
+    impl Dialect for Probe {
+        const NAME: &'static str = "probe";
+        const REQUEST_ID_HEADER: &'static str = "x-probe-request-id";
+        type Context = &'static str;
+        type Error = ProbeError;
+
+        fn request_id(&self, id: uuid::Uuid) -> String {
+            format!("probe-{id}")
+        }
+        fn context(&self, _: &Parts) -> &'static str {
+            "head"
+        }
+        async fn serve(
+            &self,
+            request: Incoming<'_>,
+            cx: &mut &'static str,
+            record: &mut Record,
+        ) -> Result<Response, ProbeError> {
+            *cx = "served";
+            record.action = Some("Probe");
+            match &request.body[..] {
+                b"panic" => panic!("probe asked to panic"),
+                b"sleep" => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    unreachable!()
+                }
+                body => Ok(String::from_utf8_lossy(body).into_owned().into_response()),
+            }
+        }
+        fn refuse(&self, why: Refusal) -> ProbeError {
+            ProbeError(why)
+        }
+        fn render(&self, error: &ProbeError, cx: &&'static str, id: &str) -> Response {
+            let status = match error.0 {
+                Refusal::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
+                Refusal::TimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, format!("{:?} {cx} {id}", error.0)).into_response()
+        }
+    }
+
+    async fn call(body: &'static str) -> (Response, String) {
+        let pipeline = Pipeline::new(
+            Probe,
+            Limits {
+                max_body: 16,
+                deadline: Duration::from_millis(200),
+            },
+        );
+        let request = Request::builder().uri("/").body(Body::from(body)).unwrap();
+        let mut response = handle(State(pipeline), request).await;
+        let answered = response.extensions_mut().remove::<Answered>().unwrap();
+        assert_eq!(answered.dialect, "probe");
+        let text = axum::body::to_bytes(std::mem::take(response.body_mut()), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        (response, format!("{} {text}", answered.outcome.as_str()))
+    }
+
+    #[tokio::test]
+    async fn each_refusal_is_answered_in_the_dialects_words() {
+        let (ok, text) = call("hello").await;
+        assert_eq!((ok.status(), text.as_str()), (StatusCode::OK, "ok hello"));
+        let id = ok.headers()["x-probe-request-id"].to_str().unwrap();
+        assert!(id.starts_with("probe-"), "{id}");
+
+        let (panicked, text) = call("panic").await;
+        assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            text.starts_with("internal Panicked served probe-"),
+            "{text}"
+        );
+
+        let (late, text) = call("sleep").await;
+        assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            text.starts_with("unavailable TimedOut { after: 200ms }"),
+            "{text}"
+        );
+
+        let (large, text) = call("seventeen bytes!!").await;
+        assert_eq!(large.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            text.starts_with("client_error TooLarge { limit: 16 } head"),
+            "{text}"
+        );
+    }
+}
