@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, SECRET};
+use common::daemon::{Daemon, KEY_COUNT, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, SECRET};
 use common::fixtures::{self, NO_BOOT_DEVICE, PATTERN};
 use common::host::{virsh, LibvirtdLock};
 use common::http::{send, Reply};
@@ -86,8 +86,9 @@ fn long_nonces_are_refused() {
 
 #[test]
 fn each_key_has_its_own_share_of_nonces() {
-    // Two keys, two live nonces each: the limited key fills its share alone.
-    let d = Daemon::start("max_nonces = 4\n", "");
+    // Two live nonces for each key of the test key file: the limited key
+    // fills its share alone.
+    let d = Daemon::start(&format!("max_nonces = {}\n", 2 * KEY_COUNT), "");
     for nonce in ["l1", "l2"] {
         let reply = no_action(&d, LIMITED_KEY_ID, LIMITED_SECRET, nonce);
         assert_eq!(code(&reply).1, "InvalidAction.NotFound");

@@ -29,6 +29,14 @@ pub const SECRET: &str = "vmshot-test-secret";
 pub const LIMITED_KEY_ID: &str = "vmshot-limited-key";
 pub const LIMITED_SECRET: &str = "vmshot-limited-secret";
 pub const LIMITED_TO: &str = "i-limited-only";
+/// Keys bound to one Nova project each, and an admin (of project B).
+pub const PROJECT_A: &str = "1b0c7e5a-4f8d-4c2e-9a61-0d3e5f7a9b11";
+pub const PROJECT_B: &str = "2c1d8f6b-5a9e-4d3f-8b72-1e4f6a8b0c22";
+pub const PROJECT_A_KEY: (&str, &str) = ("vmshot-project-a-key", "vmshot-project-a-secret");
+pub const PROJECT_B_KEY: (&str, &str) = ("vmshot-project-b-key", "vmshot-project-b-secret");
+pub const ADMIN_KEY: (&str, &str) = ("vmshot-admin-key", "vmshot-admin-secret");
+/// How many keys `KEYS` holds (nonce shares are split among them).
+pub const KEY_COUNT: usize = 5;
 
 const KEYS: &str = r#"
 [[key]]
@@ -39,6 +47,22 @@ secret = "vmshot-test-secret"
 id = "vmshot-limited-key"
 secret = "vmshot-limited-secret"
 instances = ["i-limited-only"]
+
+[[key]]
+id = "vmshot-project-a-key"
+secret = "vmshot-project-a-secret"
+project = "1b0c7e5a-4f8d-4c2e-9a61-0d3e5f7a9b11"
+
+[[key]]
+id = "vmshot-project-b-key"
+secret = "vmshot-project-b-secret"
+project = "2C1D8F6B5A9E4D3F8B721E4F6A8B0C22"
+
+[[key]]
+id = "vmshot-admin-key"
+secret = "vmshot-admin-secret"
+project = "2c1d8f6b-5a9e-4d3f-8b72-1e4f6a8b0c22"
+roles = ["admin"]
 "#;
 
 impl Daemon {

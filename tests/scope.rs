@@ -1,0 +1,161 @@
+//! Tenant scoping from the domain's own metadata: Nova writes
+//! `<nova:owner><nova:project uuid=…/>` into every domain it creates, and a
+//! key bound to a project sees only that project's domains, by any alias,
+//! while the others look exactly like domains that do not exist.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, ADMIN_KEY, PROJECT_A, PROJECT_A_KEY, PROJECT_B_KEY};
+use common::host::{ensure_libvirtd, virsh, wait_until};
+use common::http::{send, Reply};
+use common::signing::signed_query;
+
+/// A shut-off TCG domain owned by `project`, defined for one test and
+/// undefined when dropped. Shut off is enough: a domain one may see answers
+/// `IncorrectInstanceStatus`, one one may not `InvalidParameter` 404.
+struct Owned {
+    name: String,
+    uuid: String,
+}
+
+impl Owned {
+    fn define(name: &str, project: &str, instance: Option<&str>) -> Self {
+        let tag = instance
+            .map(|id| format!("<vmshot:instance xmlns:vmshot='https://vmshot.dev/xmlns/instance/1'>{id}</vmshot:instance>"))
+            .unwrap_or_default();
+        let xml = format!(
+            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>\
+             <metadata><nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>\
+             <nova:owner><nova:user uuid='5e7f9a1b-0000-4000-8000-00000000aaaa'>alice</nova:user>\
+             <nova:project uuid='{project}'>tenant</nova:project></nova:owner></nova:instance>{tag}</metadata>\
+             <os><type arch='x86_64' machine='pc'>hvm</type></os>\
+             <devices><graphics type='vnc' autoport='yes' listen='127.0.0.1'/>\
+             <video><model type='vga'/></video></devices></domain>"
+        );
+        let file = common::fixtures::tempdir().join(format!("{name}.xml"));
+        std::fs::write(&file, xml).unwrap();
+        let _ = std::process::Command::new("virsh")
+            .args(["-c", &common::host::uri(), "undefine", name])
+            .output();
+        virsh(&["define", file.to_str().unwrap()]);
+        let uuid = virsh(&["domuuid", name]).trim().to_owned();
+        Self {
+            name: name.to_owned(),
+            uuid,
+        }
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("virsh")
+            .args(["-c", &common::host::uri(), "undefine", &self.name])
+            .output();
+    }
+}
+
+fn screenshot(d: &Daemon, (key, secret): (&str, &str), instance: &str) -> Reply {
+    let query = signed_query(
+        "GET",
+        key,
+        secret,
+        &[
+            ("Action", "GetInstanceScreenshot"),
+            ("RegionId", "cn-test"),
+            ("InstanceId", instance),
+            ("Format", "JSON"),
+        ],
+    );
+    send(d.addr, "GET", &format!("/?{query}"), &[], b"")
+}
+
+/// Status, code and message with the instance id taken out: what a caller
+/// could compare between two answers.
+fn shape(reply: &Reply, instance: &str) -> (u16, String, String) {
+    let body = reply.json();
+    let message = body["Message"]
+        .as_str()
+        .unwrap_or("")
+        .replace(instance, "ID");
+    (
+        reply.status,
+        body["Code"].as_str().unwrap_or("-").to_owned(),
+        message,
+    )
+}
+
+#[test]
+fn a_project_sees_only_its_own_domains_by_any_alias() {
+    ensure_libvirtd();
+    let pid = std::process::id();
+    let plain = Owned::define(&format!("vmshot-scope-plain-{pid}"), PROJECT_A, None);
+    let tagged_id = format!("i-scope-tagged-{pid}");
+    let _tagged = Owned::define(
+        &format!("vmshot-scope-tagged-{pid}"),
+        PROJECT_A,
+        Some(&tagged_id),
+    );
+    let mapped = Owned::define(&format!("vmshot-scope-mapped-{pid}"), PROJECT_A, None);
+    let mapped_id = format!("i-scope-mapped-{pid}");
+    let d = Daemon::start(
+        &format!(
+            "[alibaba.instances]\n\"{mapped_id}\" = \"{}\"\n",
+            mapped.name
+        ),
+        "",
+    );
+    let aliases = [
+        plain.name.clone(),
+        plain.uuid.clone(),
+        plain.uuid.replace('-', "").to_uppercase(),
+        tagged_id.clone(),
+        mapped_id.clone(),
+    ];
+    // The inventory follows libvirt's events: the domains just defined are
+    // seen as soon as the owner's key finds them.
+    wait_until(
+        "the owner sees the tagged domain",
+        Duration::from_secs(5),
+        || screenshot(&d, PROJECT_A_KEY, &tagged_id).status == 405,
+    );
+    let missing = format!("i-scope-missing-{pid}");
+    let absent = shape(&screenshot(&d, PROJECT_A_KEY, &missing), &missing);
+    assert_eq!((absent.0, absent.1.as_str()), (404, "InvalidParameter"));
+    for alias in &aliases {
+        let own = screenshot(&d, PROJECT_A_KEY, alias);
+        assert_eq!(
+            shape(&own, alias).1,
+            "IncorrectInstanceStatus",
+            "{alias}: {}",
+            own.text()
+        );
+        let admin = screenshot(&d, ADMIN_KEY, alias);
+        assert_eq!(shape(&admin, alias).1, "IncorrectInstanceStatus", "{alias}");
+        // Another tenant: exactly what a domain that does not exist gets.
+        let other = screenshot(&d, PROJECT_B_KEY, alias);
+        assert_eq!(shape(&other, alias), absent, "{alias}: {}", other.text());
+    }
+
+    // No timing tell: out of scope and missing are both answered from the
+    // inventory, after the same signature check.
+    let median = |instance: &str| {
+        let mut times: Vec<f64> = (0..15)
+            .map(|_| {
+                let started = Instant::now();
+                let reply = screenshot(&d, PROJECT_B_KEY, instance);
+                assert_eq!(reply.status, 404);
+                started.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    let (hidden, nowhere) = (median(&plain.name), median(&missing));
+    eprintln!("median ms: out of scope {hidden:.2}, missing {nowhere:.2}");
+    assert!(
+        (hidden - nowhere).abs() < 2.0,
+        "out of scope {hidden:.2} ms, missing {nowhere:.2} ms"
+    );
+}
