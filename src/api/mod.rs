@@ -3,6 +3,7 @@
 //! none talks to libvirt.
 
 pub mod alibaba;
+pub mod aws;
 mod host;
 mod request;
 
