@@ -1,5 +1,5 @@
 //! The clouds' own SDKs, from PyPI, in a virtual environment under target/,
-//! driven through tests/sdk/alibaba.py.
+//! driven through tests/sdk/alibaba.py and tests/sdk/aws.py.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -70,6 +70,55 @@ pub fn get_instance_screenshot(
     assert!(
         out.status.success(),
         "alibaba.py failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// How tests/sdk/aws.py calls GetConsoleScreenshot through boto3.
+#[derive(Debug, Clone, Copy)]
+pub enum AwsMode {
+    /// `ec2.get_console_screenshot`: a form POST, SigV4 in `Authorization`.
+    Screenshot,
+    /// botocore's `generate_presigned_url`, fetched with a plain GET.
+    Presigned,
+    /// The call with `DryRun=True`.
+    DryRun,
+}
+
+impl AwsMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Screenshot => "screenshot",
+            Self::Presigned => "presigned",
+            Self::DryRun => "dry-run",
+        }
+    }
+}
+
+/// EC2 GetConsoleScreenshot through boto3; the JSON line aws.py printed
+/// (`ok`, `image_data_len`, `sha256`, `error_code`, `http_status`, ...).
+pub fn get_console_screenshot(
+    mode: AwsMode,
+    endpoint: &str,
+    key: (&str, &str),
+    region: &str,
+    instance: &str,
+    extra: &[&str],
+) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/aws.py");
+    let out = Command::new(venv().join("bin/python"))
+        .arg(script)
+        .args(["--mode", mode.name(), "--endpoint", endpoint])
+        .args(["--ak", key.0, "--secret", key.1, "--region", region])
+        .args(["--instance", instance])
+        .args(extra)
+        .output()
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "aws.py failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))

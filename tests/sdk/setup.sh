@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) a Python venv holding the official Alibaba Cloud SDKs that
-# tests/sdk/alibaba.py drives.
+# Create (or reuse) a Python venv holding the official cloud SDKs that
+# tests/sdk/alibaba.py and tests/sdk/aws.py drive.
 #
 #   tests/sdk/setup.sh VENV_DIR
 #
@@ -81,10 +81,11 @@ rm -f "$stamp"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     -r "$req" 2> >(grep -v -e 'DEPRECATION: .*legacy .setup.py install' -e '^ *$' >&2 || true)
 
-# Sanity: the modules alibaba.py imports must load.
+# Sanity: the modules alibaba.py and aws.py import must load.
 "$venv/bin/python" - <<'PY'
 import aliyunsdkcore.client, aliyunsdkecs.request.v20140526.GetInstanceScreenshotRequest
 import alibabacloud_ecs20140526.client, alibabacloud_tea_openapi.models, darabonba.runtime
+import boto3, botocore.exceptions
 PY
 
 echo "$want" >"$stamp.tmp"
