@@ -113,7 +113,7 @@ fn health_readiness_and_metrics() {
         (missing.status, missing.text().as_str()),
         (
             404,
-            "no such resource; this host serves Alibaba ECS (GET or POST /)\n"
+            "no such resource; this host serves Alibaba ECS (GET or POST /), AWS EC2 (GET or POST /ec2)\n"
         )
     );
 }

@@ -5,7 +5,7 @@
 //! dialects there are is the `registry`'s.
 
 pub mod alibaba;
-pub mod aws;
+mod aws;
 mod host;
 pub(crate) mod pipeline;
 pub(crate) mod registry;

@@ -67,7 +67,8 @@ roles = ["admin"]
 
 impl Daemon {
     /// Starts a daemon whose config is the default plus `extra` TOML (which
-    /// may add keys to `[alibaba]` through `alibaba_extra`).
+    /// may add keys to `[alibaba]` through `alibaba_extra`). Both dialects
+    /// are on, with the same key file.
     pub fn start(alibaba_extra: &str, extra: &str) -> Self {
         Self::try_start(alibaba_extra, extra, 0o600).expect("the daemon starts")
     }
@@ -108,6 +109,11 @@ impl Daemon {
         }
         if !extra.contains("[libvirt]") {
             text += &format!("[libvirt]\nuri = \"{}\"\n\n", uri());
+        }
+        // `extra` may bring its own [aws] section, naming the key file `@KEYS@`.
+        let extra = extra.replace("@KEYS@", &keys.display().to_string());
+        if !extra.contains("[aws]") {
+            text += &format!("[aws]\ncredentials_file = \"{}\"\n\n", keys.display());
         }
         text += &format!(
             "{extra}\n\n[alibaba]\ncredentials_file = \"{}\"\n{alibaba_extra}\n",

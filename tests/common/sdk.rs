@@ -84,6 +84,9 @@ pub enum AwsMode {
     Presigned,
     /// The call with `DryRun=True`.
     DryRun,
+    /// A form POST of exactly the `--param NAME=VALUE` pairs in `extra`,
+    /// signed by botocore's own SigV4 signer.
+    Raw,
 }
 
 impl AwsMode {
@@ -92,6 +95,7 @@ impl AwsMode {
             Self::Screenshot => "screenshot",
             Self::Presigned => "presigned",
             Self::DryRun => "dry-run",
+            Self::Raw => "raw",
         }
     }
 }

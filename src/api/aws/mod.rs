@@ -1,8 +1,227 @@
-//! AWS EC2's Query API dialect: `GetConsoleScreenshot` (2016-11-15), signed
-//! with SigV4. Its pieces, each tested on its own, until the request pipeline
-//! calls them.
-#![allow(dead_code)]
+//! AWS EC2's Query API, version 2016-11-15: `GetConsoleScreenshot` on
+//! `aws.path` (`/ec2`), as GET with a query or POST with a form body, signed
+//! with Signature Version 4 in the `Authorization` header or presigned in the
+//! query (see `sigv4`). boto3 reaches it with `endpoint_url` set to this
+//! host's URL plus the path.
+//!
+//! InstanceId → libvirt domain: the `[aws.instances]` table first, then a
+//! domain whose metadata carries the id, else the id as a domain UUID or name.
 
+mod config;
 mod params;
 mod sigv4;
 mod wire;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+
+use super::pipeline::{self, Dialect, Incoming, Limits, Pipeline, Record, Refusal};
+use super::registry::{Mount, MountError, Registration, Shared};
+use super::{HostNames, LocalAddr};
+use crate::auth::KeyStore;
+use crate::service::{Interval, Principal, ScreenshotRequest, Screenshots};
+
+use config::Section;
+use params::{Params, ACTION};
+use wire::AwsError;
+
+const NAME: &str = "aws";
+
+pub const REGISTRATION: Registration = Registration {
+    name: NAME,
+    check: |section| Section::parse(section).map(drop),
+    mount,
+};
+
+fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountError> {
+    let config = Section::parse(section).map_err(|message| MountError::Section {
+        dialect: NAME,
+        message,
+    })?;
+    if !config.enabled {
+        return Ok(None);
+    }
+    let path = config
+        .credentials_file
+        .as_deref()
+        .expect("checked by Section::parse");
+    let keys = KeyStore::load(path).map_err(|source| MountError::Keys {
+        dialect: NAME,
+        source,
+    })?;
+    tracing::info!(keys = keys.len(), path = %config.path, "aws dialect");
+    let limits = Limits {
+        max_body: shared.server.max_body_bytes,
+        deadline: shared.server.request_timeout(),
+    };
+    // boto3 asks for the endpoint's path itself; others add a slash.
+    let route = config.path.clone();
+    let paths = match route.as_str() {
+        "/" => vec![route.clone()],
+        _ => vec![route.clone(), format!("{route}/")],
+    };
+    let aws = Aws {
+        service: shared.service.clone(),
+        keys,
+        hosts: HostNames::new(&shared.server.host_names),
+        config,
+    };
+    Ok(Some(Mount {
+        name: NAME,
+        serves: format!("AWS EC2 (GET or POST {route})"),
+        router: paths
+            .iter()
+            .fold(Router::new(), |router, path| {
+                let methods = MethodFilter::GET.or(MethodFilter::POST);
+                router.route(path, on(methods, pipeline::handle::<Aws>))
+            })
+            .with_state(Pipeline::new(aws, limits)),
+        paths,
+    }))
+}
+
+pub struct Aws {
+    service: Arc<Screenshots>,
+    keys: KeyStore,
+    hosts: HostNames,
+    config: Section,
+}
+
+impl Dialect for Aws {
+    const NAME: &'static str = NAME;
+    const REQUEST_ID_HEADER: &'static str = "x-amzn-requestid";
+    type Context = ();
+    type Error = AwsError;
+
+    fn request_id(&self, id: uuid::Uuid) -> String {
+        id.to_string()
+    }
+
+    fn context(&self, _: &Parts) {}
+
+    async fn serve(
+        &self,
+        request: Incoming<'_>,
+        _: &mut (),
+        record: &mut Record,
+    ) -> Result<Response, AwsError> {
+        let Incoming {
+            head,
+            body,
+            request_id,
+        } = request;
+        let query = head.uri.query().unwrap_or("");
+        let content_type = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let params = Params::parse(head.method.as_str(), query, content_type, &body)
+            .map_err(|e| AwsError::from_params(&e))?;
+        record.action = params
+            .get("Action")
+            .filter(|a| *a == ACTION)
+            .map(|_| ACTION);
+        let who = self.authenticate(head, &body)?;
+        record.principal = Some(who.id.clone());
+        let asked = params
+            .screenshot_request()
+            .map_err(|e| AwsError::from_params(&e))?;
+        let instance = asked.instance_id.as_str();
+        record.instance = Some(instance.to_owned());
+        let from_core = |e| AwsError::from_core(&e, instance);
+        let domain = self
+            .service
+            .find_instance(&who, instance, &self.config.instances)
+            .await
+            .map_err(from_core)?;
+        record.domain = Some(domain.name.clone());
+        // EC2 answers a dry run once the caller may act on the instance.
+        if asked.dry_run {
+            return Err(AwsError::dry_run());
+        }
+        let request = ScreenshotRequest {
+            wake: asked.wake_up,
+            throttle: Some(Interval {
+                rule: NAME,
+                every: Duration::from_secs(self.config.throttle_interval_secs),
+            }),
+            ..ScreenshotRequest::default()
+        };
+        let shot = self
+            .service
+            .take(&domain, &request)
+            .await
+            .map_err(from_core)?;
+        let response =
+            wire::screenshot_response(request_id, instance, &shot.image, &shot.sha256_hex());
+        record.shot = Some(shot);
+        Ok(response)
+    }
+
+    fn refuse(&self, why: Refusal) -> AwsError {
+        match why {
+            Refusal::AmbiguousLength => AwsError::invalid_query(
+                "A request may not give its length both as Content-Length and as Transfer-Encoding.",
+            ),
+            Refusal::TooLarge { limit } => AwsError::too_large(limit),
+            Refusal::TimedOut { after } => AwsError::service_unavailable(format!(
+                "The service is unavailable: no answer within {} s.",
+                after.as_secs()
+            )),
+            Refusal::Panicked => AwsError::internal_error(),
+        }
+    }
+
+    fn render(&self, error: &AwsError, _: &(), request_id: &str) -> Response {
+        error.clone().into_response(request_id)
+    }
+}
+
+impl Aws {
+    /// Who signed this request (SigV4, either form), for this host.
+    fn authenticate(&self, head: &Parts, body: &[u8]) -> Result<Principal, AwsError> {
+        let request = sigv4::Request {
+            method: head.method.as_str(),
+            path: head.uri.path(),
+            query: head.uri.query().unwrap_or(""),
+            headers: &head.headers,
+            body,
+        };
+        let policy = sigv4::Policy {
+            service: "ec2",
+            region: self.config.region.as_deref(),
+            now: SystemTime::now(),
+            max_skew: Duration::from_secs(self.config.timestamp_skew_secs),
+        };
+        let verified = sigv4::verify(&request, &policy, |id| {
+            self.keys.get(id).map(|key| key.secret.as_bytes())
+        })
+        .map_err(|e| {
+            let mut wire = AwsError::from_sig(&e);
+            if let sigv4::SigError::Mismatch { string_to_sign, .. } = e {
+                wire.detail = Some(format!("string to sign: {string_to_sign:?}"));
+            }
+            wire
+        })?;
+        // The signature covers the host; the host must be this one, so that a
+        // request cannot be replayed on another host with the same key.
+        let local = head.extensions.get::<LocalAddr>().copied();
+        if !self.hosts.accepts(&verified.host, local) {
+            return Err(AwsError::auth_failure_because(format!(
+                "The request was signed for the host \"{}\", not this one.",
+                verified.host
+            )));
+        }
+        let key = self
+            .keys
+            .get(&verified.access_key_id)
+            .ok_or_else(AwsError::auth_failure)?;
+        Ok(key.principal(NAME))
+    }
+}

@@ -14,6 +14,8 @@ use base64::Engine;
 
 use super::params::{ParamError, MAX_ENCODED};
 use super::sigv4::SigError;
+use crate::api::pipeline::WireError;
+use crate::service::{self, DomainState, Outcome};
 
 pub const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 /// Exactly what EC2 sends.
@@ -28,6 +30,23 @@ pub struct AwsError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    pub outcome: Outcome,
+    /// For the log only: what the message leaves out.
+    pub detail: Option<String>,
+}
+
+impl WireError for AwsError {
+    fn code(&self) -> &'static str {
+        self.code
+    }
+
+    fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
 }
 
 impl AwsError {
@@ -36,6 +55,40 @@ impl AwsError {
             status: StatusCode::from_u16(status).expect("valid status"),
             code,
             message: message.into(),
+            outcome: Outcome::ClientError,
+            detail: None,
+        }
+    }
+
+    fn with(self, outcome: Outcome) -> Self {
+        Self { outcome, ..self }
+    }
+
+    /// The one mapping from the core's errors, for `instance` as the caller
+    /// named it.
+    pub fn from_core(err: &service::Error, instance: &str) -> Self {
+        use service::Error as E;
+        let wire = match err {
+            E::NotFound { .. } => Self::instance_not_found(instance),
+            E::NotRunning { state, .. } => Self::incorrect_state(instance, ec2_state(*state)),
+            E::NoDisplay { .. } => Self::unsupported_operation(format!(
+                "The instance '{instance}' has no display device: there is no screen to capture."
+            )),
+            E::Throttled { .. } => Self::request_limit_exceeded(),
+            E::Busy => Self::unavailable(),
+            E::Timeout(_) | E::Unavailable { .. } => {
+                Self::service_unavailable(format!("The service is unavailable: {err}."))
+            }
+            E::Failed { reason, .. } => Self::new(
+                500,
+                "InternalError",
+                format!("An internal error has occurred: {reason}."),
+            ),
+        };
+        Self {
+            outcome: err.outcome(),
+            detail: err.detail().map(str::to_owned),
+            ..wire
         }
     }
 
@@ -49,25 +102,19 @@ impl AwsError {
             "AuthFailure",
             "AWS was not able to validate the provided access credentials",
         )
+        .with(Outcome::AuthError)
     }
 
     pub fn auth_failure_because(message: impl Into<String>) -> Self {
-        Self::new(401, "AuthFailure", message)
+        Self::new(401, "AuthFailure", message).with(Outcome::AuthError)
     }
 
+    #[cfg(test)]
     pub fn signature_mismatch() -> Self {
         Self::from_sig(&SigError::Mismatch {
             canonical_request: String::new(),
             string_to_sign: String::new(),
         })
-    }
-
-    pub fn incomplete_signature(message: impl Into<String>) -> Self {
-        Self::new(400, "IncompleteSignature", message)
-    }
-
-    pub fn request_expired(message: impl Into<String>) -> Self {
-        Self::new(400, "RequestExpired", message)
     }
 
     /// The one mapping from a refused signature.
@@ -77,7 +124,11 @@ impl AwsError {
             "SignatureDoesNotMatch" => 403,
             _ => 400,
         };
-        Self::new(status, err.code(), err.message())
+        let outcome = match err {
+            SigError::MalformedQuery => Outcome::ClientError,
+            _ => Outcome::AuthError,
+        };
+        Self::new(status, err.code(), err.message()).with(outcome)
     }
 
     // Parameters.
@@ -190,6 +241,7 @@ impl AwsError {
             "DryRunOperation",
             "Request would have succeeded, but DryRun flag is set.",
         )
+        .with(Outcome::Ok)
     }
 
     pub fn instance_not_found(id: &str) -> Self {
@@ -231,7 +283,7 @@ impl AwsError {
     }
 
     pub fn internal_error() -> Self {
-        Self::new(500, "InternalError", "An internal error has occurred")
+        Self::new(500, "InternalError", "An internal error has occurred").with(Outcome::Internal)
     }
 
     /// EC2's error document.
@@ -250,6 +302,19 @@ impl AwsError {
 
     pub fn into_response(self, request_id: &str) -> Response {
         xml_response(self.status, self.body(request_id))
+    }
+}
+
+/// A libvirt state in EC2's words where it has them (`stopping`,
+/// `stopped`); paused and suspended, which EC2 lacks, as themselves.
+fn ec2_state(state: DomainState) -> &'static str {
+    match state {
+        DomainState::Running | DomainState::Blocked => "running",
+        DomainState::Paused => "paused",
+        DomainState::PmSuspended => "suspended",
+        DomainState::Shutdown => "stopping",
+        DomainState::Shutoff | DomainState::NoState => "stopped",
+        DomainState::Crashed => "crashed",
     }
 }
 
