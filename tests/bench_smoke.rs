@@ -139,6 +139,51 @@ fn the_baseline_serves_the_interface_the_benchmark_uses() {
     );
 }
 
+/// The options as `cargo bench --bench screenshots -- ARGS` would get them.
+fn options(args: &[&str]) -> Result<run::Options, String> {
+    let raw: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let parsed = <run::Args as clap::Parser>::try_parse_from(
+        std::iter::once("screenshots").chain(args.iter().copied()),
+    )
+    .map_err(|e| e.to_string())?;
+    run::Options::from_args(parsed, &raw, "vmshot".into())
+}
+
+#[test]
+fn options_given_with_quick_win_and_variants_replace_the_default() {
+    let opts = options(&[
+        "--quick",
+        "--clients",
+        "3,5",
+        "--phases",
+        "http,load",
+        "--variant",
+        "big=capture.max_concurrent = 8",
+        "--output",
+        "-",
+        "--bench",
+    ])
+    .unwrap();
+    assert_eq!((opts.requests, opts.clients), (5, vec![3, 5]));
+    assert!(opts.phase_http && !opts.phase_pipeline && opts.phase_load);
+    assert_eq!(
+        opts.variants,
+        [("big".to_owned(), "capture.max_concurrent = 8".to_owned())]
+    );
+    assert_eq!(opts.output, None);
+    assert_eq!(
+        opts.command_line,
+        "cargo bench --bench screenshots -- --quick --clients 3,5 --phases http,load \
+         --variant 'big=capture.max_concurrent = 8' --output -"
+    );
+    assert!(options(&["--phases", "http,nap"]).is_err());
+    assert!(options(&["--requests", "many"]).is_err());
+    assert!(
+        options(&["--load-guests", "0"]).is_err(),
+        "the load phase needs guests"
+    );
+}
+
 #[test]
 fn benchmark_quick_run_produces_the_table() {
     let _lock = LibvirtdLock::shared();

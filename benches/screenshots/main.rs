@@ -6,14 +6,12 @@
 mod run;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    // clap prints --help, and a bad option with exit code 2.
+    let args = <run::Args as clap::Parser>::parse();
     // Under `cargo bench` the binary is the release build made alongside.
-    let opts = match run::Options::parse(&args, env!("CARGO_BIN_EXE_vmshot").into()) {
+    let opts = match run::Options::from_args(args, &raw, env!("CARGO_BIN_EXE_vmshot").into()) {
         Ok(opts) => opts,
-        Err(message) if message == run::USAGE => {
-            println!("{message}");
-            return;
-        }
         Err(message) => {
             eprintln!("{message}");
             std::process::exit(2);

@@ -48,32 +48,84 @@ use guests::{FixtureEnv, Guests, Screen};
 use servers::Server;
 use table::{Row, Table, Target};
 
-pub const USAGE: &str = "\
-usage: cargo bench --bench screenshots -- [OPTIONS]
+/// The command line of `cargo bench --bench screenshots -- [OPTIONS]`. Every
+/// option is optional here, so that `--quick` can lower the defaults and an
+/// option given with it still wins; the defaults are in `Options::new`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "screenshots",
+    override_usage = "cargo bench --bench screenshots -- [OPTIONS]",
+    about = "vmshot next to the anchor (the libvirt-python + Pillow baseline), \
+             on the fixture guests, as a table of ratios in docs/BENCHMARKS.md",
+    after_help = "Guests are named with $VMSHOT_FIXTURE_PREFIX (vmshot-fx-), their images in \
+                  $VMSHOT_FIXTURES_DIR (target/fixtures), as fixtures/fixtures.sh does."
+)]
+pub struct Args {
+    /// A short run: 2 load guests, 5 requests, 2 s per load run, 2 and 4 clients.
+    #[arg(long)]
+    quick: bool,
+    /// Screen fixtures [default: nobootdev,panic,pattern,pattern-1080].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    screens: Option<Vec<String>>,
+    /// Phase 1: requests per server per screen [default: 100].
+    #[arg(long, value_name = "N")]
+    requests: Option<usize>,
+    /// Phase 2: in-process runs per screen, both sides [default: 50].
+    #[arg(long, value_name = "N")]
+    pipeline_runs: Option<usize>,
+    /// Phase 3: pattern guests to spread the load over [default: 32].
+    #[arg(long, value_name = "N")]
+    load_guests: Option<usize>,
+    /// Phase 3: concurrent clients [default: 8,32].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    clients: Option<Vec<usize>>,
+    /// Phase 3: wall time of each load run [default: 15].
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Phases to run [default: all].
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',')]
+    phases: Option<Vec<Phase>>,
+    /// vmshot to run [default: the release build cargo bench made].
+    #[arg(long, value_name = "PATH")]
+    vmshot_bin: Option<PathBuf>,
+    /// TOML merged into vmshot's config, inline or @FILE [default:
+    /// capture.fast_path = "off", the stable path].
+    #[arg(long = "vmshot-config-extra", value_name = "T", value_parser = toml_arg)]
+    vmshot_extra: Option<String>,
+    /// One more vmshot column with T (inline or @FILE) merged in; repeatable
+    /// [default: fast=capture.fast_path = "vnc"].
+    #[arg(long = "variant", value_name = "NAME=T", value_parser = variant_arg)]
+    variants: Vec<(String, String)>,
+    /// HTTP p50 target of variant columns, × anchor [default: 0.2].
+    #[arg(long, value_name = "R")]
+    variant_p50_target: Option<f64>,
+    /// The baseline's py_agent.py [default: $VMSHOT_ANCHOR, else
+    /// benches/baseline/py_agent.py in this repository].
+    #[arg(long, value_name = "PATH")]
+    anchor: Option<PathBuf>,
+    /// The anchor's interpreter [default: /usr/bin/python3].
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Where the table goes; - for nowhere [default: docs/BENCHMARKS.md].
+    #[arg(long, value_name = "FILE")]
+    output: Option<String>,
+    /// Leave the load guests (and started fixtures) running.
+    #[arg(long)]
+    keep_guests: bool,
+    /// libvirt URI [default: $LIBVIRT_URI, else qemu:///system].
+    #[arg(long, value_name = "URI")]
+    uri: Option<String>,
+    /// Added by `cargo bench` to every bench program; means nothing here.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
-  --quick                  2 load guests, 5 requests, 2 s per load run, 2 and 4 clients
-  --screens LIST           screen fixtures (nobootdev,panic,pattern,pattern-1080)
-  --requests N             phase 1: requests per server per screen (100)
-  --pipeline-runs N        phase 2: in-process runs per screen, both sides (50)
-  --load-guests N          phase 3: pattern guests to spread the load over (32)
-  --clients LIST           phase 3: concurrent clients (8,32)
-  --duration SECS          phase 3: wall time of each load run (15)
-  --phases LIST            http,pipeline,load (all)
-  --vmshot-bin PATH        vmshot to run (the release build cargo bench made)
-  --vmshot-config-extra T  TOML merged into vmshot's config (or @FILE)
-                           (default: capture.fast_path = \"off\", the stable path)
-  --variant NAME=T         one more vmshot column with T merged in (repeatable;
-                           default: fast=capture.fast_path = \"vnc\")
-  --variant-p50-target R   HTTP p50 target of variant columns, × anchor (0.2)
-  --anchor PATH            the baseline's py_agent.py ($VMSHOT_ANCHOR, else
-                           benches/baseline/py_agent.py in this repository)
-  --python PATH            the anchor's interpreter (/usr/bin/python3)
-  --output FILE            where the table goes (docs/BENCHMARKS.md; - for nowhere)
-  --keep-guests            leave the load guests (and started fixtures) running
-  --uri URI                libvirt URI ($LIBVIRT_URI, else qemu:///system)
-
-Guests are named with $VMSHOT_FIXTURE_PREFIX (vmshot-fx-), their images in
-$VMSHOT_FIXTURES_DIR (target/fixtures), as fixtures/fixtures.sh does.";
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    Http,
+    Pipeline,
+    Load,
+}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -148,13 +200,13 @@ impl Options {
         self
     }
 
-    /// Parses the arguments after `--` (`--bench`, which cargo adds, is ignored).
-    pub fn parse(args: &[String], vmshot_bin: PathBuf) -> Result<Self, String> {
+    /// The options `args` (parsed from `raw`, the arguments after `--`) ask
+    /// for, with vmshot from `vmshot_bin` unless they name another.
+    pub fn from_args(args: Args, raw: &[String], vmshot_bin: PathBuf) -> Result<Self, String> {
         let mut opts = Self::new(vmshot_bin);
-        let mut variants_given = false;
         opts.command_line = std::iter::once("cargo bench --bench screenshots --".to_owned())
             .chain(
-                args.iter()
+                raw.iter()
                     .filter(|a| *a != "--bench")
                     .map(|a| shell_quote(a)),
             )
@@ -163,83 +215,45 @@ impl Options {
         if opts.command_line.ends_with(" --") {
             opts.command_line.truncate(opts.command_line.len() - 3);
         }
-        // --quick first, so that explicit options given with it win.
-        if args.iter().any(|a| a == "--quick") {
+        if args.quick {
             opts = opts.quick();
         }
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next().cloned())
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
-            let number = |v: String| {
-                v.parse::<usize>()
-                    .map_err(|_| format!("{name}: not a number: {v}"))
-            };
-            match name {
-                "--bench" | "--quick" => {}
-                "--keep-guests" => opts.keep_guests = true,
-                "--help" | "-h" => return Err(USAGE.into()),
-                "--screens" => opts.screens = list(&value()?),
-                "--requests" => opts.requests = number(value()?)?,
-                "--pipeline-runs" => opts.pipeline_runs = number(value()?)?,
-                "--load-guests" => opts.load_guests = number(value()?)?,
-                "--clients" => {
-                    opts.clients = list(&value()?)
-                        .into_iter()
-                        .map(number)
-                        .collect::<Result<_, _>>()?
-                }
-                "--duration" => {
-                    let secs: f64 = value()?
-                        .parse()
-                        .map_err(|_| "--duration: not a number".to_owned())?;
-                    opts.duration = Duration::from_secs_f64(secs);
-                }
-                "--phases" => {
-                    let phases = list(&value()?);
-                    for p in &phases {
-                        if !["http", "pipeline", "load"].contains(&p.as_str()) {
-                            return Err(format!("--phases: unknown phase {p}"));
-                        }
-                    }
-                    opts.phase_http = phases.iter().any(|p| p == "http");
-                    opts.phase_pipeline = phases.iter().any(|p| p == "pipeline");
-                    opts.phase_load = phases.iter().any(|p| p == "load");
-                }
-                "--vmshot-bin" => opts.vmshot_bin = value()?.into(),
-                "--vmshot-config-extra" => opts.vmshot_extra = Some(toml_arg(&value()?)?),
-                "--variant" => {
-                    if !variants_given {
-                        opts.variants.clear();
-                        variants_given = true;
-                    }
-                    let v = value()?;
-                    let (n, t) = v.split_once('=').ok_or("--variant takes NAME=TOML")?;
-                    opts.variants.push((n.to_owned(), toml_arg(t)?));
-                }
-                "--variant-p50-target" => {
-                    opts.variant_p50_target = value()?
-                        .parse()
-                        .map_err(|_| "--variant-p50-target: not a number".to_owned())?
-                }
-                "--anchor" => opts.anchor = value()?.into(),
-                "--python" => opts.python = value()?.into(),
-                "--output" => {
-                    let v = value()?;
-                    opts.output = (v != "-").then(|| v.into());
-                }
-                "--uri" => opts.uri = value()?,
-                other => return Err(format!("unknown option {other}\n\n{USAGE}")),
-            }
+        if let Some(screens) = args.screens {
+            opts.screens = screens
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
+        set(&mut opts.requests, args.requests);
+        set(&mut opts.pipeline_runs, args.pipeline_runs);
+        set(&mut opts.load_guests, args.load_guests);
+        set(&mut opts.clients, args.clients);
+        if let Some(secs) = args.duration {
+            opts.duration = Duration::try_from_secs_f64(secs)
+                .map_err(|_| format!("--duration: not a number of seconds: {secs}"))?;
+        }
+        if let Some(phases) = args.phases {
+            opts.phase_http = phases.contains(&Phase::Http);
+            opts.phase_pipeline = phases.contains(&Phase::Pipeline);
+            opts.phase_load = phases.contains(&Phase::Load);
+        }
+        set(&mut opts.vmshot_bin, args.vmshot_bin);
+        if args.vmshot_extra.is_some() {
+            opts.vmshot_extra = args.vmshot_extra;
+        }
+        // Variants given replace the default ones, not add to them.
+        if !args.variants.is_empty() {
+            opts.variants = args.variants;
+        }
+        set(&mut opts.variant_p50_target, args.variant_p50_target);
+        set(&mut opts.anchor, args.anchor);
+        set(&mut opts.python, args.python);
+        if let Some(output) = args.output {
+            opts.output = (output != "-").then(|| output.into());
+        }
+        opts.keep_guests |= args.keep_guests;
+        set(&mut opts.uri, args.uri);
         if opts.phase_load && (opts.load_guests == 0 || opts.clients.is_empty()) {
             return Err("the load phase needs --load-guests ≥ 1 and --clients".into());
         }
@@ -247,12 +261,17 @@ impl Options {
     }
 }
 
-fn list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+/// Overrides a default with the value given, if one was.
+fn set<T>(option: &mut T, given: Option<T>) {
+    if let Some(value) = given {
+        *option = value;
+    }
+}
+
+/// A `--variant`: a column name, `=`, and its TOML (inline or `@FILE`).
+fn variant_arg(v: &str) -> Result<(String, String), String> {
+    let (name, toml) = v.split_once('=').ok_or("--variant takes NAME=TOML")?;
+    Ok((name.to_owned(), toml_arg(toml)?))
 }
 
 /// The anchor's default: vmshot's own baseline, in this repository (relative

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use crate::frame::{Frame, Layout};
 
 /// Chroma subsampling of the JPEG output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subsampling {
     /// 4:2:0: the smallest files; fine for console text at quality 80.
     S420,
@@ -16,7 +16,7 @@ pub enum Subsampling {
     Gray,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct JpegSettings {
     /// 1..=100.
     pub quality: u8,

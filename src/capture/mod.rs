@@ -31,7 +31,7 @@ use reuse::{Encoded, Fingerprint, Reuse};
 const REUSE_CAPACITY: usize = 512;
 
 /// The image format vmshot produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Output {
     Jpeg(JpegSettings),
     /// Lossless, for when every pixel matters (and size does not).

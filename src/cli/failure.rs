@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
-use crate::capture;
-use crate::hypervisor::{DomainState, Error as Hv};
+use crate::hypervisor::Error as Hv;
+use crate::service;
 
 /// Every exit code vmshot uses, with its meaning (also in the README).
 pub const EXIT_CODES: &[(u8, &str)] = &[
@@ -57,56 +57,87 @@ impl Failure {
     }
 }
 
-impl From<Hv> for Failure {
-    fn from(err: Hv) -> Self {
-        let advice = match &err {
-            Hv::Unreachable { .. } => (
-                3,
-                "check that libvirtd is running and that this user may use its socket (root, or the libvirt group)".to_owned(),
-            ),
-            Hv::NotFound { .. } => (4, "run 'vmshot list' to see the domains there".to_owned()),
-            Hv::NotRunning {
-                state: DomainState::PmSuspended,
-                ..
-            } => (5, "wake it up first (vmshot grab --wake)".to_owned()),
-            Hv::NotRunning { domain, .. } => (5, format!("start it first ('virsh start {domain}')")),
-            Hv::NoDisplay { .. } => (
-                6,
-                "give it a video device (<video><model type='vga'/></video>) or read its serial console instead".to_owned(),
-            ),
-            Hv::NoSuchScreen { screens: 1, .. } => (7, "its only screen is --screen 0".to_owned()),
-            Hv::NoSuchScreen { screens, .. } => (7, format!("pass --screen between 0 and {}", screens - 1)),
-            Hv::Timeout { .. } => (
-                8,
-                "QEMU or libvirtd may be hung: check 'virsh domstate' and libvirtd's log, or raise --timeout".to_owned(),
-            ),
-            Hv::PayloadTooLarge { .. } => (9, "the guest's display mode is implausibly large".to_owned()),
-            Hv::Libvirt { .. } => (1, "see libvirtd's log for details".to_owned()),
-        };
-        Self::new(advice.0, format!("{err}: {}.", advice.1))
+/// What to do about each kind of failure: the second half of its message,
+/// the same whichever layer reported it.
+mod advice {
+    use crate::hypervisor::DomainState;
+
+    pub const UNREACHABLE: &str = "check that libvirtd is running and that this user may use its socket (root, or the libvirt group)";
+    pub const NOT_FOUND: &str = "run 'vmshot list' to see the domains there";
+    pub const NO_DISPLAY: &str = "give it a video device (<video><model type='vga'/></video>) or read its serial console instead";
+    pub const TIMEOUT: &str = "QEMU or libvirtd may be hung: check 'virsh domstate' and libvirtd's log, or raise --timeout";
+    pub const TOO_LARGE: &str = "the guest's display mode is implausibly large";
+    pub const UNDECODABLE: &str =
+        "QEMU or libvirt returned a bad image; report it with 'virsh version'";
+    pub const LIBVIRT: &str = "see libvirtd's log for details";
+
+    pub fn not_running(domain: &str, state: DomainState) -> String {
+        match state {
+            DomainState::PmSuspended => "wake it up first (vmshot grab --wake)".to_owned(),
+            _ => format!("start it first ('virsh start {domain}')"),
+        }
+    }
+
+    pub fn no_such_screen(screens: u32) -> String {
+        match screens {
+            1 => "its only screen is --screen 0".to_owned(),
+            n => format!("pass --screen between 0 and {}", n.saturating_sub(1)),
+        }
     }
 }
 
-impl From<capture::Error> for Failure {
-    fn from(err: capture::Error) -> Self {
-        match err {
-            capture::Error::Hypervisor(e) => e.into(),
-            e @ capture::Error::Decode { .. } => Self::new(
-                9,
-                format!(
-                    "{e}: QEMU or libvirt returned a bad image; report it with 'virsh version'."
-                ),
-            ),
-            e @ (capture::Error::Encode { .. } | capture::Error::Worker(_)) => {
-                Self::internal(format!("{e}."))
+impl From<Hv> for Failure {
+    fn from(err: Hv) -> Self {
+        let (code, advice) = match &err {
+            Hv::Unreachable { .. } => (3, advice::UNREACHABLE.to_owned()),
+            Hv::NotFound { .. } => (4, advice::NOT_FOUND.to_owned()),
+            Hv::NotRunning { domain, state } => (5, advice::not_running(domain, *state)),
+            Hv::NoDisplay { .. } => (6, advice::NO_DISPLAY.to_owned()),
+            Hv::NoSuchScreen { screens, .. } => (7, advice::no_such_screen(*screens)),
+            Hv::Timeout { .. } => (8, advice::TIMEOUT.to_owned()),
+            Hv::PayloadTooLarge { .. } => (9, advice::TOO_LARGE.to_owned()),
+            Hv::Libvirt { .. } => (1, advice::LIBVIRT.to_owned()),
+        };
+        Self::new(code, format!("{err}: {advice}."))
+    }
+}
+
+impl Failure {
+    /// How `vmshot grab` ends when the screenshot service says no, with
+    /// libvirt at `uri`. The admin at the command line may read what the
+    /// daemon keeps for its log: the error's detail (libvirt's own words),
+    /// and the URI.
+    pub fn from_service(err: service::Error, uri: &str) -> Self {
+        use service::Error as E;
+        let told = err.detail().map_or_else(|| err.to_string(), str::to_owned);
+        let (code, advice) = match &err {
+            E::Unavailable { .. } => (3, advice::UNREACHABLE.to_owned()),
+            E::NotFound { domain } => {
+                let told = format!("there is no domain '{domain}' on {uri}");
+                return Self::new(4, format!("{told}: {}.", advice::NOT_FOUND));
             }
-        }
+            E::NotRunning { domain, state } => (5, advice::not_running(domain, *state)),
+            E::NoDisplay { .. } => (6, advice::NO_DISPLAY.to_owned()),
+            E::NoSuchScreen { screens, .. } => (7, advice::no_such_screen(*screens)),
+            E::Timeout(_) => (8, advice::TIMEOUT.to_owned()),
+            E::TooLarge { .. } => (9, advice::TOO_LARGE.to_owned()),
+            E::Undecodable { .. } => (9, advice::UNDECODABLE.to_owned()),
+            E::Libvirt { .. } => (1, advice::LIBVIRT.to_owned()),
+            // Internal faults, and refusals a one-off grab never meets (it
+            // has the service to itself, with no interval to keep).
+            E::Failed { .. } | E::Busy | E::Throttled { .. } => {
+                return Self::internal(format!("{told}."))
+            }
+        };
+        Self::new(code, format!("{told}: {advice}."))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture;
+    use crate::hypervisor::DomainState;
 
     #[test]
     fn messages_name_the_domain_and_say_what_to_do() {
@@ -142,7 +173,7 @@ mod tests {
             domain: "web1".into(),
             source: capture::DecodeError::Truncated("PNG data".into()),
         };
-        let f = Failure::from(err);
+        let f = Failure::from_service(err.into(), "qemu:///system");
         assert_eq!(f.code(), 9);
         assert!(
             f.message().contains("'web1'") && f.message().contains("truncated"),
@@ -238,8 +269,9 @@ mod tests {
         }
     }
 
-    fn cases() -> (Vec<Case>, Vec<usize>) {
-        let uri = "qemu+ssh://h1/system";
+    /// One hypervisor error of each kind, every state without a console among
+    /// them, from libvirt at `uri`.
+    fn hv_errors(uri: &str) -> Vec<Hv> {
         let domain = || "web1".to_owned();
         let mut errors = vec![
             Hv::Unreachable {
@@ -287,6 +319,13 @@ mod tests {
                 state,
             });
         }
+        errors
+    }
+
+    fn cases() -> (Vec<Case>, Vec<usize>) {
+        let uri = "qemu+ssh://h1/system";
+        let domain = || "web1".to_owned();
+        let errors = hv_errors(uri);
         let variants = errors.iter().map(variant).collect();
         let mut cases: Vec<Case> = errors
             .into_iter()
@@ -359,7 +398,8 @@ mod tests {
             })
             .collect();
 
-        // What the capture layer adds on top of libvirt's errors.
+        // What the capture layer adds on top of libvirt's errors, as `vmshot
+        // grab` meets them: through the screenshot service.
         let decode = capture::Error::Decode {
             domain: domain(),
             source: capture::DecodeError::Empty,
@@ -395,13 +435,75 @@ mod tests {
         ] {
             cases.push(Case {
                 error: err.to_string(),
-                failure: err.into(),
+                failure: Failure::from_service(err.into(), uri),
                 meaning,
                 names,
                 next_step: next_step.to_owned(),
             });
         }
         (cases, variants)
+    }
+
+    /// An index per service error variant; no wildcard, as in `variant`.
+    fn service_variant(err: &service::Error) -> usize {
+        use service::Error as E;
+        match err {
+            E::NotFound { .. } => 0,
+            E::NotRunning { .. } => 1,
+            E::NoDisplay { .. } => 2,
+            E::NoSuchScreen { .. } => 3,
+            E::TooLarge { .. } => 4,
+            E::Undecodable { .. } => 5,
+            E::Throttled { .. } => 6,
+            E::Busy => 7,
+            E::Timeout(_) => 8,
+            E::Unavailable { .. } => 9,
+            E::Libvirt { .. } => 10,
+            E::Failed { .. } => 11,
+        }
+    }
+    const SERVICE_VARIANTS: usize = 12;
+
+    /// `vmshot grab` went from calling libvirt to calling the screenshot
+    /// service: each hypervisor error must still end it as it did before.
+    #[test]
+    fn through_the_service_every_error_ends_grab_as_before() {
+        let uri = "qemu+ssh://h1/system";
+        let mut seen = Vec::new();
+        for (before, through) in hv_errors(uri).into_iter().zip(hv_errors(uri)) {
+            let through = service::Error::from(through);
+            seen.push(service_variant(&through));
+            let (before, after) = (Failure::from(before), Failure::from_service(through, uri));
+            assert_eq!(
+                (after.code(), after.message()),
+                (before.code(), before.message())
+            );
+        }
+        // The rest come from the capture layer (see `cases`) or the service
+        // itself, and are faults or refusals: code 1, one sentence.
+        let worker = capture::Error::Worker("the thread panicked".into());
+        for err in [
+            service::Error::from(worker),
+            service::Error::Busy,
+            service::Error::Throttled {
+                domain: "web1".into(),
+                retry_after: std::time::Duration::from_secs(3),
+            },
+        ] {
+            seen.push(service_variant(&err));
+            let f = Failure::from_service(err, uri);
+            assert_eq!(f.code(), documented_code("any other failure"), "{f:?}");
+            assert!(f.message().ends_with('.') && !f.message().contains('\n'));
+        }
+        seen.push(service_variant(&service::Error::from(
+            capture::Error::Decode {
+                domain: "web1".into(),
+                source: capture::DecodeError::Empty,
+            },
+        )));
+        for v in 0..SERVICE_VARIANTS {
+            assert!(seen.contains(&v), "no case for service variant {v}");
+        }
     }
 
     #[test]

@@ -2,12 +2,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{Connection, Failure};
-use crate::capture::{Capturer, JpegSettings, Output, Request, Shot, SourceFormat, Subsampling};
+use crate::capture::{JpegSettings, Output, Shot, SourceFormat, Subsampling};
+use crate::service::{self, ScreenshotRequest, Screenshots};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -88,20 +90,30 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
             },
         }),
     };
-    let hypervisor = args.connection.hypervisor();
-    if args.wake && hypervisor.wake(&args.domain).await? {
-        tokio::time::sleep(std::time::Duration::from_millis(args.wake_settle_ms)).await;
-    }
-    let capturer = Capturer::new(hypervisor);
-    let request = Request {
-        domain: args.domain,
-        screen: args.screen,
-        output,
+    let uri = args.connection.uri.clone();
+    let service = Screenshots::new(
+        args.connection.hypervisor(),
+        service::Settings {
+            // Unused: this grab names its output in the request.
+            output: Output::default(),
+            // One grab, alone in its process: nothing waits, nothing is mirrored.
+            max_concurrent: 1,
+            max_queued: 0,
+            wake_settle: Duration::from_millis(args.wake_settle_ms),
+            fast_path: None,
+        },
+    );
+    let failure = |e| Failure::from_service(e, &uri);
+    let domain = service.find(&args.domain).await.map_err(failure)?;
+    let request = ScreenshotRequest {
+        wake: args.wake,
         // A one-off process has no mirror to read from.
         fresh: true,
-        checked: None,
+        throttle: None,
+        screen: args.screen,
+        output: Some(output),
     };
-    let shot = capturer.capture(&request).await?;
+    let shot = service.take(&domain, &request).await.map_err(failure)?;
 
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
     let file = match args.output {

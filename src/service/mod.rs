@@ -50,6 +50,10 @@ pub struct ScreenshotRequest {
     pub fresh: bool,
     /// The dialect's minimum interval between screenshots of one domain.
     pub throttle: Option<Interval>,
+    /// Which screen (video head) of the domain; 0 is the first.
+    pub screen: u32,
+    /// How to encode it, if not as the service's settings say.
+    pub output: Option<Output>,
 }
 
 /// A minimum interval between screenshots of one domain, under a rule name:
@@ -71,6 +75,16 @@ pub enum Error {
     NotRunning { domain: String, state: DomainState },
     #[error("domain '{domain}' has no display device")]
     NoDisplay { domain: String },
+    #[error("domain '{domain}' has no screen {screen} (it has {screens})")]
+    NoSuchScreen {
+        domain: String,
+        screen: u32,
+        screens: u32,
+    },
+    #[error("the screenshot of domain '{domain}' is larger than the {limit}-byte limit")]
+    TooLarge { domain: String, limit: usize },
+    #[error("the screenshot of domain '{domain}' cannot be decoded: {reason}")]
+    Undecodable { domain: String, reason: String },
     #[error("too many screenshots of '{domain}': retry in {:.1} s", retry_after.as_secs_f64())]
     Throttled {
         domain: String,
@@ -82,6 +96,10 @@ pub enum Error {
     Timeout(String),
     #[error("libvirt does not answer")]
     Unavailable { detail: String },
+    /// libvirt refused a call for a reason of its own; its words, which may
+    /// name files and URIs, are in `detail`.
+    #[error("libvirt could not {what}")]
+    Libvirt { what: String, detail: String },
     #[error("{reason}")]
     Failed { reason: String, detail: String },
 }
@@ -90,7 +108,9 @@ impl Error {
     /// What the log needs beyond the message, if anything.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            Self::Unavailable { detail } | Self::Failed { detail, .. } => Some(detail),
+            Self::Unavailable { detail }
+            | Self::Libvirt { detail, .. }
+            | Self::Failed { detail, .. } => Some(detail),
             _ => None,
         }
     }
@@ -114,11 +134,21 @@ impl From<hypervisor::Error> for Error {
             e @ H::Unreachable { .. } => Self::Unavailable {
                 detail: e.to_string(),
             },
-            e @ (H::NoSuchScreen { .. } | H::PayloadTooLarge { .. }) => {
-                Self::failed(e.to_string(), &e)
-            }
+            H::NoSuchScreen {
+                domain,
+                screen,
+                screens,
+            } => Self::NoSuchScreen {
+                domain,
+                screen,
+                screens,
+            },
+            H::PayloadTooLarge { domain, limit } => Self::TooLarge { domain, limit },
             // libvirt's own message may name files and URIs: logged, not sent.
-            H::Libvirt { ref what, .. } => Self::failed(format!("libvirt could not {what}"), &e),
+            ref e @ H::Libvirt { ref what, .. } => Self::Libvirt {
+                what: what.clone(),
+                detail: e.to_string(),
+            },
         }
     }
 }
@@ -127,6 +157,10 @@ impl From<capture::Error> for Error {
     fn from(e: capture::Error) -> Self {
         match e {
             capture::Error::Hypervisor(e) => e.into(),
+            capture::Error::Decode { domain, source } => Self::Undecodable {
+                domain,
+                reason: source.to_string(),
+            },
             e @ capture::Error::Worker(_) => Self::failed("the image worker failed", &e),
             other => Self::failed(other.to_string(), &other),
         }
@@ -148,11 +182,14 @@ struct Captures {
     wake_settle: Duration,
 }
 
-/// Requests that may share one capture: same domain, and the same wake-up (a
-/// caller who asked for one must not get a screen taken without it).
+/// Requests that may share one capture: same domain, screen and output, and
+/// the same wake-up (a caller who asked for one must not get a screen taken
+/// without it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FlightKey {
     uuid: String,
+    screen: u32,
+    output: Output,
     wake: bool,
     fresh: bool,
 }
@@ -280,6 +317,8 @@ impl Screenshots {
         };
         let key = FlightKey {
             uuid: domain.uuid.clone(),
+            screen: request.screen,
+            output: request.output.unwrap_or(self.captures.output),
             wake: request.wake,
             fresh: request.fresh,
         };
@@ -307,19 +346,97 @@ impl Captures {
     async fn capture(&self, key: &FlightKey, checked: Checked) -> Result<Shot, Error> {
         let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
         let hypervisor = self.capturer.hypervisor();
-        let woken = key.wake && hypervisor.wake(&key.uuid).await?;
+        let name = checked.name.clone();
+        let woken = key.wake
+            && hypervisor
+                .wake(&key.uuid)
+                .await
+                .map_err(|e| timeout_by_name(e.into(), "wake-up", &name))?;
         if woken {
             tokio::time::sleep(self.wake_settle).await;
         }
         let capture = capture::Request {
             domain: key.uuid.clone(),
-            screen: 0,
-            output: self.output,
+            screen: key.screen,
+            output: key.output,
             // QEMU's VNC server may take up to 3 s to send a redraw that
             // follows a long idle spell: after a wake-up, ask QEMU itself.
             fresh: key.fresh || woken,
             checked: Some(checked),
         };
-        Ok(self.capturer.capture(&capture).await?)
+        self.capturer
+            .capture(&capture)
+            .await
+            .map_err(|e| timeout_by_name(e, "screenshot", &name))
+    }
+}
+
+/// The error of a call made by UUID, a timeout told by the domain's name
+/// instead: libvirt names what timed out by the reference it was given, and
+/// the caller knows the domain by the name it asked for.
+fn timeout_by_name(err: capture::Error, call: &str, name: &str) -> Error {
+    match err {
+        capture::Error::Hypervisor(hypervisor::Error::Timeout { after, .. }) => Error::Timeout(
+            hypervisor::Error::Timeout {
+                what: format!("{call} of domain '{name}'"),
+                after,
+            }
+            .to_string(),
+        ),
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::Settings as HvSettings;
+
+    /// A service on libvirt's test driver, which serves one fixed screen
+    /// whichever is asked for.
+    fn service() -> Screenshots {
+        Screenshots::new(
+            Hypervisor::new(HvSettings::new("test:///default")),
+            Settings {
+                output: Output::default(),
+                max_concurrent: 4,
+                max_queued: 4,
+                wake_settle: Duration::ZERO,
+                fast_path: None,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn only_requests_for_the_same_screen_and_output_share_a_capture() {
+        let service = service();
+        let domain = service
+            .find("test")
+            .await
+            .expect("the test driver's domain");
+        let jpeg = ScreenshotRequest::default();
+        let png = ScreenshotRequest {
+            output: Some(Output::Png),
+            ..ScreenshotRequest::default()
+        };
+        let second = ScreenshotRequest {
+            screen: 1,
+            ..ScreenshotRequest::default()
+        };
+        let (a, b, c, d) = tokio::join!(
+            service.take(&domain, &jpeg),
+            service.take(&domain, &jpeg),
+            service.take(&domain, &png),
+            service.take(&domain, &second),
+        );
+        let (a, b, c, d) = (a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap());
+        assert_eq!((a.output, b.output), (Output::default(), Output::default()));
+        assert!(
+            a.shared != b.shared,
+            "one of the two JPEGs joined the other"
+        );
+        assert_eq!(c.output, Output::Png);
+        assert!(!c.shared, "the PNG had a capture of its own");
+        assert_eq!((d.screen, d.shared), (1, false), "so had screen 1");
     }
 }

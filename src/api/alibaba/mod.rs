@@ -242,6 +242,9 @@ impl Alibaba {
                 rule: NAME,
                 every: Duration::from_secs(self.config.throttle_interval_secs),
             }),
+            // An ECS instance has one screen, in the configured JPEG.
+            screen: 0,
+            output: None,
         };
         let shot = self
             .service

@@ -216,10 +216,14 @@ impl AliError {
                 "ServiceUnavailable",
                 format!("The request has failed due to a temporary failure of the server: {err}."),
             ),
-            E::Failed { reason, .. } => Self::new(
+            E::NoSuchScreen { .. }
+            | E::TooLarge { .. }
+            | E::Undecodable { .. }
+            | E::Libvirt { .. }
+            | E::Failed { .. } => Self::new(
                 500,
                 "InternalError",
-                format!("The request processing has failed due to some unknown error: {reason}."),
+                format!("The request processing has failed due to some unknown error: {err}."),
             ),
         }
     }
@@ -345,13 +349,31 @@ mod tests {
             }),
             (503, "ServiceUnavailable")
         );
-        assert_eq!(
-            map(service::Error::Failed {
+        for failed in [
+            service::Error::Failed {
                 reason: "f".into(),
-                detail: "g".into()
-            }),
-            (500, "InternalError")
-        );
+                detail: "g".into(),
+            },
+            service::Error::Libvirt {
+                what: "take the screenshot".into(),
+                detail: "g".into(),
+            },
+            service::Error::NoSuchScreen {
+                domain: d(),
+                screen: 1,
+                screens: 1,
+            },
+            service::Error::TooLarge {
+                domain: d(),
+                limit: 1 << 20,
+            },
+            service::Error::Undecodable {
+                domain: d(),
+                reason: "r".into(),
+            },
+        ] {
+            assert_eq!(map(failed), (500, "InternalError"));
+        }
     }
 
     #[test]
@@ -360,8 +382,8 @@ mod tests {
         let unavailable = service::Error::Unavailable {
             detail: format!("cannot reach libvirt at {uri}: Connection refused"),
         };
-        let failed = service::Error::Failed {
-            reason: "libvirt could not take the screenshot".into(),
+        let failed = service::Error::Libvirt {
+            what: "take the screenshot".into(),
             detail: "internal error: unable to open /var/lib/libvirt/qemu/x.png".into(),
         };
         for err in [unavailable, failed] {
