@@ -42,11 +42,16 @@ impl Error {
             Self::NotFound { .. } => Outcome::NotFound,
             // The guest is there but cannot be shown: the caller asked for
             // something this domain cannot give now.
-            Self::NotRunning { .. } | Self::NoDisplay { .. } => Outcome::ClientError,
+            Self::NotRunning { .. } | Self::NoDisplay { .. } | Self::NoSuchScreen { .. } => {
+                Outcome::ClientError
+            }
             Self::Throttled { .. } => Outcome::Throttled,
             Self::Busy => Outcome::Busy,
             Self::Timeout(_) | Self::Unavailable { .. } => Outcome::Unavailable,
-            Self::Failed { .. } => Outcome::Internal,
+            Self::TooLarge { .. }
+            | Self::Undecodable { .. }
+            | Self::Libvirt { .. }
+            | Self::Failed { .. } => Outcome::Internal,
         }
     }
 }

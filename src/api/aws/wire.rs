@@ -79,11 +79,14 @@ impl AwsError {
             E::Timeout(_) | E::Unavailable { .. } => {
                 Self::service_unavailable(format!("The service is unavailable: {err}."))
             }
-            E::Failed { reason, .. } => Self::new(
-                500,
-                "InternalError",
-                format!("An internal error has occurred: {reason}."),
-            ),
+            E::NoSuchScreen { .. } => Self::invalid_parameter_value(format!("{err}.")),
+            E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {
+                Self::new(
+                    500,
+                    "InternalError",
+                    format!("An internal error has occurred: {err}."),
+                )
+            }
         };
         Self {
             outcome: err.outcome(),
