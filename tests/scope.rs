@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::daemon::{Daemon, ADMIN_KEY, PROJECT_A, PROJECT_A_KEY, PROJECT_B_KEY};
 use common::host::{ensure_libvirtd, virsh, wait_until};
 use common::http::{send, Reply};
+use common::sdk::{get_console_screenshot, AwsMode};
 use common::signing::signed_query;
 
 /// A shut-off TCG domain owned by `project`, defined for one test and
@@ -136,6 +137,38 @@ fn a_project_sees_only_its_own_domains_by_any_alias() {
         // Another tenant: exactly what a domain that does not exist gets.
         let other = screenshot(&d, PROJECT_B_KEY, alias);
         assert_eq!(shape(&other, alias), absent, "{alias}: {}", other.text());
+    }
+
+    // The same through the other dialect, whose key file is the same.
+    let aws = |key, instance: &str| {
+        let endpoint = format!("{}/ec2", d.endpoint());
+        let reply = get_console_screenshot(
+            AwsMode::Screenshot,
+            &endpoint,
+            key,
+            "us-east-1",
+            instance,
+            &[],
+        );
+        let message = reply["error_message"]
+            .as_str()
+            .unwrap_or("")
+            .replace(instance, "ID");
+        (
+            reply["http_status"].clone(),
+            reply["error_code"].clone(),
+            message,
+        )
+    };
+    let absent = aws(PROJECT_B_KEY, &missing);
+    assert_eq!(absent.1, "InvalidInstanceID.NotFound");
+    for alias in &aliases {
+        assert_eq!(
+            aws(PROJECT_A_KEY, alias).1,
+            "IncorrectInstanceState",
+            "{alias}"
+        );
+        assert_eq!(aws(PROJECT_B_KEY, alias), absent, "{alias}");
     }
 
     // No timing tell: out of scope and missing are both answered from the
