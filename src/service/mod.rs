@@ -5,7 +5,6 @@
 
 mod flight;
 mod gate;
-mod instances;
 mod throttle;
 
 use std::collections::BTreeMap;
@@ -20,7 +19,6 @@ pub use crate::hypervisor::DomainState;
 
 use flight::Flights;
 use gate::Gate;
-use instances::InstanceIndex;
 use throttle::Throttle;
 
 /// A domain as the core found it, whatever reference the caller gave: its
@@ -31,6 +29,22 @@ pub struct Domain {
     pub uuid: String,
     /// Its state when looked up; `None` if libvirt could not say.
     pub state: Option<DomainState>,
+    /// The Nova project and user that own it (`<nova:owner>` in its
+    /// metadata), on a Nova host.
+    pub project: Option<String>,
+    pub user: Option<String>,
+}
+
+impl From<hypervisor::Entry> for Domain {
+    fn from(entry: hypervisor::Entry) -> Self {
+        Self {
+            name: entry.name,
+            uuid: entry.uuid,
+            state: Some(entry.state),
+            project: entry.project,
+            user: entry.user,
+        }
+    }
 }
 
 /// One screenshot, as a dialect asks for it.
@@ -134,7 +148,6 @@ pub struct Screenshots {
     captures: Arc<Captures>,
     flights: Flights<FlightKey, Result<Shot, Error>>,
     throttle: Throttle,
-    instances: InstanceIndex,
 }
 
 /// What one capture needs, shared with the task that runs it.
@@ -179,7 +192,6 @@ impl Screenshots {
             }),
             flights: Flights::new(),
             throttle: Throttle::new(),
-            instances: InstanceIndex::new(),
         }
     }
 
@@ -194,19 +206,19 @@ impl Screenshots {
 
     /// The domain `reference` (a name or UUID, any case, dashes or not) refers to.
     pub async fn find(&self, reference: &str) -> Result<Domain, Error> {
-        let found = self.hypervisor().lookup(reference).await?;
-        Ok(Domain {
-            name: found.name,
-            uuid: found.uuid,
-            state: found.state,
-        })
+        Ok(self.find_entry(reference).await?.into())
+    }
+
+    async fn find_entry(&self, reference: &str) -> Result<hypervisor::Entry, Error> {
+        Ok(self.hypervisor().find(reference).await?)
     }
 
     /// The domain a cloud instance id names: by the dialect's own `table` (id
-    /// → domain name or UUID) first, then by the domains' metadata (see
-    /// `instances`), else the id itself as a domain name or UUID. A guest that
-    /// has an instance id answers to that id alone; its name and UUID are not
-    /// found, so that one guest has one name for callers (and their scopes).
+    /// → domain name or UUID) first, then by the domains' metadata (in
+    /// `hypervisor::INSTANCE_NAMESPACE`, read from the inventory), else the id
+    /// itself as a domain name or UUID. A guest that has an instance id
+    /// answers to that id alone; its name and UUID are not found, so that one
+    /// guest has one name for callers (and their scopes).
     pub async fn find_instance(
         &self,
         id: &str,
@@ -215,19 +227,18 @@ impl Screenshots {
         let not_found = || Error::NotFound {
             domain: id.to_owned(),
         };
-        let hypervisor = self.hypervisor();
         if let Some(reference) = table.get(id) {
             return self.find(reference).await.map_err(|e| match e {
                 Error::NotFound { .. } => not_found(),
                 e => e,
             });
         }
-        if let Some(uuid) = self.instances.resolve(hypervisor, id).await? {
-            return self.find(&uuid).await;
+        if let Some(entry) = self.hypervisor().find_instance(id).await? {
+            return Ok(entry.into());
         }
-        let domain = self.find(id).await?;
-        let tagged = self.instances.is_tagged(&domain.uuid).await;
-        if tagged || table.values().any(|r| names(r, &domain)) {
+        let entry = self.find_entry(id).await?;
+        let domain = Domain::from(entry.clone());
+        if entry.instance_id.is_some() || table.values().any(|r| names(r, &domain)) {
             return Err(not_found());
         }
         Ok(domain)
