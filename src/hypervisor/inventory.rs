@@ -6,7 +6,7 @@
 //! a libvirt round trip.
 //!
 //! ```text
-//!            start                       backoff 0.25 s .. 5 s
+//!            start                       backoff 0.25 s .. 2 s
 //!              │        ┌──────────────────────────────────────────┐
 //!              ▼        ▼                                          │
 //!         Connecting ──(events connection open, callbacks set)──┐  │
@@ -66,7 +66,7 @@ const NOVA_NAMESPACES: [&str; 3] = [
 /// Changes kept for subscribers that have not read them yet.
 const CHANGES_KEPT: usize = 256;
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// One domain as the inventory knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
