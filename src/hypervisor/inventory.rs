@@ -6,17 +6,14 @@
 //! a libvirt round trip.
 //!
 //! ```text
-//!            start                       backoff 0.25 s .. 2 s
-//!              │        ┌──────────────────────────────────────────┐
-//!              ▼        ▼                                          │
-//!         Connecting ──(events connection open, callbacks set)──┐  │
-//!              │ fails                                           ▼  │
-//!              └────────────► Disconnected ◄── fails ──────── Syncing
-//!                                  ▲                             │ full read
-//!                                  │ close callback,             ▼
-//!                                  │ keepalive lost  ◄──────── Live ◄─┐
-//!                                  │                              │   │ event: re-read one domain
-//!                                                                 └───┘ every `resync_every`: full read
+//!                open its own connection,
+//!                register the callbacks       full read
+//!   start ──► Connecting ─────────────► Syncing ─────────► Live ◄──┐ event: re-read that domain
+//!                ▲  │                     │                 │ │   │ tick: full read (backstop)
+//!                │  │ fails               │ fails           │ └───┘
+//!                │  ▼                     ▼                 │ close callback,
+//!                └─ Disconnected ◄────────┴─────────────────┘ keepalive lost
+//!        after a backoff (0.25 s, doubling up to 2 s)
 //! ```
 //!
 //! One owner: a tokio task opens its own long-lived libvirt connection (with

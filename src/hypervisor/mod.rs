@@ -180,12 +180,13 @@ impl Hypervisor {
     /// the inventory while it is live, else asked of libvirt.
     pub async fn find(&self, reference: &str) -> Result<Entry, Error> {
         if let Some(inventory) = self.inventory().filter(|i| i.is_live()) {
-            return inventory
-                .by_reference(reference)
-                .ok_or_else(|| Error::NotFound {
-                    domain: reference.to_owned(),
-                    uri: self.uri().to_owned(),
-                });
+            let found = inventory.by_reference(reference);
+            // The counterpart of a libvirt call's log line, for who counts lookups.
+            tracing::debug!(target: "vmshot::hypervisor::inventory", call = %format!("look up domain '{reference}'"), found = found.is_some(), "answered by the inventory");
+            return found.ok_or_else(|| Error::NotFound {
+                domain: reference.to_owned(),
+                uri: self.uri().to_owned(),
+            });
         }
         let reference = reference.to_owned();
         self.call(format!("look up domain '{reference}'"), move |conn, uri| {
