@@ -150,6 +150,10 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
     assert_eq!(inventory.by_uuid(&bare_upper).as_ref(), Some(&entry));
     assert_eq!(inventory.by_reference(&bare_upper).as_ref(), Some(&entry));
     assert_eq!(hypervisor.find(&uuid).await.unwrap(), entry);
+    // Without an inventory, the same answer comes straight from libvirt.
+    let direct = Hypervisor::new(Settings::new(uri()));
+    assert_eq!(direct.find(&bare_upper).await.unwrap(), entry);
+    assert_eq!(direct.find(name).await.unwrap(), entry);
 
     // Started, paused, resumed.
     run(&["start", name]).await;
@@ -283,6 +287,24 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
     // libvirtd restarts: the inventory reconnects and reads everything again.
     let syncs = inventory.syncs();
     let restarted = Instant::now();
+    let watcher = tokio::spawn({
+        let inventory = inventory.clone();
+        async move {
+            // Until the restart is over (it takes seconds): what the inventory said.
+            let mut seen = Vec::new();
+            while restarted.elapsed() < Duration::from_secs(30) {
+                let status = inventory.status();
+                if seen.last() != Some(&status) {
+                    seen.push(status);
+                }
+                if status == InventoryStatus::Live && seen.len() > 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        }
+    });
     tokio::task::spawn_blocking(restart_libvirtd).await.unwrap();
     eprintln!(
         "libvirtd restart: {:.0} ms",
@@ -314,6 +336,10 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
         "live again {:.0} ms after libvirtd answered",
         answered.elapsed().as_secs_f64() * 1e3
     );
+    let seen = watcher.await.unwrap();
+    eprintln!("inventory during the restart: {seen:?}");
+    assert!(seen.contains(&InventoryStatus::Disconnected), "{seen:?}");
+    assert_eq!(seen.last(), Some(&InventoryStatus::Live), "{seen:?}");
     within(
         FOLLOWS_WITHIN,
         "change made during the reconnect",
