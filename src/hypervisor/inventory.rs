@@ -376,8 +376,13 @@ impl Owner {
     /// closes. `Err` if the first read failed.
     async fn sync_and_follow(&mut self, generation: u64, events: &Events) -> Result<Ended, ()> {
         self.shared.set_status(Status::Syncing);
-        // Events queued for an older connection are covered by this read.
-        while self.inbox.try_recv().is_ok() {}
+        // Events queued so far are covered by this read; a close of this
+        // very connection is not.
+        while let Ok(message) = self.inbox.try_recv() {
+            if matches!(message, Message::Closed { generation: g, .. } if g == generation) {
+                return Ok(Ended::Closed);
+            }
+        }
         if let Err(e) = self.resync().await {
             tracing::warn!(error = %e, "inventory: first read failed");
             return Err(());
