@@ -33,10 +33,12 @@ fn assert_error(reply: &common::http::Reply, status: u16, code: &str) {
 }
 
 /// `RUST_LOG` for a daemon whose libvirt calls a test waits for.
-const LIBVIRT_CALLS: &str = "info,vmshot::hypervisor::blocking=debug";
+const LIBVIRT_CALLS: &str =
+    "info,vmshot::hypervisor::blocking=debug,vmshot::hypervisor::inventory=debug";
+/// The log line of a lookup the inventory answered, with no libvirt call.
+const INVENTORY_ANSWERED: &str = "\"answered by the inventory\"";
 /// The log line of a libvirt call as it starts (not `libvirt call returned`).
 const CALL_STARTS: &str = "\"libvirt call\"";
-const CALL_RETURNED: &str = "\"libvirt call returned\"";
 
 /// Reads the daemon's log until, for each goal `(needles, count)`, `count`
 /// more lines have held every one of its needles.
@@ -474,6 +476,8 @@ fn concurrent_requests_share_one_capture_and_an_unchanged_screen_is_not_encoded_
             .unwrap_or(0)
     };
 
+    // Lookups are answered by the inventory once it is live: count those.
+    wait_for_log_lines(&d, &[(&["\"inventory live\""], 1)], Duration::from_secs(20));
     // Four callers while QEMU cannot answer: one capture, three joiners.
     let frozen = Frozen::new(qemu_pid(STALL));
     let callers: Vec<_> = (0..4)
@@ -482,13 +486,13 @@ fn concurrent_requests_share_one_capture_and_an_unchanged_screen_is_not_encoded_
             std::thread::spawn(move || send(addr, "GET", &format!("/?{query}"), &[], b""))
         })
         .collect();
-    // All four have found the domain (a lookup answers without QEMU), and
+    // All four have found the domain (the inventory answers without QEMU), and
     // one capture is inside the screenshot call: the other three join it,
     // which takes no libvirt call, and it cannot end before QEMU runs again.
     let lookup = format!("look up domain '{STALL}'");
     wait_for_log_lines(
         &d,
-        &[(&[CALL_RETURNED, &lookup], 4), (SCREENSHOT_CALL, 1)],
+        &[(&[INVENTORY_ANSWERED, &lookup], 4), (SCREENSHOT_CALL, 1)],
         Duration::from_secs(20),
     );
     drop(frozen);

@@ -12,7 +12,8 @@ use virt::error::ErrorNumber;
 use virt::stream::Stream;
 
 use super::display::screen_count;
-use super::{DomainState, DomainSummary, Error, Found, RawScreenshot};
+use super::inventory::Entry;
+use super::{DomainState, DomainSummary, Error, RawScreenshot};
 
 /// Bytes asked of the stream per read: libvirt sends screenshots in chunks of
 /// at most 256 KiB.
@@ -41,34 +42,79 @@ fn summarize(dom: &Domain) -> Result<DomainSummary, virt::error::Error> {
     })
 }
 
-/// `(instance id, domain UUID)` of every domain that carries a metadata
-/// element in `namespace` whose text is a cloud instance id.
-pub(super) fn instance_ids(
-    conn: &Connect,
-    uri: &str,
-    namespace: &str,
-) -> Result<Vec<(String, String)>, Error> {
+/// Every domain as the inventory keeps it.
+pub(super) struct Listing {
+    pub(super) entries: Vec<Entry>,
+    /// UUIDs of domains listed but not read for a reason other than being
+    /// gone: the inventory keeps what it knew of them.
+    pub(super) unreadable: Vec<String>,
+}
+
+pub(super) fn read_all(conn: &Connect, uri: &str) -> Result<Listing, Error> {
     let domains = conn
         .list_all_domains(0)
         .map_err(|e| unreachable_or(uri, "list domains", &e))?;
-    let mut ids = Vec::new();
+    let mut listing = Listing {
+        entries: Vec::with_capacity(domains.len()),
+        unreadable: Vec::new(),
+    };
     for dom in &domains {
-        // Most domains have no such element: libvirt then reports an error.
-        let Ok(xml) = dom.metadata(
-            virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-            Some(namespace),
-            0,
-        ) else {
-            continue;
-        };
-        let id = roxmltree::Document::parse(&xml)
-            .ok()
-            .and_then(|doc| doc.root_element().text().map(|t| t.trim().to_owned()));
-        if let (Some(id), Ok(uuid)) = (id.filter(|id| !id.is_empty()), dom.uuid_string()) {
-            ids.push((id, uuid));
+        match read_entry(dom) {
+            Ok(entry) => listing.entries.push(entry),
+            // Undefined while we walk the list: simply not listed.
+            Err(e) if is_no_domain(&e) => {}
+            Err(e) => {
+                let uuid = uuid_of(dom)?.to_ascii_lowercase();
+                tracing::warn!(%uuid, error = %e.message(), "cannot read a domain");
+                listing.unreadable.push(uuid);
+            }
         }
     }
-    Ok(ids)
+    Ok(listing)
+}
+
+/// The domains with these UUIDs; `None` for those that no longer exist.
+pub(super) fn read_some(
+    conn: &Connect,
+    uri: &str,
+    uuids: &[String],
+) -> Result<Vec<(String, Option<Entry>)>, Error> {
+    uuids
+        .iter()
+        .map(|uuid| {
+            let entry = conn
+                .lookup_domain_by_uuid_string(uuid)
+                .and_then(|dom| read_entry(&dom));
+            match entry {
+                Ok(entry) => Ok((uuid.clone(), Some(entry))),
+                Err(e) if is_no_domain(&e) => Ok((uuid.clone(), None)),
+                Err(e) => Err(unreachable_or(uri, "read a domain", &e)),
+            }
+        })
+        .collect()
+}
+
+/// The domain a name or UUID refers to, read as the inventory would: for
+/// lookups while the inventory is not live.
+pub(super) fn read_reference(conn: &Connect, uri: &str, reference: &str) -> Result<Entry, Error> {
+    let dom = lookup(conn, uri, reference)?;
+    read_entry(&dom).map_err(|e| match is_no_domain(&e) {
+        true => Error::NotFound {
+            domain: reference.to_owned(),
+            uri: uri.to_owned(),
+        },
+        false => unreachable_or(uri, "read the domain", &e),
+    })
+}
+
+fn read_entry(dom: &Domain) -> Result<Entry, virt::error::Error> {
+    let state = state_of(dom)?;
+    let xml = dom.xml_desc(0)?;
+    Ok(Entry::new(dom.uuid_string()?, dom.name()?, state, &xml))
+}
+
+fn is_no_domain(e: &virt::error::Error) -> bool {
+    matches!(e.code(), Enum::Known(ErrorNumber::NoDomain))
 }
 
 pub(super) fn screenshot(
@@ -112,17 +158,6 @@ pub(super) fn screenshot(
         payload,
         taken_at,
         elapsed: started.elapsed(),
-    })
-}
-
-pub(super) fn find(conn: &Connect, uri: &str, reference: &str) -> Result<Found, Error> {
-    let dom = lookup(conn, uri, reference)?;
-    Ok(Found {
-        name: dom
-            .name()
-            .map_err(|e| Error::libvirt("read the domain name", &e))?,
-        uuid: uuid_of(&dom)?,
-        state: state_of(&dom).ok(),
     })
 }
 

@@ -160,7 +160,7 @@ fn close(conn: Connect) {
     drop(conn);
 }
 
-fn open(uri: &str) -> Result<Connect, Error> {
+pub(super) fn open(uri: &str) -> Result<Connect, Error> {
     start_event_loop();
     let conn = Connect::open(Some(uri)).map_err(|e| Error::Unreachable {
         uri: uri.to_owned(),

@@ -6,9 +6,12 @@
 
 /// How many screens a domain has; zero when it has no display device.
 pub(crate) fn screen_count(domain_xml: &str) -> Result<u32, roxmltree::Error> {
-    let doc = roxmltree::Document::parse(domain_xml)?;
-    let screens = doc
-        .descendants()
+    Ok(screens_in(&roxmltree::Document::parse(domain_xml)?))
+}
+
+/// `screen_count` of a parsed domain XML, for callers that read more of it.
+pub(crate) fn screens_in(doc: &roxmltree::Document) -> u32 {
+    doc.descendants()
         .filter(|n| {
             n.has_tag_name("video") && n.parent().is_some_and(|p| p.has_tag_name("devices"))
         })
@@ -20,8 +23,7 @@ pub(crate) fn screen_count(domain_xml: &str) -> Result<u32, roxmltree::Error> {
                 .and_then(|h| h.parse().ok())
                 .unwrap_or(1u32)
         })
-        .sum();
-    Ok(screens)
+        .sum()
 }
 
 #[cfg(test)]

@@ -6,18 +6,23 @@
 //! (`connection`). A call that finds its connection dead is retried once on a
 //! fresh one: every call here either only reads or wakes a guest (which is
 //! harmless to repeat), so a retry never does harm.
+//!
+//! The daemon also keeps a live table of the host's domains, fed by libvirt's
+//! events (`inventory`), so that finding a guest costs no round trip.
 
 mod blocking;
 mod calls;
 mod connection;
 mod display;
 mod error;
+pub mod inventory;
 pub mod mirror;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 pub use error::{DomainState, Error};
+pub use inventory::{Change, Entry, Inventory, Status as InventoryStatus, INSTANCE_NAMESPACE};
 pub use mirror::{Mirror, Snapshot};
 
 use blocking::Blocking;
@@ -34,6 +39,9 @@ pub struct Settings {
     pub max_calls: usize,
     /// Largest screenshot payload accepted from libvirt, in bytes.
     pub max_payload: usize,
+    /// Between two full reads of every domain by the inventory: the backstop
+    /// for an event missed.
+    pub resync_every: Duration,
 }
 
 impl Settings {
@@ -44,6 +52,7 @@ impl Settings {
             max_calls: 16,
             // A 7680x4320 PPM is 99.5 MB; anything beyond is not a console.
             max_payload: 100 * 1024 * 1024,
+            resync_every: Duration::from_secs(60),
         }
     }
 }
@@ -56,15 +65,6 @@ pub struct DomainSummary {
     pub state: DomainState,
     /// Number of screens (heads over all video devices); 0: no display.
     pub screens: u32,
-}
-
-/// A domain as found by a name or UUID: who it is for certain, and its state
-/// when looked up (`None` if libvirt could not say).
-#[derive(Debug, Clone)]
-pub struct Found {
-    pub name: String,
-    pub uuid: String,
-    pub state: Option<DomainState>,
 }
 
 /// A screenshot exactly as libvirt returned it, before any decoding.
@@ -91,6 +91,8 @@ struct Inner {
     settings: Settings,
     connections: Pool,
     blocking: Blocking,
+    /// Once started; the sender stops its task when the adapter goes.
+    inventory: OnceLock<(Inventory, tokio::sync::oneshot::Sender<()>)>,
 }
 
 impl Hypervisor {
@@ -99,6 +101,7 @@ impl Hypervisor {
         let inner = Inner {
             connections: Pool::new(settings.uri.clone(), settings.max_calls),
             blocking: Blocking::new(settings.max_calls),
+            inventory: OnceLock::new(),
             settings,
         };
         Self {
@@ -137,17 +140,6 @@ impl Hypervisor {
         .await
     }
 
-    /// `(instance id, domain UUID)` pairs from the domains' metadata elements in
-    /// `namespace` (see `service::INSTANCE_NAMESPACE`).
-    pub async fn instance_ids(&self, namespace: &str) -> Result<Vec<(String, String)>, Error> {
-        let namespace = namespace.to_owned();
-        self.call(
-            "read instance ids from domain metadata".into(),
-            move |conn, uri| calls::instance_ids(conn, uri, &namespace),
-        )
-        .await
-    }
-
     /// Wakes the domain for a screenshot (see `calls::wake`); true if it did anything.
     pub async fn wake(&self, domain: &str) -> Result<bool, Error> {
         let reference = domain.to_owned();
@@ -169,14 +161,57 @@ impl Hypervisor {
         .await
     }
 
-    /// The domain a name or UUID (any case, with or without dashes) refers
-    /// to, and its state: two round trips, whatever its state.
-    pub async fn lookup(&self, domain: &str) -> Result<Found, Error> {
-        let reference = domain.to_owned();
-        self.call(format!("look up domain '{domain}'"), move |conn, uri| {
-            calls::find(conn, uri, &reference)
+    /// Starts the live inventory of domains (once; later calls return the
+    /// same one). Needs a tokio runtime. One-off commands do without it.
+    pub fn start_inventory(&self) -> Inventory {
+        let (inventory, _) = self.inner.inventory.get_or_init(|| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            (inventory::start(self, stopped), stop)
+        });
+        inventory.clone()
+    }
+
+    /// The inventory, if `start_inventory` was called.
+    pub fn inventory(&self) -> Option<&Inventory> {
+        self.inner.inventory.get().map(|(inventory, _)| inventory)
+    }
+
+    /// The domain a name or UUID (any case, dashes or not) refers to: from
+    /// the inventory while it is live, else asked of libvirt.
+    pub async fn find(&self, reference: &str) -> Result<Entry, Error> {
+        if let Some(inventory) = self.inventory().filter(|i| i.is_live()) {
+            let found = inventory.by_reference(reference);
+            // The counterpart of a libvirt call's log line, for who counts lookups.
+            tracing::debug!(target: "vmshot::hypervisor::inventory", call = %format!("look up domain '{reference}'"), found = found.is_some(), "answered by the inventory");
+            return found.ok_or_else(|| Error::NotFound {
+                domain: reference.to_owned(),
+                uri: self.uri().to_owned(),
+            });
+        }
+        let reference = reference.to_owned();
+        self.call(format!("look up domain '{reference}'"), move |conn, uri| {
+            calls::read_reference(conn, uri, &reference)
         })
         .await
+    }
+
+    /// The domain whose metadata carries instance id `id` (see
+    /// `INSTANCE_NAMESPACE`): from the inventory while it is live, else by
+    /// reading every domain.
+    pub async fn find_instance(&self, id: &str) -> Result<Option<Entry>, Error> {
+        if let Some(inventory) = self.inventory().filter(|i| i.is_live()) {
+            return Ok(inventory.by_instance_id(id));
+        }
+        let listing = self
+            .call(
+                "read instance ids from domain metadata".into(),
+                calls::read_all,
+            )
+            .await?;
+        Ok(listing
+            .entries
+            .into_iter()
+            .find(|e| e.instance_id.as_deref() == Some(id)))
     }
 
     /// Connections opened after the first: how often libvirt went away.

@@ -205,6 +205,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         stopping,
     ));
 
+    // Lookups then read the live inventory rather than ask libvirt each time.
+    app.hypervisor.start_inventory();
     tokio::spawn(announce_ready(app.hypervisor.clone()));
     shutdown_signal().await;
     tracing::info!(grace_s = s.shutdown_grace_secs, "shutting down");

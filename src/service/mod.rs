@@ -5,7 +5,6 @@
 
 mod flight;
 mod gate;
-mod instances;
 mod outcome;
 mod scope;
 mod throttle;
@@ -24,7 +23,6 @@ pub use scope::Principal;
 
 use flight::Flights;
 use gate::Gate;
-use instances::InstanceIndex;
 use throttle::Throttle;
 
 /// A domain as the core found it, whatever reference the caller gave: its
@@ -35,10 +33,25 @@ pub struct Domain {
     pub uuid: String,
     /// Its state when looked up; `None` if libvirt could not say.
     pub state: Option<DomainState>,
-    /// The cloud instance id in its metadata (see `instances`), if any.
+    /// The cloud instance id in its metadata, if any.
     pub instance_id: Option<String>,
-    /// The tenant that owns it (Nova's `<nova:project uuid=…>`), if known.
+    /// The Nova project and user that own it (`<nova:owner>` in its
+    /// metadata), on a Nova host: the tenant scope of principals.
     pub project: Option<String>,
+    pub user: Option<String>,
+}
+
+impl From<hypervisor::Entry> for Domain {
+    fn from(entry: hypervisor::Entry) -> Self {
+        Self {
+            name: entry.name,
+            uuid: entry.uuid,
+            state: Some(entry.state),
+            instance_id: entry.instance_id,
+            project: entry.project,
+            user: entry.user,
+        }
+    }
 }
 
 /// One screenshot, as a dialect asks for it.
@@ -171,7 +184,6 @@ pub struct Screenshots {
     captures: Arc<Captures>,
     flights: Flights<FlightKey, Result<Shot, Error>>,
     throttle: Throttle,
-    instances: InstanceIndex,
 }
 
 /// What one capture needs, shared with the task that runs it.
@@ -219,7 +231,6 @@ impl Screenshots {
             }),
             flights: Flights::new(),
             throttle: Throttle::new(),
-            instances: InstanceIndex::new(),
         }
     }
 
@@ -234,23 +245,17 @@ impl Screenshots {
 
     /// The domain `reference` (a name or UUID, any case, dashes or not) refers to.
     pub async fn find(&self, reference: &str) -> Result<Domain, Error> {
-        let found = self.hypervisor().lookup(reference).await?;
-        Ok(Domain {
-            name: found.name,
-            uuid: found.uuid,
-            state: found.state,
-            instance_id: None,
-            project: None,
-        })
+        Ok(self.hypervisor().find(reference).await?.into())
     }
 
     /// The domain a cloud instance id names, if `who` may see it: by the
     /// dialect's own `table` (id → domain name or UUID) first, then by the
-    /// domains' metadata (see `instances`), else the id itself as a domain
-    /// name or UUID. A guest that has an instance id answers to that id
-    /// alone; its name and UUID are not found, so that one guest has one name
-    /// for callers. A domain out of `who`'s scope is not found, in the same
-    /// words as one that does not exist.
+    /// domains' metadata (in `hypervisor::INSTANCE_NAMESPACE`, read from the
+    /// inventory), else the id itself as a domain name or UUID. A guest that
+    /// has an instance id answers to that id alone; its name and UUID are not
+    /// found, so that one guest has one name for callers. A domain out of
+    /// `who`'s scope is not found, in the same words as one that does not
+    /// exist.
     pub async fn find_instance(
         &self,
         who: &Principal,
@@ -271,23 +276,18 @@ impl Screenshots {
     }
 
     async fn resolve(&self, id: &str, table: &BTreeMap<String, String>) -> Result<Domain, Error> {
-        let hypervisor = self.hypervisor();
+        let not_found = || Error::NotFound {
+            domain: id.to_owned(),
+        };
         if let Some(reference) = table.get(id) {
             return self.find(reference).await;
         }
-        if let Some(uuid) = self.instances.resolve(hypervisor, id).await? {
-            let domain = self.find(&uuid).await?;
-            return Ok(Domain {
-                instance_id: Some(id.to_owned()),
-                ..domain
-            });
+        if let Some(entry) = self.hypervisor().find_instance(id).await? {
+            return Ok(entry.into());
         }
         let domain = self.find(id).await?;
-        let tagged = self.instances.is_tagged(&domain.uuid).await;
-        if tagged || table.values().any(|r| scope::names(r, &domain)) {
-            return Err(Error::NotFound {
-                domain: id.to_owned(),
-            });
+        if domain.instance_id.is_some() || table.values().any(|r| scope::names(r, &domain)) {
+            return Err(not_found());
         }
         Ok(domain)
     }

@@ -85,6 +85,7 @@ mod tests {
             state: None,
             instance_id: instance.map(str::to_owned),
             project: project.map(str::to_owned),
+            user: None,
         }
     }
 
