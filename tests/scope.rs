@@ -100,12 +100,10 @@ fn a_project_sees_only_its_own_domains_by_any_alias() {
     );
     let mapped = Owned::define(&format!("vmshot-scope-mapped-{pid}"), PROJECT_A, None);
     let mapped_id = format!("i-scope-mapped-{pid}");
+    let table = format!("\"{mapped_id}\" = \"{}\"\n", mapped.name);
     let d = Daemon::start(
-        &format!(
-            "[alibaba.instances]\n\"{mapped_id}\" = \"{}\"\n",
-            mapped.name
-        ),
-        "",
+        &format!("[alibaba.instances]\n{table}"),
+        &format!("[aws]\ncredentials_file = \"@KEYS@\"\n[aws.instances]\n{table}"),
     );
     let aliases = [
         plain.name.clone(),
