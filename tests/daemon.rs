@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, LIMITED_TO, SECRET};
 use common::fixtures::{self, STALL};
-use common::host::{qemu_pid, stall_guard, wait_until, Frozen, LibvirtdLock};
+use common::host::{qemu_pid, stall_guard, virsh, wait_until, Frozen, LibvirtdLock};
 use common::http::send;
 use common::signing::signed_query;
 
@@ -110,6 +110,16 @@ fn health_readiness_and_metrics() {
     );
     assert!(!text.contains("AnythingAtAll"), "{text}");
     assert!(text.contains("vmshot_libvirt_reconnects_total 0"), "{text}");
+    // The domain inventory follows libvirt's events, and holds every domain.
+    let domains = virsh(&["list", "--all", "--uuid"])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    wait_until("the inventory is live", Duration::from_secs(10), || {
+        let text = get(&d, "/metrics").text();
+        text.contains("vmshot_inventory_live 1")
+            && text.contains(&format!("vmshot_inventory_domains {domains}"))
+    });
     let missing = get(&d, "/no/such/path");
     assert_eq!(
         (missing.status, missing.text().as_str()),

@@ -133,6 +133,8 @@ pub struct Libvirt {
     pub call_timeout_secs: u64,
     /// libvirt calls in flight at once (hung ones count until they return).
     pub max_calls: usize,
+    /// The inventory's full read besides the events, in seconds.
+    pub inventory_resync_secs: u64,
 }
 
 impl Default for Libvirt {
@@ -141,6 +143,7 @@ impl Default for Libvirt {
             uri: "qemu:///system".into(),
             call_timeout_secs: 15,
             max_calls: 16,
+            inventory_resync_secs: 60,
         }
     }
 }
@@ -312,6 +315,7 @@ impl Config {
             s.idle_timeout_secs,
             s.tls_handshake_timeout_secs,
             self.libvirt.call_timeout_secs,
+            self.libvirt.inventory_resync_secs,
         ]
         .contains(&0)
         {

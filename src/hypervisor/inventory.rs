@@ -170,6 +170,15 @@ impl Inventory {
         self.shared.syncs.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// How many domains it holds.
+    pub fn len(&self) -> usize {
+        self.read(|domains| domains.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Every domain, by UUID.
     pub fn snapshot(&self) -> Vec<Entry> {
         self.read(|domains| domains.values().cloned().collect())

@@ -53,6 +53,17 @@ pub const CLOSE_REASONS: [&str; 5] = [
     "send_timeout",
 ];
 
+/// What `/metrics` reads from the other parts when asked.
+pub struct Now {
+    /// The libvirt adapter's running count of reconnects.
+    pub reconnects: u64,
+    /// VNC mirrors open.
+    pub mirrors: usize,
+    /// Whether the domain inventory follows libvirt's events, and the domains
+    /// it holds; `None` where it does not run.
+    pub inventory: Option<(bool, usize)>,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
@@ -62,6 +73,8 @@ pub struct Metrics {
     reconnects: Counter,
     reconnects_seen: AtomicU64,
     mirrors: Gauge,
+    inventory_live: Gauge,
+    inventory_domains: Gauge,
     connections_open: Gauge,
     connections_closed: Family<ReasonLabels, Counter>,
 }
@@ -112,6 +125,18 @@ impl Default for Metrics {
             "VNC mirrors holding a screen (the fast path)",
             mirrors.clone(),
         );
+        let inventory_live = Gauge::default();
+        registry.register(
+            "inventory_live",
+            "1 while the domain inventory follows libvirt's events; 0 while it reconnects (lookups then ask libvirt)",
+            inventory_live.clone(),
+        );
+        let inventory_domains = Gauge::default();
+        registry.register(
+            "inventory_domains",
+            "Domains the inventory holds",
+            inventory_domains.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -130,6 +155,8 @@ impl Default for Metrics {
         }
         Self {
             mirrors,
+            inventory_live,
+            inventory_domains,
             connections_open,
             connections_closed,
             registry: Mutex::new(registry),
@@ -204,12 +231,15 @@ impl Metrics {
         }
     }
 
-    /// The text exposition; `reconnects` is the adapter's running count,
-    /// `mirrors` the VNC mirrors open now.
-    pub fn encode(&self, reconnects: u64, mirrors: usize) -> String {
-        self.mirrors.set(i64::try_from(mirrors).unwrap_or(i64::MAX));
-        let seen = self.reconnects_seen.swap(reconnects, Ordering::Relaxed);
-        self.reconnects.inc_by(reconnects.saturating_sub(seen));
+    /// The text exposition, with what is read from elsewhere at this moment.
+    pub fn encode(&self, now: &Now) -> String {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.mirrors.set(gauge(now.mirrors));
+        let (live, domains) = now.inventory.unwrap_or((false, 0));
+        self.inventory_live.set(i64::from(live));
+        self.inventory_domains.set(gauge(domains));
+        let seen = self.reconnects_seen.swap(now.reconnects, Ordering::Relaxed);
+        self.reconnects.inc_by(now.reconnects.saturating_sub(seen));
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -257,7 +287,12 @@ mod tests {
         m.connection_opened();
         m.connection_opened();
         m.connection_closed(Some("evicted"));
-        let text = m.encode(2, 5);
+        let now = |reconnects| Now {
+            reconnects,
+            mirrors: 5,
+            inventory: Some((true, 12)),
+        };
+        let text = m.encode(&now(2));
         for needle in [
             "vmshot_requests_total{dialect=\"alibaba\",action=\"GetInstanceScreenshot\",outcome=\"ok\"} 3",
             "vmshot_throttled_total{dialect=\"alibaba\"} 1",
@@ -267,12 +302,16 @@ mod tests {
             "vmshot_captures_total{how=\"shared\"} 1",
             "vmshot_libvirt_reconnects_total 2",
             "vmshot_vnc_mirrors 5",
+            "vmshot_inventory_live 1",
+            "vmshot_inventory_domains 12",
             "vmshot_connections_open 1",
             "vmshot_connections_closed_total{reason=\"evicted\"} 1",
             "vmshot_connections_closed_total{reason=\"idle\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
-        assert!(m.encode(3, 0).contains("vmshot_libvirt_reconnects_total 3"));
+        assert!(m
+            .encode(&now(3))
+            .contains("vmshot_libvirt_reconnects_total 3"));
     }
 }

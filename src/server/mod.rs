@@ -80,6 +80,7 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
     let mut hv = HvSettings::new(config.libvirt.uri.clone());
     hv.call_timeout = Duration::from_secs(config.libvirt.call_timeout_secs);
     hv.max_calls = config.libvirt.max_calls;
+    hv.resync_every = Duration::from_secs(config.libvirt.inventory_resync_secs);
     let hypervisor = Hypervisor::new(hv);
     let metrics = Arc::new(Metrics::default());
     let service = Arc::new(Screenshots::new(
@@ -290,9 +291,14 @@ async fn metrics_text(
     if !may_read(app.metrics_access, peer) {
         return app.not_found();
     }
-    let body = app
-        .metrics
-        .encode(app.hypervisor.reconnects(), app.service.mirrors_open());
+    let body = app.metrics.encode(&metrics::Now {
+        reconnects: app.hypervisor.reconnects(),
+        mirrors: app.service.mirrors_open(),
+        inventory: app
+            .hypervisor
+            .inventory()
+            .map(|inventory| (inventory.is_live(), inventory.len())),
+    });
     let mut response = body.into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
