@@ -3,11 +3,14 @@
 //! `enabled = false`); a section no dialect claims is an error.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
+use serde::de::DeserializeOwned;
 
-use crate::auth::KeysError;
+use super::pipeline::Limits;
+use crate::auth::{KeyStore, KeysError};
 use crate::config;
 use crate::service::Screenshots;
 
@@ -27,6 +30,47 @@ pub const DIALECTS: &[Registration] = &[super::alibaba::REGISTRATION, super::aws
 pub struct Shared {
     pub service: Arc<Screenshots>,
     pub server: config::Server,
+}
+
+impl Shared {
+    /// What every request is held to, from `[server]`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body: self.server.max_body_bytes,
+            deadline: self.server.request_timeout(),
+        }
+    }
+}
+
+/// A dialect's section read into its own type (which refuses unknown keys).
+/// A dialect that is on needs its `credentials_file`.
+pub fn read_section<T: DeserializeOwned>(
+    table: &toml::Table,
+    credentials: impl Fn(&T) -> (bool, Option<&Path>),
+) -> Result<T, String> {
+    let section: T = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+    if let (true, None) = credentials(&section) {
+        return Err("credentials_file is required while enabled = true".into());
+    }
+    Ok(section)
+}
+
+/// The key file of a dialect, as `read_section` checked it is named.
+pub fn load_keys(dialect: &'static str, file: Option<&Path>) -> Result<KeyStore, MountError> {
+    let file = file.ok_or_else(|| MountError::Section {
+        dialect,
+        message: "credentials_file is required while enabled = true".into(),
+    })?;
+    KeyStore::load(file).map_err(|source| MountError::Keys { dialect, source })
+}
+
+impl MountError {
+    /// A section's own complaint, named after its dialect.
+    pub fn in_section(dialect: &'static str) -> impl Fn(String) -> Self {
+        move |message| Self::Section { dialect, message }
+    }
 }
 
 /// A dialect ready to serve.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::api::registry::read_section;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Section {
@@ -49,12 +51,8 @@ impl Default for Section {
 
 impl Section {
     pub fn parse(table: &toml::Table) -> Result<Self, String> {
-        let section: Self = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| e.message().to_owned())?;
-        if section.enabled && section.credentials_file.is_none() {
-            return Err("credentials_file is required while enabled = true".into());
-        }
+        let section: Self =
+            read_section(table, |s: &Self| (s.enabled, s.credentials_file.as_deref()))?;
         if section.max_nonces == 0 {
             return Err("max_nonces must be at least 1".into());
         }

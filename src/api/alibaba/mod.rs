@@ -23,8 +23,8 @@ use base64::Engine;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::pipeline::{self, Dialect, Incoming, Limits, Pipeline, Record, Refusal};
-use super::registry::{Mount, MountError, Registration, Shared};
+use super::pipeline::{self, Dialect, Incoming, Pipeline, Record, Refusal};
+use super::registry::{load_keys, Mount, MountError, Registration, Shared};
 use super::{HostNames, LocalAddr};
 use crate::auth::{AccessKey, KeyStore, Nonce, NonceCache};
 use crate::service::{Interval, Principal, ScreenshotRequest, Screenshots};
@@ -52,26 +52,13 @@ pub const REGISTRATION: Registration = Registration {
 };
 
 fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountError> {
-    let config = Section::parse(section).map_err(|message| MountError::Section {
-        dialect: NAME,
-        message,
-    })?;
+    let config = Section::parse(section).map_err(MountError::in_section(NAME))?;
     if !config.enabled {
         return Ok(None);
     }
-    let path = config
-        .credentials_file
-        .as_deref()
-        .expect("checked by Section::parse");
-    let keys = KeyStore::load(path).map_err(|source| MountError::Keys {
-        dialect: NAME,
-        source,
-    })?;
+    let keys = load_keys(NAME, config.credentials_file.as_deref())?;
     tracing::info!(keys = keys.len(), "alibaba dialect on /");
-    let limits = Limits {
-        max_body: shared.server.max_body_bytes,
-        deadline: shared.server.request_timeout(),
-    };
+    let limits = shared.limits();
     let alibaba = Alibaba::new(shared.service.clone(), keys, config, &shared.server);
     let methods = MethodFilter::GET.or(MethodFilter::POST);
     Ok(Some(Mount {

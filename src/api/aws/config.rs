@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::api::registry::read_section;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Section {
@@ -41,12 +43,8 @@ impl Default for Section {
 
 impl Section {
     pub fn parse(table: &toml::Table) -> Result<Self, String> {
-        let section: Self = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| e.message().to_owned())?;
-        if section.enabled && section.credentials_file.is_none() {
-            return Err("credentials_file is required while enabled = true".into());
-        }
+        let section: Self =
+            read_section(table, |s: &Self| (s.enabled, s.credentials_file.as_deref()))?;
         let path = &section.path;
         let clean = path.starts_with('/') && !path.contains("//") && !path.contains(['?', '#']);
         if !clean || (path.len() > 1 && path.ends_with('/')) {

@@ -21,8 +21,8 @@ use axum::response::Response;
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 
-use super::pipeline::{self, Dialect, Incoming, Limits, Pipeline, Record, Refusal};
-use super::registry::{Mount, MountError, Registration, Shared};
+use super::pipeline::{self, Dialect, Incoming, Pipeline, Record, Refusal};
+use super::registry::{load_keys, Mount, MountError, Registration, Shared};
 use super::{HostNames, LocalAddr};
 use crate::auth::KeyStore;
 use crate::service::{Interval, Principal, ScreenshotRequest, Screenshots};
@@ -40,26 +40,13 @@ pub const REGISTRATION: Registration = Registration {
 };
 
 fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountError> {
-    let config = Section::parse(section).map_err(|message| MountError::Section {
-        dialect: NAME,
-        message,
-    })?;
+    let config = Section::parse(section).map_err(MountError::in_section(NAME))?;
     if !config.enabled {
         return Ok(None);
     }
-    let path = config
-        .credentials_file
-        .as_deref()
-        .expect("checked by Section::parse");
-    let keys = KeyStore::load(path).map_err(|source| MountError::Keys {
-        dialect: NAME,
-        source,
-    })?;
+    let keys = load_keys(NAME, config.credentials_file.as_deref())?;
     tracing::info!(keys = keys.len(), path = %config.path, "aws dialect");
-    let limits = Limits {
-        max_body: shared.server.max_body_bytes,
-        deadline: shared.server.request_timeout(),
-    };
+    let limits = shared.limits();
     // boto3 asks for the endpoint's path itself; others add a slash.
     let route = config.path.clone();
     let paths = match route.as_str() {
