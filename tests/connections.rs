@@ -231,6 +231,7 @@ fn at_the_cap_silent_connections_are_evicted_and_healthz_answers() {
         "",
         "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\nheader_read_timeout_secs = 60\n",
     );
+    d.settled();
     assert_eq!(healthz(d.addr).0, 200);
     let base = d.open_fds();
     let mut max_fds = base;
@@ -281,6 +282,7 @@ fn out_of_file_descriptors_the_daemon_evicts_to_accept_and_healthz_answers() {
     assert!(d
         .wait_for_log("connected to libvirt", Duration::from_secs(20))
         .is_some());
+    d.settled();
     assert_eq!(healthz(d.addr).0, 200);
     let base = d.open_fds();
     let limit = base as u64 + 32;
@@ -318,6 +320,7 @@ fn two_thousand_silent_connections_with_the_defaults() {
     // vmshot.service's LimitNOFILE, inherited by the daemon; room for 2,000 here.
     set_fd_limit(0, 4096);
     let d = Daemon::start("", "");
+    d.settled();
     assert_eq!(healthz(d.addr).0, 200);
     let (base_fds, (base_rss, _)) = (d.open_fds(), d.rss_kib());
     let mut max_fds = base_fds;

@@ -109,6 +109,27 @@ async fn within(
     }
 }
 
+/// A domain's steps, each timed from the moment virsh returned until the
+/// inventory shows it.
+struct Follow<'a> {
+    inventory: &'a Inventory,
+    name: &'a str,
+    took: Vec<Duration>,
+}
+
+impl Follow<'_> {
+    /// Runs virsh with `args`, then waits until the entry passes `check`.
+    async fn after(&mut self, args: &[&str], what: &str, check: impl Fn(Option<&Entry>) -> bool) {
+        run(args).await;
+        self.seen(what, check).await;
+    }
+
+    async fn seen(&mut self, what: &str, check: impl Fn(Option<&Entry>) -> bool) {
+        let took = within(FOLLOWS_WITHIN, what, self.inventory, self.name, check).await;
+        self.took.push(took);
+    }
+}
+
 fn state(want: DomainState) -> impl Fn(Option<&Entry>) -> bool {
     move |e| e.is_some_and(|e| e.state == want)
 }
@@ -132,16 +153,19 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
     let mut changes = inventory.subscribe();
     let dom = Throwaway::new();
     let name = dom.name.as_str();
-    let mut took = Vec::new();
+    let mut follow = Follow {
+        inventory: &inventory,
+        name,
+        took: Vec::new(),
+    };
 
     // Defined.
     tokio::task::block_in_place(|| dom.define(1, ""));
-    took.push(
-        within(FOLLOWS_WITHIN, "define", &inventory, name, |e| {
+    follow
+        .seen("define", |e| {
             e.is_some_and(|e| e.state == DomainState::Shutoff && e.screens == 1)
         })
-        .await,
-    );
+        .await;
     let entry = inventory.by_name(name).unwrap();
     let uuid = dom.uuid.clone();
     assert_eq!(entry.uuid, uuid);
@@ -156,61 +180,36 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
     assert_eq!(direct.find(name).await.unwrap(), entry);
 
     // Started, paused, resumed.
-    run(&["start", name]).await;
-    took.push(
-        within(
-            FOLLOWS_WITHIN,
-            "start",
-            &inventory,
-            name,
-            state(DomainState::Running),
-        )
-        .await,
-    );
-    run(&["suspend", name]).await;
-    took.push(
-        within(
-            FOLLOWS_WITHIN,
-            "suspend",
-            &inventory,
-            name,
-            state(DomainState::Paused),
-        )
-        .await,
-    );
-    run(&["resume", name]).await;
-    took.push(
-        within(
-            FOLLOWS_WITHIN,
-            "resume",
-            &inventory,
-            name,
-            state(DomainState::Running),
-        )
-        .await,
-    );
+    follow
+        .after(&["start", name], "start", state(DomainState::Running))
+        .await;
+    follow
+        .after(&["suspend", name], "suspend", state(DomainState::Paused))
+        .await;
+    follow
+        .after(&["resume", name], "resume", state(DomainState::Running))
+        .await;
 
     // Tagged with an instance id, then with Nova's owner.
     let instance = format!("i-{name}");
     let tag = format!("<instance>{instance}</instance>");
-    run(&[
-        "metadata",
-        name,
-        INSTANCE_NAMESPACE,
-        "--key",
-        "vmshot",
-        "--set",
-        &tag,
-        "--live",
-        "--config",
-    ])
-    .await;
-    took.push(
-        within(FOLLOWS_WITHIN, "instance id", &inventory, name, |e| {
-            e.is_some_and(|e| e.instance_id.as_deref() == Some(instance.as_str()))
-        })
-        .await,
-    );
+    follow
+        .after(
+            &[
+                "metadata",
+                name,
+                INSTANCE_NAMESPACE,
+                "--key",
+                "vmshot",
+                "--set",
+                &tag,
+                "--live",
+                "--config",
+            ],
+            "instance id",
+            |e| e.is_some_and(|e| e.instance_id.as_deref() == Some(instance.as_str())),
+        )
+        .await;
     assert_eq!(
         inventory.by_instance_id(&instance).map(|e| e.uuid),
         Some(uuid.clone())
@@ -223,26 +222,27 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
            <project uuid='project-1'>demo</project>\
          </owner></instance>"
     );
-    run(&[
-        "metadata",
-        name,
-        NOVA_NAMESPACE,
-        "--key",
-        "nova",
-        "--set",
-        &owner,
-        "--live",
-        "--config",
-    ])
-    .await;
-    took.push(
-        within(FOLLOWS_WITHIN, "nova owner", &inventory, name, |e| {
-            e.is_some_and(|e| {
-                e.project.as_deref() == Some("project-1") && e.user.as_deref() == Some("user-1")
-            })
-        })
-        .await,
-    );
+    follow
+        .after(
+            &[
+                "metadata",
+                name,
+                NOVA_NAMESPACE,
+                "--key",
+                "nova",
+                "--set",
+                &owner,
+                "--live",
+                "--config",
+            ],
+            "nova owner",
+            |e| {
+                e.is_some_and(|e| {
+                    e.project.as_deref() == Some("project-1") && e.user.as_deref() == Some("user-1")
+                })
+            },
+        )
+        .await;
     // A description changes nothing the inventory keeps: no change to report.
     run(&[
         "desc",
@@ -254,17 +254,9 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
     .await;
 
     // Destroyed, then redefined with two screens while shut off.
-    run(&["destroy", name]).await;
-    took.push(
-        within(
-            FOLLOWS_WITHIN,
-            "destroy",
-            &inventory,
-            name,
-            state(DomainState::Shutoff),
-        )
-        .await,
-    );
+    follow
+        .after(&["destroy", name], "destroy", state(DomainState::Shutoff))
+        .await;
     // With the owner as Nova itself writes it, in the domain's XML.
     let nova = format!(
         "<nova:instance xmlns:nova='{NOVA_NAMESPACE}'><nova:owner>\
@@ -273,12 +265,11 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
          </nova:owner></nova:instance>"
     );
     tokio::task::block_in_place(|| dom.define(2, &nova));
-    took.push(
-        within(FOLLOWS_WITHIN, "redefine", &inventory, name, |e| {
+    follow
+        .seen("redefine", |e| {
             e.is_some_and(|e| e.screens == 2 && e.project.as_deref() == Some("project-2"))
         })
-        .await,
-    );
+        .await;
     // Redefining from the file dropped the instance id set above.
     let entry = inventory.by_name(name).unwrap();
     assert_eq!(entry.instance_id, None);
@@ -348,35 +339,23 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
         |e| e.is_some_and(|e| e.instance_id.as_deref() == Some(instance.as_str())),
     )
     .await;
-    run(&["start", name]).await;
-    took.push(
-        within(
-            FOLLOWS_WITHIN,
+    follow
+        .after(
+            &["start", name],
             "start after the restart",
-            &inventory,
-            name,
             state(DomainState::Running),
         )
-        .await,
-    );
-    run(&["destroy", name]).await;
-    took.push(
-        within(
-            FOLLOWS_WITHIN,
+        .await;
+    follow
+        .after(
+            &["destroy", name],
             "destroy after the restart",
-            &inventory,
-            name,
             state(DomainState::Shutoff),
         )
-        .await,
-    );
-    run(&["undefine", name]).await;
-    took.push(
-        within(FOLLOWS_WITHIN, "undefine", &inventory, name, |e| {
-            e.is_none()
-        })
-        .await,
-    );
+        .await;
+    follow
+        .after(&["undefine", name], "undefine", |e| e.is_none())
+        .await;
     assert_eq!(inventory.by_uuid(&uuid), None);
     assert_eq!(inventory.by_instance_id(&instance), None);
     assert!(matches!(
@@ -384,10 +363,10 @@ async fn the_inventory_follows_a_domain_through_its_life_and_a_libvirtd_restart(
         Err(vmshot::hypervisor::Error::NotFound { .. })
     ));
     assert_eq!(inventory.status(), InventoryStatus::Live);
-    let worst = took.iter().max().unwrap();
+    let worst = follow.took.iter().max().unwrap();
     eprintln!(
         "{} steps followed, slowest {:.1} ms",
-        took.len(),
+        follow.took.len(),
         worst.as_secs_f64() * 1e3
     );
 

@@ -164,6 +164,17 @@ impl Daemon {
         }
     }
 
+    /// Waits until the daemon holds what it holds at rest: its libvirt
+    /// connection and the domain inventory's (measure descriptors after this).
+    pub fn settled(&self) {
+        let needle = "\"inventory live\"";
+        let seen = self.seen.borrow().iter().any(|l| l.contains(needle));
+        assert!(
+            seen || self.wait_for_log(needle, Duration::from_secs(20)).is_some(),
+            "the inventory did not go live"
+        );
+    }
+
     /// The next log line containing `needle`, if one comes within `limit`.
     pub fn wait_for_log(&self, needle: &str, limit: Duration) -> Option<String> {
         let deadline = std::time::Instant::now() + limit;
