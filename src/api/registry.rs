@@ -169,6 +169,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_names_every_dialect_and_passes() {
+        let example = config::Config::parse(include_str!("../../systemd/vmshot.toml")).unwrap();
+        check(&example.dialects).unwrap();
+        let named: Vec<_> = example.dialects.keys().map(String::as_str).collect();
+        let known: Vec<_> = DIALECTS.iter().map(|d| d.name).collect();
+        assert_eq!(named, known, "every dialect is documented in vmshot.toml");
+    }
+
+    #[test]
     fn a_dialect_checks_its_own_section() {
         let section: toml::Table = toml::from_str("throttle = 1").unwrap();
         let sections = BTreeMap::from([("alibaba".to_owned(), section)]);
