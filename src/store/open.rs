@@ -60,6 +60,13 @@ pub(super) fn open(settings: StoreSettings) -> Result<Db, StoreError> {
 
     make_dir(&path, &settings.media_dir)?;
     writable(&path, &settings.media_dir, "media directory")?;
+    // A database or media directory created just now is durable only once
+    // its directory entry is; SQLite fsyncs its own WAL and journal entries.
+    for d in [&dir, &settings.media_dir] {
+        File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_error(&path, d, e))?;
+    }
     Ok(Db::new(conn, settings, lock))
 }
 
