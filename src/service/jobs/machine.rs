@@ -248,6 +248,84 @@ mod tests {
         );
     }
 
+    /// The machine driving the store, as the Oracle worker and restart
+    /// recovery will: a cancel is an atomic rule, a worker's step a
+    /// compare-and-set, recovery a rule over the unfinished jobs.
+    #[tokio::test]
+    async fn drives_the_store() {
+        use crate::store::{NewJob, Store, StoreError, StoreSettings};
+        let dir = std::env::temp_dir().join(format!("vmshot-machine-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(StoreSettings::new(dir.join("vmshot.db")))
+            .await
+            .unwrap();
+        let job = |name: &str| NewJob {
+            name: name.into(),
+            dialect: "oracle".into(),
+            principal: "alice".into(),
+            project: None,
+            instance: "vm1".into(),
+            domain_uuid: "d1".into(),
+            request_id: format!("req-{name}"),
+            creation_time: crate::store::now(),
+        };
+        fn step(s: &JobStatus, e: Event) -> Result<JobStatus, String> {
+            apply(s, &e).map_err(|r| r.to_string())
+        }
+
+        for name in ["a", "b", "c"] {
+            store.create_job(job(name)).await.unwrap();
+        }
+        // a: the worker takes it to in-progress.
+        let mut a = JobStatus::queued();
+        for _ in 0..2 {
+            let next = step(&a, Event::Advance).unwrap();
+            a = store.transition_job("a", a, next).await.unwrap().status;
+        }
+        // b: pending, then a cancel arrives while the worker holds an old copy.
+        let seen = store
+            .update_job("b", |s| step(s, Event::Advance))
+            .await
+            .unwrap();
+        let cancelled = store
+            .update_job("b", |s| step(s, Event::Cancel))
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status.cancellation, CancellationState::Requested);
+        let stale = step(&seen.status, Event::Advance).unwrap();
+        assert!(matches!(
+            store.transition_job("b", seen.status, stale).await,
+            Err(StoreError::Conflict { .. })
+        ));
+
+        // Restart: every unfinished job recovered.
+        for j in store.unfinished_jobs().await.unwrap() {
+            let after = store.update_job(&j.name, |s| Ok(recover(s))).await.unwrap();
+            assert!(resumable(after.status.state) || after.status.state.is_terminal());
+        }
+        let get = |n: &'static str| {
+            let store = store.clone();
+            async move { store.get_job(n).await.unwrap().unwrap().status }
+        };
+        let a = get("a").await;
+        assert_eq!(a.state, JobState::Error);
+        assert_eq!(
+            a.error_reason.as_deref(),
+            Some("vmshot restarted during in-progress")
+        );
+        let b = get("b").await;
+        assert_eq!(
+            (b.state, b.cancellation),
+            (JobState::Error, CancellationState::Completed)
+        );
+        assert_eq!(b.error_reason.as_deref(), Some(CANCELLED));
+        assert_eq!(get("c").await, JobStatus::queued());
+        let late = store.update_job("a", |s| step(s, Event::Advance)).await;
+        assert!(matches!(late, Err(StoreError::Refused(r)) if r.contains("already ended")));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     proptest! {
         /// Random event sequences from a new job: every status reached is
         /// valid, every state move is an edge of the drawing, and a terminal
