@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Dependencies point down: cli → server → api → service → capture → hypervisor,
+# service → store (the durable store uses nothing of the crate),
 # with config, auth, daemon and frame beside them as listed below. Every
 # `crate::<module>` a file names must be one its module may use; this fails,
 # naming the file and line, when one is not. Run by scripts/test.sh.
@@ -11,7 +12,8 @@ declare -A may_use=(
     [frame]=""
     [hypervisor]="frame"
     [capture]="hypervisor frame"
-    [service]="capture hypervisor frame"
+    [service]="capture hypervisor frame store"
+    [store]=""
     [config]=""
     [auth]="config service"
     [api]="service auth config"

@@ -11,7 +11,7 @@ fi
 
 packages=(
     qemu-system-x86 libvirt-daemon-system libvirt-clients  # the hypervisor under test
-    libvirt-dev libturbojpeg0-dev pkg-config gcc            # building vmshot (virt, turbojpeg)
+    libvirt-dev libturbojpeg0-dev pkg-config gcc            # building vmshot (virt, turbojpeg, rusqlite's bundled SQLite)
     binutils libc6-dev                                      # fixtures/pattern (as, ld), fixtures/wake (libc.a)
     procps                                                  # the tests' pgrep, pkill, kill
     python3-venv                                            # tests/sdk: the clouds' SDKs from PyPI

@@ -5,6 +5,7 @@
 
 mod flight;
 mod gate;
+mod jobs;
 mod outcome;
 mod scope;
 mod throttle;

@@ -1,0 +1,326 @@
+//! Nova's instance actions and their events: every capture, from any
+//! dialect, is recorded as an action (`vmshot_capture`) with one event a
+//! stage (`vmshot_grab`, `vmshot_encode`, `vmshot_store`).
+
+use rusqlite::{params, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use super::worker::Store;
+use super::{from_micros, to_micros, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventResult {
+    Success,
+    Error,
+}
+
+impl EventResult {
+    /// As Nova spells it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EventResult::Success => "Success",
+            EventResult::Error => "Error",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Success" => Some(EventResult::Success),
+            "Error" => Some(EventResult::Error),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NewAction {
+    pub request_id: String,
+    pub instance_uuid: String,
+    pub project_id: Option<String>,
+    pub user_id: Option<String>,
+    pub action: String,
+    pub message: Option<String>,
+    pub start_time: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ActionEvent {
+    pub event: String,
+    pub start_time: OffsetDateTime,
+    pub finish_time: Option<OffsetDateTime>,
+    pub result: Option<EventResult>,
+    pub traceback: Option<String>,
+    pub details: Option<String>,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Action {
+    pub request_id: String,
+    pub instance_uuid: String,
+    pub project_id: Option<String>,
+    pub user_id: Option<String>,
+    pub action: String,
+    pub message: Option<String>,
+    pub start_time: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    /// In start order; empty in a listing (Nova lists actions without them).
+    pub events: Vec<ActionEvent>,
+}
+
+/// Nova's paging of `os-instance-actions`: newest first; `marker` is the
+/// request id of the last action of the previous page (not included);
+/// `changes_since` / `changes_before` bound `updated_at`, both inclusive.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ActionPage {
+    pub limit: Option<u32>,
+    pub marker: Option<String>,
+    pub changes_since: Option<OffsetDateTime>,
+    pub changes_before: Option<OffsetDateTime>,
+}
+
+/// Nova's default `max_limit`.
+const MAX_LIMIT: u32 = 1000;
+
+const COLUMNS: &str =
+    "id, request_id, instance_uuid, project_id, user_id, action, message, start_time, updated_at";
+
+fn read_action(r: &Row<'_>) -> rusqlite::Result<(i64, Action)> {
+    Ok((
+        r.get(0)?,
+        Action {
+            request_id: r.get(1)?,
+            instance_uuid: r.get(2)?,
+            project_id: r.get(3)?,
+            user_id: r.get(4)?,
+            action: r.get(5)?,
+            message: r.get(6)?,
+            start_time: from_micros(r.get(7)?),
+            updated_at: from_micros(r.get(8)?),
+            events: Vec::new(),
+        },
+    ))
+}
+
+fn not_found(instance: &str, request_id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: "action",
+        key: format!("{instance}/{request_id}"),
+    }
+}
+
+impl Store {
+    /// Records the start of an action; `Exists` if this instance already
+    /// has one with that request id.
+    pub(crate) async fn start_action(&self, new: NewAction) -> Result<(), StoreError> {
+        self.call(move |db| {
+            let start = to_micros(new.start_time);
+            let inserted = db
+                .conn
+                .prepare_cached(
+                    "INSERT INTO actions (request_id, instance_uuid, project_id, user_id, action, \
+                     message, start_time, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+                     ON CONFLICT (instance_uuid, request_id) DO NOTHING",
+                )?
+                .execute(params![
+                    new.request_id,
+                    new.instance_uuid,
+                    new.project_id,
+                    new.user_id,
+                    new.action,
+                    new.message,
+                    start
+                ])?;
+            if inserted == 0 {
+                return Err(StoreError::Exists {
+                    kind: "action",
+                    key: format!("{}/{}", new.instance_uuid, new.request_id),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the start of one event of an action.
+    pub(crate) async fn start_event(
+        &self,
+        instance_uuid: &str,
+        request_id: &str,
+        event: &str,
+        start_time: OffsetDateTime,
+        host: Option<String>,
+    ) -> Result<(), StoreError> {
+        let (instance, request, event) = (
+            instance_uuid.to_owned(),
+            request_id.to_owned(),
+            event.to_owned(),
+        );
+        self.call(move |db| {
+            let at = to_micros(start_time);
+            let tx = db.conn.transaction()?;
+            let id: i64 = tx
+                .prepare_cached(
+                    "UPDATE actions SET updated_at = max(updated_at, ?3) \
+                     WHERE instance_uuid = ?1 AND request_id = ?2 RETURNING id",
+                )?
+                .query_row(params![instance, request, at], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| not_found(&instance, &request))?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO action_events (action_id, event, start_time, host) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (action_id, event) DO NOTHING",
+                )?
+                .execute(params![id, event, at, host])?;
+            if inserted == 0 {
+                return Err(StoreError::Exists {
+                    kind: "event",
+                    key: format!("{instance}/{request}/{event}"),
+                });
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records how an event ended. An `Error` also marks the action's
+    /// message `Error`, as Nova does.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn finish_event(
+        &self,
+        instance_uuid: &str,
+        request_id: &str,
+        event: &str,
+        finish_time: OffsetDateTime,
+        result: EventResult,
+        traceback: Option<String>,
+        details: Option<String>,
+    ) -> Result<(), StoreError> {
+        let (instance, request, event) = (
+            instance_uuid.to_owned(),
+            request_id.to_owned(),
+            event.to_owned(),
+        );
+        self.call(move |db| {
+            let at = to_micros(finish_time);
+            let tx = db.conn.transaction()?;
+            let message = (result == EventResult::Error).then_some("Error");
+            let id: i64 = tx
+                .prepare_cached(
+                    "UPDATE actions SET updated_at = max(updated_at, ?3), \
+                     message = coalesce(?4, message) \
+                     WHERE instance_uuid = ?1 AND request_id = ?2 RETURNING id",
+                )?
+                .query_row(params![instance, request, at, message], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| not_found(&instance, &request))?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE action_events SET finish_time = ?3, result = ?4, traceback = ?5, \
+                     details = ?6 WHERE action_id = ?1 AND event = ?2",
+                )?
+                .execute(params![id, event, at, result.as_str(), traceback, details])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "event",
+                    key: format!("{instance}/{request}/{event}"),
+                });
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A page of an instance's actions, newest first, without events.
+    pub(crate) async fn list_actions(
+        &self,
+        instance_uuid: &str,
+        page: ActionPage,
+    ) -> Result<Vec<Action>, StoreError> {
+        let instance = instance_uuid.to_owned();
+        self.call(move |db| {
+            let limit = page.limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
+            // The marker's place in the order; a marker this instance does
+            // not have is an error (Nova: 400 "Marker not found").
+            let after = match &page.marker {
+                None => None,
+                Some(marker) => Some(
+                    db.conn
+                        .prepare_cached(
+                            "SELECT start_time, id FROM actions \
+                             WHERE instance_uuid = ?1 AND request_id = ?2",
+                        )?
+                        .query_row(params![instance, marker], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                        })
+                        .optional()?
+                        .ok_or_else(|| StoreError::MarkerNotFound(marker.clone()))?,
+                ),
+            };
+            let sql = format!(
+                "SELECT {COLUMNS} FROM actions WHERE instance_uuid = ?1 \
+                 AND (?2 IS NULL OR start_time < ?2 OR (start_time = ?2 AND id < ?3)) \
+                 AND (?4 IS NULL OR updated_at >= ?4) AND (?5 IS NULL OR updated_at <= ?5) \
+                 ORDER BY start_time DESC, id DESC LIMIT ?6"
+            );
+            let mut stmt = db.conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    instance,
+                    after.map(|a| a.0),
+                    after.map(|a| a.1),
+                    page.changes_since.map(to_micros),
+                    page.changes_before.map(to_micros),
+                    limit as i64
+                ],
+                |r| read_action(r).map(|(_, a)| a),
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// One action with its events.
+    pub(crate) async fn get_action(
+        &self,
+        instance_uuid: &str,
+        request_id: &str,
+    ) -> Result<Option<Action>, StoreError> {
+        let (instance, request) = (instance_uuid.to_owned(), request_id.to_owned());
+        self.call(move |db| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM actions WHERE instance_uuid = ?1 AND request_id = ?2"
+            );
+            let Some((id, mut action)) = db
+                .conn
+                .prepare_cached(&sql)?
+                .query_row(params![instance, request], read_action)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = db.conn.prepare_cached(
+                "SELECT event, start_time, finish_time, result, traceback, details, host \
+                 FROM action_events WHERE action_id = ?1 ORDER BY start_time, id",
+            )?;
+            let events = stmt.query_map([id], |r| {
+                let result: Option<String> = r.get(3)?;
+                Ok(ActionEvent {
+                    event: r.get(0)?,
+                    start_time: from_micros(r.get(1)?),
+                    finish_time: r.get::<_, Option<i64>>(2)?.map(from_micros),
+                    result: result.as_deref().and_then(EventResult::parse),
+                    traceback: r.get(4)?,
+                    details: r.get(5)?,
+                    host: r.get(6)?,
+                })
+            })?;
+            action.events = events.collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(action))
+        })
+        .await
+    }
+}
