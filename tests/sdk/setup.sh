@@ -81,11 +81,12 @@ rm -f "$stamp"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     -r "$req" 2> >(grep -v -e 'DEPRECATION: .*legacy .setup.py install' -e '^ *$' >&2 || true)
 
-# Sanity: the modules alibaba.py and aws.py import must load.
+# Sanity: the modules alibaba.py, aws.py and nova.py import must load.
 "$venv/bin/python" - <<'PY'
 import aliyunsdkcore.client, aliyunsdkecs.request.v20140526.GetInstanceScreenshotRequest
 import alibabacloud_ecs20140526.client, alibabacloud_tea_openapi.models, darabonba.runtime
 import boto3, botocore.exceptions
+import novaclient.client, openstack.connection, keystoneauth1.loading
 PY
 
 echo "$want" >"$stamp.tmp"
