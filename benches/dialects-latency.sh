@@ -4,7 +4,8 @@
 # and AWS's GetConsoleScreenshot (boto3), calls interleaved.
 #
 # usage: benches/dialects-latency.sh [DOMAIN] [RUNS]   (default vmshot-fx-panic, 100)
-#        VMSHOT_FAST_PATH=off measures screenshots instead of the VNC fast path.
+#        VMSHOT_FAST_PATH=off measures screenshots instead of the VNC fast path;
+#        VMSHOT_STORE=1 records every capture in a store (one fsync each).
 # Needs: the guest up (fixtures/fixtures.sh up panic); builds vmshot --release
 # and the SDK venv.
 set -euo pipefail
@@ -41,6 +42,9 @@ throttle_interval_secs = 0
 [aws.instances]
 "i-bench" = "$domain"
 TOML
+if [ "${VMSHOT_STORE:-0}" = 1 ]; then
+    printf '[store]\npath = "%s"\n' "$work/vmshot.db" >>"$work/vmshot.toml"
+fi
 RUST_LOG=warn "$repo/target/release/vmshot" serve --config "$work/vmshot.toml" 2>"$work/vmshot.log" &
 pid=$!
 for _ in $(seq 1 100); do

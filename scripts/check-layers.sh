@@ -18,7 +18,7 @@ declare -A may_use=(
     [auth]="config service"
     [api]="service auth config"
     [daemon]=""
-    [server]="api service capture hypervisor auth config daemon frame"
+    [server]="api service store capture hypervisor auth config daemon frame"
     [cli]="server service capture hypervisor config daemon frame"
 )
 # Known exceptions, each with the work that removes it (none today).

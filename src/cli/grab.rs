@@ -101,6 +101,8 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
             max_queued: 0,
             wake_settle: Duration::from_millis(args.wake_settle_ms),
             fast_path: None,
+            // An admin's grab at the console is not a control plane's call.
+            store: None,
         },
     );
     let failure = |e| Failure::from_service(e, &uri);
@@ -112,6 +114,7 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
         throttle: None,
         screen: args.screen,
         output: Some(output),
+        caller: None,
     };
     let shot = service.take(&domain, &request).await.map_err(failure)?;
 

@@ -40,6 +40,9 @@ pub struct Config {
     pub libvirt: Libvirt,
     pub capture: Capture,
     pub metrics: Metrics,
+    /// The durable store; without this section there is none (no capture
+    /// records, and no dialect that needs one).
+    pub store: Option<Store>,
     /// The dialects' sections, by name: a dialect without one is off.
     #[serde(flatten)]
     pub dialects: BTreeMap<String, toml::Table>,
@@ -205,6 +208,28 @@ impl Default for Capture {
             max_mirrors: 64,
             mirror_memory_mb: 96,
             wakeup_settle_ms: 1500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// The SQLite database; its media directory is beside it (`PATH.media`).
+    pub path: PathBuf,
+    /// Finished jobs and capture records older than this are removed.
+    pub max_age_days: u64,
+    /// Media (captured images) kept at most, oldest removed first.
+    pub max_media_mb: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            // StateDirectory=vmshot in vmshot.service.
+            path: PathBuf::from("/var/lib/vmshot/vmshot.db"),
+            max_age_days: 30,
+            max_media_mb: 1024,
         }
     }
 }
@@ -387,6 +412,10 @@ mod tests {
         // dialects compare their own sections.
         let core = |c: &Config| format!("{:?}", (&c.server, &c.libvirt, &c.capture, &c.metrics));
         assert_eq!(core(&example), core(&defaults));
+        assert_eq!(
+            format!("{:?}", example.store),
+            format!("{:?}", Some(Store::default()))
+        );
     }
 
     #[test]

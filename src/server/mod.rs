@@ -35,11 +35,14 @@ use crate::capture::{JpegSettings, MirrorPolicy, Output, Subsampling};
 use crate::config::{self, Config, FastPath, MetricsAccess};
 use crate::hypervisor::{Hypervisor, Settings as HvSettings};
 use crate::service::{self, Screenshots};
+use crate::store::{Store, StoreError, StoreSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Dialect(#[from] MountError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(transparent)]
     Secret(#[from] crate::config::SecretFileError),
     #[error("cannot load the TLS certificate and key: {0}")]
@@ -76,7 +79,7 @@ pub fn check_dialects(config: &Config) -> Result<(), MountError> {
 }
 
 /// Builds everything from the configuration; nothing is contacted yet.
-fn build(config: &Config) -> Result<(App, Router), ServeError> {
+fn build(config: &Config, store: Option<Store>) -> Result<(App, Router), ServeError> {
     let mut hv = HvSettings::new(config.libvirt.uri.clone());
     hv.call_timeout = Duration::from_secs(config.libvirt.call_timeout_secs);
     hv.max_calls = config.libvirt.max_calls;
@@ -107,6 +110,7 @@ fn build(config: &Config) -> Result<(App, Router), ServeError> {
                     ..MirrorPolicy::default()
                 }),
             },
+            store,
         },
     ));
     let mounts = registry::mount(
@@ -164,7 +168,11 @@ async fn answered(State(metrics): State<Arc<Metrics>>, mut response: Response) -
 
 /// Serves until SIGTERM or SIGINT, then drains within the grace period.
 pub async fn run(config: Config) -> Result<(), ServeError> {
-    let (app, router) = build(&config)?;
+    let store = match &config.store {
+        Some(settings) => Some(open_store(settings).await?),
+        None => None,
+    };
+    let (app, router) = build(&config, store)?;
     let s = &config.server;
     let tls = match (&s.tls_cert, &s.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -221,6 +229,28 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the store (a corrupt, locked, read-only or newer one stops the
+/// start, naming why) and keeps it within its bounds, hourly.
+async fn open_store(config: &config::Store) -> Result<Store, ServeError> {
+    let mut settings = StoreSettings::new(&config.path);
+    settings.max_age = Duration::from_secs(config.max_age_days * 24 * 3600);
+    settings.max_media_bytes = config.max_media_mb << 20;
+    let store = Store::open(settings).await?;
+    tracing::info!(path = %config.path.display(), "store open");
+    let kept = store.clone();
+    tokio::spawn(async move {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            hourly.tick().await;
+            match kept.retain().await {
+                Ok(retained) => tracing::info!(?retained, "store retention"),
+                Err(e) => tracing::warn!(error = %e, "store retention failed"),
+            }
+        }
+    });
+    Ok(store)
 }
 
 /// READY=1 once libvirt answers, retried until it does; then the watchdog.

@@ -3,6 +3,7 @@
 //! a capture of the same screen already in flight (`flight`), and otherwise
 //! runs one under the cap on concurrent captures, with the optional wake-up.
 
+mod audit;
 mod flight;
 mod gate;
 mod jobs;
@@ -16,12 +17,15 @@ use std::time::Duration;
 
 use crate::capture::{self, Capturer, Checked, MirrorPolicy, Output};
 use crate::hypervisor::{self, Hypervisor};
+use crate::store::Store;
 
 pub use crate::capture::Shot;
 pub use crate::hypervisor::DomainState;
+pub use audit::Caller;
 pub use outcome::Outcome;
 pub use scope::Principal;
 
+use audit::Audit;
 use flight::Flights;
 use gate::Gate;
 use throttle::Throttle;
@@ -68,6 +72,8 @@ pub struct ScreenshotRequest {
     pub screen: u32,
     /// How to encode it, if not as the service's settings say.
     pub output: Option<Output>,
+    /// Who asked, for the capture's record in the store (see `audit`).
+    pub caller: Option<Caller>,
 }
 
 /// A minimum interval between screenshots of one domain, under a rule name:
@@ -185,6 +191,7 @@ pub struct Screenshots {
     captures: Arc<Captures>,
     flights: Flights<FlightKey, Result<Shot, Error>>,
     throttle: Throttle,
+    audit: Option<Audit>,
 }
 
 /// What one capture needs, shared with the task that runs it.
@@ -216,6 +223,8 @@ pub struct Settings {
     pub wake_settle: Duration,
     /// The fast path (VNC mirrors), or `None` for screenshots only.
     pub fast_path: Option<MirrorPolicy>,
+    /// Where every capture is recorded as an instance action, if anywhere.
+    pub(crate) store: Option<Store>,
 }
 
 impl Screenshots {
@@ -232,6 +241,7 @@ impl Screenshots {
             }),
             flights: Flights::new(),
             throttle: Throttle::new(),
+            audit: settings.store.map(Audit::new),
         }
     }
 
@@ -328,6 +338,7 @@ impl Screenshots {
             uuid: domain.uuid.clone(),
         };
         let captures = self.captures.clone();
+        let started = time::OffsetDateTime::now_utc();
         let result = self
             .flights
             .join(key.clone(), || async move {
@@ -338,6 +349,9 @@ impl Screenshots {
             .unwrap_or_else(|| Err(Error::failed("the capture task failed", "it panicked")));
         if let (Err(_), Some(slot)) = (&result, slot) {
             self.throttle.release(slot);
+        }
+        if let (Some(audit), Some(caller)) = (&self.audit, &request.caller) {
+            audit.record(domain, caller, started, &result).await;
         }
         result
     }
@@ -396,6 +410,10 @@ mod tests {
     /// A service on libvirt's test driver, which serves one fixed screen
     /// whichever is asked for.
     fn service() -> Screenshots {
+        service_with(None)
+    }
+
+    fn service_with(store: Option<Store>) -> Screenshots {
         Screenshots::new(
             Hypervisor::new(HvSettings::new("test:///default")),
             Settings {
@@ -404,8 +422,92 @@ mod tests {
                 max_queued: 4,
                 wake_settle: Duration::ZERO,
                 fast_path: None,
+                store,
             },
         )
+    }
+
+    #[tokio::test]
+    async fn every_capture_is_recorded_with_its_events_before_the_answer() {
+        let dir = std::env::temp_dir().join(format!("vmshot-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(crate::store::StoreSettings::new(dir.join("s.db")))
+            .await
+            .unwrap();
+        let service = service_with(Some(store.clone()));
+        let domain = service.find("test").await.unwrap();
+        let asked = |id: &str, screen| ScreenshotRequest {
+            screen,
+            caller: Some(Caller {
+                request_id: id.into(),
+                user: "key-1".into(),
+            }),
+            ..ScreenshotRequest::default()
+        };
+        let shot = service.take(&domain, &asked("req-ok", 0)).await.unwrap();
+        let action = store
+            .get_action(&domain.uuid, "req-ok")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                action.action.as_str(),
+                action.user_id.as_deref(),
+                action.message
+            ),
+            ("vmshot_capture", Some("key-1"), None)
+        );
+        let names: Vec<_> = action.events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["vmshot_grab", "vmshot_encode"]);
+        assert!(action
+            .events
+            .iter()
+            .all(|e| e.result == Some(crate::store::EventResult::Success)));
+        let encode = &action.events[1];
+        assert!(encode
+            .details
+            .as_deref()
+            .unwrap()
+            .contains(&shot.sha256_hex()));
+        assert!(encode.finish_time.unwrap() >= encode.start_time);
+
+        // A failed capture says what broke (here: the domain went away
+        // between the lookup and the capture); a call without a caller is
+        // not recorded.
+        let gone = Domain {
+            name: "gone".into(),
+            uuid: "00000000-0000-4000-8000-000000000001".into(),
+            state: None,
+            instance_id: None,
+            project: None,
+            user: None,
+        };
+        service.take(&gone, &asked("req-bad", 0)).await.unwrap_err();
+        let failed = store
+            .get_action(&gone.uuid, "req-bad")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(failed.message.as_deref(), Some("Error"));
+        let grab = &failed.events[0];
+        assert_eq!(grab.result, Some(crate::store::EventResult::Error));
+        assert!(
+            grab.details.as_deref().unwrap().contains("no domain"),
+            "{grab:?}"
+        );
+        service
+            .take(&domain, &ScreenshotRequest::default())
+            .await
+            .unwrap();
+        let page = crate::store::ActionPage::default();
+        // Only the first capture of `test` was asked for by a caller.
+        assert_eq!(
+            store.list_actions(&domain.uuid, page).await.unwrap().len(),
+            1
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -142,6 +142,73 @@ impl Store {
         .await
     }
 
+    /// Records a whole action with its finished events in one transaction
+    /// (one fsync): what a capture that already ran left to say.
+    pub(crate) async fn record_action(
+        &self,
+        new: NewAction,
+        events: Vec<ActionEvent>,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| {
+            let tx = db.conn.transaction()?;
+            let updated = events
+                .iter()
+                .filter_map(|e| e.finish_time)
+                .map(to_micros)
+                .max()
+                .unwrap_or(to_micros(new.start_time));
+            let failed = events.iter().any(|e| e.result == Some(EventResult::Error));
+            let message = if failed {
+                Some("Error".to_owned())
+            } else {
+                new.message.clone()
+            };
+            let id: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO actions (request_id, instance_uuid, project_id, user_id, action, \
+                     message, start_time, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (instance_uuid, request_id) DO NOTHING RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        new.request_id,
+                        new.instance_uuid,
+                        new.project_id,
+                        new.user_id,
+                        new.action,
+                        message,
+                        to_micros(new.start_time),
+                        updated
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::Exists {
+                    kind: "action",
+                    key: format!("{}/{}", new.instance_uuid, new.request_id),
+                })?;
+            for e in &events {
+                tx.prepare_cached(
+                    "INSERT INTO action_events (action_id, event, start_time, finish_time, \
+                     result, traceback, details, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    id,
+                    e.event,
+                    to_micros(e.start_time),
+                    e.finish_time.map(to_micros),
+                    e.result.map(EventResult::as_str),
+                    e.traceback,
+                    e.details,
+                    e.host
+                ])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records the start of one event of an action.
     pub(crate) async fn start_event(
         &self,

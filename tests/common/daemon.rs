@@ -110,6 +110,15 @@ impl Daemon {
         if !extra.contains("[libvirt]") {
             text += &format!("[libvirt]\nuri = \"{}\"\n\n", uri());
         }
+        // Each daemon keeps its own store, in its own directory, unless
+        // `extra` brings a [store] section (`@DIR@` names the directory).
+        let extra = extra.replace("@DIR@", &dir.display().to_string());
+        if !extra.contains("[store]") {
+            text += &format!(
+                "[store]\npath = \"{}\"\n\n",
+                dir.join("vmshot.db").display()
+            );
+        }
         // `extra` may bring its own [aws] section, naming the key file `@KEYS@`.
         let extra = extra.replace("@KEYS@", &keys.display().to_string());
         if !extra.contains("[aws]") {
@@ -228,6 +237,13 @@ impl Daemon {
     pub fn running(&mut self) -> bool {
         let child = self.child.as_mut().expect("started");
         child.try_wait().expect("waitpid").is_none()
+    }
+
+    /// SIGKILL: nothing of the daemon's runs after this.
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     /// SIGTERM, then the exit code.

@@ -27,7 +27,7 @@ use super::pipeline::{self, Dialect, Incoming, Pipeline, Record, Refusal};
 use super::registry::{load_keys, Mount, MountError, Registration, Shared};
 use super::{HostNames, LocalAddr};
 use crate::auth::{AccessKey, KeyStore, Nonce, NonceCache};
-use crate::service::{Interval, Principal, ScreenshotRequest, Screenshots};
+use crate::service::{Caller, Interval, Principal, ScreenshotRequest, Screenshots};
 
 use config::Section;
 pub use params::{Params, ParamsError};
@@ -225,6 +225,10 @@ impl Alibaba {
         let request = ScreenshotRequest {
             wake,
             fresh,
+            caller: Some(Caller {
+                request_id: request_id.to_owned(),
+                user: who.id.clone(),
+            }),
             throttle: Some(Interval {
                 rule: NAME,
                 every: Duration::from_secs(self.config.throttle_interval_secs),

@@ -25,7 +25,7 @@ use super::pipeline::{self, Dialect, Incoming, Pipeline, Record, Refusal};
 use super::registry::{load_keys, Mount, MountError, Registration, Shared};
 use super::{HostNames, LocalAddr};
 use crate::auth::KeyStore;
-use crate::service::{Interval, Principal, ScreenshotRequest, Screenshots};
+use crate::service::{Caller, Interval, Principal, ScreenshotRequest, Screenshots};
 
 use config::Section;
 use params::{Params, ACTION};
@@ -134,6 +134,10 @@ impl Dialect for Aws {
         }
         let request = ScreenshotRequest {
             wake: asked.wake_up,
+            caller: Some(Caller {
+                request_id: request_id.to_owned(),
+                user: who.id.clone(),
+            }),
             throttle: Some(Interval {
                 rule: NAME,
                 every: Duration::from_secs(self.config.throttle_interval_secs),
