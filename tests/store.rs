@@ -109,3 +109,41 @@ fn a_store_vmshot_cannot_trust_stops_the_start_with_its_reason() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_nonce_seen_before_kill_9_is_refused_after_the_restart() {
+    let _lock = LibvirtdLock::shared();
+    let dir = common::fixtures::tempdir();
+    let store = format!("[store]\npath = \"{}\"\n", dir.join("replay.db").display());
+    let signed = |nonce: &str| {
+        signed_query(
+            "GET",
+            KEY_ID,
+            SECRET,
+            &[
+                ("Action", "NoSuchAction"),
+                ("SignatureNonce", nonce),
+                ("Format", "JSON"),
+            ],
+        )
+    };
+    let code = |d: &Daemon, query: &str| {
+        let reply = send(d.addr, "GET", &format!("/?{query}"), &[], b"");
+        reply.json()["Code"].as_str().unwrap_or("-").to_owned()
+    };
+    let first = signed("replayed-across-a-restart");
+    let mut d = Daemon::start("", &store);
+    assert_eq!(code(&d, &first), "InvalidAction.NotFound");
+    assert_eq!(code(&d, &first), "SignatureNonceUsed");
+    d.kill_9();
+
+    let d = Daemon::start("", &store);
+    assert_eq!(
+        code(&d, &first),
+        "SignatureNonceUsed",
+        "the replay after the restart"
+    );
+    assert_eq!(code(&d, &signed("a-fresh-one")), "InvalidAction.NotFound");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,6 +36,10 @@ impl Audit {
         Self { store, host }
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Records one capture of `domain` that started at `started`. A store
     /// that fails costs the record, not the capture: it is logged.
     pub(crate) async fn record(

@@ -12,6 +12,8 @@ mod scope;
 mod throttle;
 
 use std::collections::BTreeMap;
+
+use sha2::Digest;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -247,6 +249,29 @@ impl Screenshots {
 
     pub fn hypervisor(&self) -> &Hypervisor {
         self.captures.capturer.hypervisor()
+    }
+
+    /// Whether `nonce` of `key` is used for the first time within `ttl`. With
+    /// a store the answer is durable (a nonce seen before a restart is still
+    /// refused after it); without one, true: the dialect's memory decides.
+    pub async fn first_use(
+        &self,
+        dialect: &'static str,
+        key: &str,
+        nonce: &str,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let Some(audit) = &self.audit else {
+            return Ok(true);
+        };
+        // A digest, not the caller's text: bounded, and no secrets at rest.
+        let digest = hex::encode(&sha2::Sha256::digest(nonce.as_bytes())[..16]);
+        let now = time::OffsetDateTime::now_utc();
+        audit
+            .store()
+            .insert_nonce_if_absent(dialect, &format!("{key}/{digest}"), now, now + ttl)
+            .await
+            .map_err(|e| Error::failed("the store did not answer", e))
     }
 
     /// VNC mirrors holding a screen now.

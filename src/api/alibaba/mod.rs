@@ -142,7 +142,8 @@ impl Dialect for Alibaba {
             .map(str::to_owned)
             .or_else(|| header(&head.headers, "x-acs-action"));
         record.action = named.filter(|a| a == ACTION).map(|_| ACTION);
-        let key = self.authenticate(head, &params, &query, &body)?;
+        let (key, nonce) = self.authenticate(head, &params, &query, &body)?;
+        self.check_nonce(key, &nonce).await?;
         record.principal = Some(key.id.clone());
         let who = key.principal(NAME);
         self.dispatch(&who, &head.headers, &params, record, *format, request_id)
@@ -255,7 +256,7 @@ impl Alibaba {
         params: &Params,
         query: &Params,
         body: &[u8],
-    ) -> Result<&AccessKey, AliError> {
+    ) -> Result<(&AccessKey, String), AliError> {
         let authorization = header(&parts.headers, "authorization");
         if let Some(authorization) = authorization.filter(|a| a.starts_with(ACS3)) {
             return self.authenticate_acs3(parts, params, query, body, &authorization);
@@ -285,8 +286,7 @@ impl Alibaba {
         let nonce = valid_nonce(params.get("SignatureNonce"), "SignatureNonce")?;
         verify_v1(parts.method.as_str(), params, &key.secret)
             .map_err(|m| AliError::signature_mismatch(&m.string_to_sign))?;
-        self.check_nonce(key, nonce)?;
-        Ok(key)
+        Ok((key, nonce.to_owned()))
     }
 
     fn authenticate_acs3(
@@ -296,7 +296,7 @@ impl Alibaba {
         query: &Params,
         body: &[u8],
         authorization: &str,
-    ) -> Result<&AccessKey, AliError> {
+    ) -> Result<(&AccessKey, String), AliError> {
         let auth = Acs3Authorization::parse(authorization)
             .ok_or_else(|| AliError::invalid("The Authorization header is malformed."))?;
         let key = self
@@ -355,8 +355,7 @@ impl Alibaba {
                 "The request was signed for the host \"{host}\", not this one."
             )));
         }
-        self.check_nonce(key, &nonce)?;
-        Ok(key)
+        Ok((key, nonce))
     }
 
     fn check_timestamp(&self, name: &str, value: Option<&str>) -> Result<(), AliError> {
@@ -370,11 +369,19 @@ impl Alibaba {
         Ok(())
     }
 
-    fn check_nonce(&self, key: &AccessKey, nonce: &str) -> Result<(), AliError> {
+    /// A nonce is used once: in memory (bounded, per key) and, with a store,
+    /// durably, so that a request seen before a restart is refused after it.
+    async fn check_nonce(&self, key: &AccessKey, nonce: &str) -> Result<(), AliError> {
         match self.nonces.check(&key.id, nonce) {
-            Nonce::Fresh => Ok(()),
-            Nonce::Reused => Err(AliError::nonce_used()),
-            Nonce::Full => Err(AliError::busy()),
+            Nonce::Fresh => {}
+            Nonce::Reused => return Err(AliError::nonce_used()),
+            Nonce::Full => return Err(AliError::busy()),
+        }
+        let ttl = Duration::from_secs(self.config.timestamp_skew_secs * 2);
+        match self.service.first_use(NAME, &key.id, nonce, ttl).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AliError::nonce_used()),
+            Err(e) => Err(AliError::from_service(&e, "-")),
         }
     }
 }
