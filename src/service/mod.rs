@@ -6,7 +6,7 @@
 mod audit;
 mod flight;
 mod gate;
-mod jobs;
+pub(crate) mod jobs;
 mod outcome;
 mod scope;
 mod throttle;
