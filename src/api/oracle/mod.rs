@@ -333,12 +333,11 @@ impl Oracle {
         }
         let users = self.users.clone();
         let name = user.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            users.verify(&name, &asked.password).cloned()
-        })
-        .await
-        .map_err(|_| OracleError::internal())?
-        .ok_or_else(refused)?;
+        let found =
+            tokio::task::spawn_blocking(move || users.verify(&name, &asked.password).cloned())
+                .await
+                .map_err(|_| OracleError::internal())?
+                .ok_or_else(refused)?;
         record.principal = Some(credentials::two_part_name(&domain, &user));
         let now = unix_now();
         let session = Session::begin(&found.name, found.grant_digest(), now, self.policy);
