@@ -257,7 +257,7 @@ fn a_capture_is_created_polled_to_complete_and_its_jpeg_served() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, [name.clone()]);
+    assert_eq!(names, std::slice::from_ref(&name));
 
     // Bob, of another project, cannot see, get, list or cancel it, nor its media.
     let bob = authenticate(&d, BOB, BOB_PASSWORD).unwrap();
@@ -352,6 +352,13 @@ fn a_capture_acknowledged_before_kill_9_is_never_left_unfinished() {
     first.kill_9();
 
     let second = Daemon::start("", &oracle_section(&dir, 0, Some(&store)));
+    // The job was queued or pending: recovery resumes it.
+    let recovered = second.wait_for_log("oracle jobs recovered", Duration::from_secs(20));
+    assert!(
+        recovered.is_some_and(|l| l.contains("\"resumed\":1")),
+        "{}",
+        second.logs()
+    );
     // Without a cookie key file each start signs with its own key.
     let cookie = authenticate(&second, ALICE, ALICE_PASSWORD).unwrap();
     let done = poll(&second, &cookie, &name);

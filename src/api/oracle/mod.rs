@@ -620,6 +620,23 @@ fn single_range(header: &str, len: u64) -> Span {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn without_a_store_the_dialect_refuses_to_mount() {
+        let service = service::Screenshots::on_test_driver();
+        let shared = Shared {
+            service: Arc::new(service),
+            server: crate::config::Server::default(),
+        };
+        let section: toml::Table =
+            toml::from_str("credentials_file = \"/nonexistent\"\nidentity_domain = \"acme\"")
+                .unwrap();
+        let err = mount(&section, &shared).err().expect("refused").to_string();
+        assert!(
+            err.starts_with("[oracle]: ") && err.contains("[store]"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn one_byte_range_at_a_time() {
         assert_eq!(single_range("bytes=0-9", 100), Span::Bytes(0, 9));

@@ -321,3 +321,118 @@ impl Jobs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::{Hypervisor, Settings as HvSettings};
+    use crate::store::StoreSettings;
+    use sha2::Digest;
+
+    fn reason(err: &Error, state: JobState) -> String {
+        format!("{state}: {err}")
+    }
+
+    async fn jobs(dir: &std::path::Path, delay: Duration) -> Jobs {
+        let store = Store::open(StoreSettings::new(dir.join("s.db")))
+            .await
+            .unwrap();
+        let service = Arc::new(Screenshots::new(
+            Hypervisor::new(HvSettings::new("test:///default")),
+            super::super::Settings {
+                output: crate::capture::Output::default(),
+                max_concurrent: 2,
+                max_queued: 2,
+                wake_settle: Duration::ZERO,
+                fast_path: None,
+                store: Some(store),
+            },
+        ));
+        service
+            .jobs(JobSettings {
+                dialect: "test",
+                start_delay: delay,
+                reason,
+            })
+            .unwrap()
+    }
+
+    async fn finished(jobs: &Jobs, who: &Principal, name: &str) -> Job {
+        for _ in 0..200 {
+            let job = jobs.get(who, name).await.unwrap();
+            if job.status.state.is_terminal() {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{name} did not finish");
+    }
+
+    fn submit<'a>(
+        who: &'a Principal,
+        table: &'a BTreeMap<String, String>,
+        name: &str,
+    ) -> Submit<'a> {
+        Submit {
+            who,
+            lookup: "test",
+            table,
+            interval: Interval {
+                rule: "test",
+                every: Duration::from_millis(1),
+            },
+            name: name.into(),
+            instance: "vm-test".into(),
+            account: None,
+            request_id: format!("req-{name}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_runs_to_complete_a_cancel_stops_one_and_others_see_none() {
+        let dir = std::env::temp_dir().join(format!("vmshot-jobs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let jobs = jobs(&dir, Duration::from_millis(300)).await;
+        let alice = Principal::unlimited("test", "alice");
+        let bob = Principal::unlimited("test", "bob");
+        let table = BTreeMap::new();
+
+        let job = jobs.submit(submit(&alice, &table, "a/1")).await.unwrap();
+        assert_eq!(job.status.state, JobState::Queued);
+        let done = finished(&jobs, &alice, "a/1").await;
+        assert_eq!(done.status.state, JobState::Complete, "{done:?}");
+        let media = jobs.media(&alice, "a/1").await.unwrap();
+        let bytes = std::fs::read(&media.path).unwrap();
+        assert_eq!((bytes.len() as u64, media.len), (media.len, media.len));
+        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), media.sha256);
+
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        jobs.submit(submit(&alice, &table, "a/2")).await.unwrap();
+        let asked = jobs.cancel(&alice, "a/2").await.unwrap();
+        assert_eq!(asked.status.cancellation, CancellationState::Requested);
+        let cancelled = finished(&jobs, &alice, "a/2").await;
+        assert_eq!(
+            (
+                cancelled.status.error_reason.as_deref(),
+                cancelled.status.cancellation
+            ),
+            (Some(machine::CANCELLED), CancellationState::Completed)
+        );
+        assert!(cancelled.media_path.is_none());
+
+        assert!(matches!(
+            jobs.get(&bob, "a/1").await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            jobs.cancel(&bob, "a/1").await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(jobs.list(&bob, "a/").await.unwrap().is_empty());
+        assert_eq!(jobs.list(&alice, "a/").await.unwrap().len(), 2);
+        jobs.delete(&alice, "a/1").await.unwrap();
+        assert!(!media.path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
