@@ -373,3 +373,53 @@ fn a_capture_acknowledged_before_kill_9_is_never_left_unfinished() {
         ),
     }
 }
+
+/// The stdlib client (tests/sdk/oracle.py), run as Oracle's curl examples
+/// are: every step it prints is what a Compute Classic client would see.
+#[test]
+fn the_stdlib_client_runs_the_whole_flow() {
+    let (_lock, d, dir) = setup(0);
+    let password = dir.join("password");
+    std::fs::write(&password, format!("{ALICE_PASSWORD}\n")).unwrap();
+    let out = dir.join("capture.jpg");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/oracle.py");
+    let run = std::process::Command::new("python3")
+        .args([script, "--endpoint", &d.endpoint(), "--user", ALICE])
+        .args(["--password-file", password.to_str().unwrap()])
+        .args(["--instance", &format!("{ALICE}/pattern-1080")])
+        .args(["--out", out.to_str().unwrap(), "all"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let context = format!(
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        d.logs()
+    );
+    assert!(run.status.success(), "{context}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = |action: &str| {
+        lines
+            .iter()
+            .find(|l| l["action"] == action)
+            .unwrap_or_else(|| panic!("no {action}: {context}"))
+    };
+    assert_eq!(first("cookie")["present"], true, "{context}");
+    assert_eq!(first("create")["status"], 201, "{context}");
+    let media = first("media");
+    assert_eq!(media["status"], 200, "{context}");
+    assert_eq!(media["content_type"], "image/jpeg");
+    assert_eq!(media["sha256_matches"], true, "{context}");
+    let img = decode_rgb(&std::fs::read(&out).unwrap());
+    assert_eq!(img.dimensions(), (PATTERN_1080.width, PATTERN_1080.height));
+    // The second create falls within the minute: Oracle's 429.
+    let creates: Vec<_> = lines.iter().filter(|l| l["action"] == "create").collect();
+    assert_eq!(creates.len(), 2, "{context}");
+    assert_eq!(creates[1]["status"], 429, "{context}");
+    // The last list, after the delete, is empty.
+    let last_list = lines.iter().rev().find(|l| l["action"] == "list").unwrap();
+    assert_eq!(last_list["count"], 0, "{context}");
+}
