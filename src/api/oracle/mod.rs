@@ -89,16 +89,20 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         None => CookieKey::random(),
     };
     tracing::info!(users = users.len(), domain = %config.identity_domain, "oracle dialect");
-    // Jobs left unfinished by the last run: resumed or ended, in the
-    // background, so that the start does not wait on libvirt. A new job
-    // racing a recovered one is safe: each step is a compare-and-set.
+    // Jobs left unfinished by the last run (created before now: nothing is
+    // served yet) are resumed or ended in the background, so that the start
+    // does not wait on libvirt. Without a runtime (a configuration check)
+    // there is nothing to run them on.
+    let started = time::OffsetDateTime::now_utc();
     let recovering = jobs.clone();
-    tokio::spawn(async move {
-        match recovering.recover().await {
-            Ok(resumed) => tracing::info!(resumed, "oracle jobs recovered"),
-            Err(e) => tracing::warn!(error = %e, "oracle job recovery failed"),
-        }
-    });
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            match recovering.recover(started).await {
+                Ok(resumed) => tracing::info!(resumed, "oracle jobs recovered"),
+                Err(e) => tracing::warn!(error = %e, "oracle job recovery failed"),
+            }
+        });
+    }
     let oracle = Oracle {
         jobs,
         users: Arc::new(users),

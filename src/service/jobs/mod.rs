@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use time::OffsetDateTime;
+
 use machine::Event;
 
 use super::{Caller, Domain, Error, Interval, Principal, ScreenshotRequest, Screenshots};
@@ -192,12 +194,13 @@ impl Jobs {
         }
     }
 
-    /// After a start: every unfinished job of this dialect per the machine's
-    /// recovery rule; those that resume get a runner again.
-    pub(crate) async fn recover(&self) -> Result<usize, Error> {
+    /// After a start: every unfinished job of this dialect created before
+    /// `started` (by an earlier run: this run's own have live runners) per
+    /// the machine's recovery rule; those that resume get a runner again.
+    pub(crate) async fn recover(&self, started: OffsetDateTime) -> Result<usize, Error> {
         let mut resumed = 0;
         for job in self.store.unfinished_jobs().await.map_err(store_error)? {
-            if job.dialect != self.settings.dialect {
+            if job.dialect != self.settings.dialect || job.creation_time >= started {
                 continue;
             }
             let job = self
@@ -299,6 +302,8 @@ impl Jobs {
                         _ => return false,
                     }
                 }
+                // Deleted while it ran: nothing is left to move.
+                Err(StoreError::NotFound { .. }) => return false,
                 Err(e) => {
                     tracing::warn!(job = name, error = %e, "job step failed");
                     return false;
@@ -433,6 +438,57 @@ mod tests {
         assert_eq!(jobs.list(&alice, "a/").await.unwrap().len(), 2);
         jobs.delete(&alice, "a/1").await.unwrap();
         assert!(!media.path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Jobs an earlier run left: a pending one resumes and completes, an
+    /// in-progress one ends in error; one of this run is left alone.
+    #[tokio::test]
+    async fn recovery_resumes_or_ends_only_an_earlier_runs_jobs() {
+        let dir = std::env::temp_dir().join(format!("vmshot-jobs-rec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let jobs = jobs(&dir, Duration::ZERO).await;
+        let alice = Principal::unlimited("test", "alice");
+        let domain = jobs.service.find("test").await.unwrap();
+        let left = |name: &str, state: JobState| {
+            let store = jobs.store.clone();
+            let new = NewJob {
+                name: name.into(),
+                dialect: "test".into(),
+                principal: "alice".into(),
+                project: None,
+                instance: "vm-test".into(),
+                domain_uuid: domain.uuid.clone(),
+                request_id: format!("req-{name}"),
+                creation_time: crate::store::now(),
+                account: None,
+            };
+            let name = name.to_owned();
+            async move {
+                store.create_job(new).await.unwrap();
+                store
+                    .update_job(&name, move |s| Ok(JobStatus { state, ..s.clone() }))
+                    .await
+                    .unwrap();
+            }
+        };
+        left("old/pending", JobState::Pending).await;
+        left("old/grabbing", JobState::InProgress).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let started = crate::store::now();
+        left("new/grabbing", JobState::InProgress).await;
+
+        assert_eq!(jobs.recover(started).await.unwrap(), 1);
+        let resumed = finished(&jobs, &alice, "old/pending").await;
+        assert_eq!(resumed.status.state, JobState::Complete, "{resumed:?}");
+        let ended = jobs.get(&alice, "old/grabbing").await.unwrap();
+        assert_eq!(
+            ended.status.error_reason.as_deref(),
+            Some("vmshot restarted during in-progress")
+        );
+        let mine = jobs.get(&alice, "new/grabbing").await.unwrap();
+        assert_eq!(mine.status.state, JobState::InProgress);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
