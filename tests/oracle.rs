@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use common::daemon::Daemon;
-use common::fixtures::{self, shows_pattern, PATTERN, PATTERN_1080};
-use common::host::LibvirtdLock;
+use common::fixtures::{self, shows_pattern, PATTERN, PATTERN_1080, STALL};
+use common::host::{qemu_pid, stall_guard, Frozen, LibvirtdLock};
 use common::http::{send, Reply};
 use common::image_check::decode_rgb;
 
@@ -53,7 +53,7 @@ fn oracle_section(dir: &Path, start_delay_ms: u64, store: Option<&Path>) -> Stri
     text += &format!(
         "[oracle]\ncredentials_file = \"{}\"\nidentity_domain = \"acme\"\n\
          start_delay_ms = {start_delay_ms}\n\n[oracle.instances]\n\
-         \"pattern\" = \"{}\"\n\"pattern-1080\" = \"{}\"\n",
+         \"pattern\" = \"{}\"\n\"pattern-1080\" = \"{}\"\n\"stall\" = \"{STALL}\"\n",
         users.display(),
         PATTERN.domain(),
         PATTERN_1080.domain()
@@ -422,4 +422,40 @@ fn the_stdlib_client_runs_the_whole_flow() {
     // The last list, after the delete, is empty.
     let last_list = lines.iter().rev().find(|l| l["action"] == "list").unwrap();
     assert_eq!(last_list["count"], 0, "{context}");
+}
+
+/// A grab stuck on a frozen QEMU when the daemon is killed: after the
+/// restart the capture ends in error, saying so, and is never left
+/// `in-progress`.
+#[test]
+fn a_capture_killed_mid_grab_ends_in_error_after_the_restart() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let _stall = stall_guard();
+    let dir = fixtures::tempdir();
+    let store = dir.join("kept.db");
+    let mut first = Daemon::start("", &oracle_section(&dir, 0, Some(&store)));
+    let cookie = authenticate(&first, ALICE, ALICE_PASSWORD).unwrap();
+    let frozen = Frozen::new(qemu_pid(STALL));
+    let created = create(&first, &cookie, &format!("{ALICE}/stall"));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let name = created.json()["name"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = call(&first, Some(&cookie), "GET", &path_of(&name), None).json();
+        if now["state"] == "in-progress" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never in-progress: {now}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill_9();
+    drop(frozen);
+
+    let second = Daemon::start("", &oracle_section(&dir, 0, Some(&store)));
+    let cookie = authenticate(&second, ALICE, ALICE_PASSWORD).unwrap();
+    let done = poll(&second, &cookie, &name);
+    assert_eq!(done["state"], "error", "{done}");
+    assert_eq!(done["error_reason"], "vmshot restarted during in-progress");
+    assert!(done["media_uri"].is_null(), "{done}");
 }
