@@ -24,7 +24,11 @@ pub struct Registration {
     pub mount: fn(&toml::Table, &Shared) -> Result<Option<Mount>, MountError>,
 }
 
-pub const DIALECTS: &[Registration] = &[super::alibaba::REGISTRATION, super::aws::REGISTRATION];
+pub const DIALECTS: &[Registration] = &[
+    super::alibaba::REGISTRATION,
+    super::aws::REGISTRATION,
+    super::oracle::REGISTRATION,
+];
 
 /// What every dialect is built from besides its section.
 pub struct Shared {

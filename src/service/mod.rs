@@ -6,7 +6,7 @@
 mod audit;
 mod flight;
 mod gate;
-mod jobs;
+pub(crate) mod jobs;
 mod outcome;
 mod scope;
 mod throttle;
@@ -247,6 +247,13 @@ impl Screenshots {
         }
     }
 
+    /// A service on libvirt's test driver without a store, for the tests of
+    /// the layers above, which may not reach the hypervisor themselves.
+    #[cfg(test)]
+    pub(crate) fn on_test_driver() -> Self {
+        tests::service()
+    }
+
     pub fn hypervisor(&self) -> &Hypervisor {
         self.captures.capturer.hypervisor()
     }
@@ -434,7 +441,7 @@ mod tests {
 
     /// A service on libvirt's test driver, which serves one fixed screen
     /// whichever is asked for.
-    fn service() -> Screenshots {
+    pub(super) fn service() -> Screenshots {
         service_with(None)
     }
 

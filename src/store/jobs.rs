@@ -140,6 +140,8 @@ pub(crate) struct NewJob {
     pub domain_uuid: String,
     pub request_id: String,
     pub creation_time: OffsetDateTime,
+    /// The storage account the request named, if its dialect has one.
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +162,7 @@ pub(crate) struct Job {
     pub media_sha256: Option<String>,
     pub media_bytes: Option<u64>,
     pub request_id: String,
+    pub account: Option<String>,
 }
 
 /// Which jobs to list: all filters optional, names in ascending order,
@@ -179,7 +182,7 @@ const MAX_PAGE: u32 = 1000;
 
 const COLUMNS: &str = "id, name, dialect, principal, project, instance, domain_uuid, state, \
      error_reason, cancellation_state, cancellation_error, creation_time, updated_at, \
-     media_path, media_uri, media_sha256, media_bytes, request_id";
+     media_path, media_uri, media_sha256, media_bytes, request_id, account";
 
 fn read_job(media_dir: &Path, r: &Row<'_>) -> rusqlite::Result<Job> {
     let bad = |i: usize, what: String| {
@@ -214,6 +217,7 @@ fn read_job(media_dir: &Path, r: &Row<'_>) -> rusqlite::Result<Job> {
         media_sha256: r.get(15)?,
         media_bytes: r.get::<_, Option<i64>>(16)?.map(|b| b.max(0) as u64),
         request_id: r.get(17)?,
+        account: r.get(18)?,
     })
 }
 
@@ -288,8 +292,8 @@ impl Store {
                 .conn
                 .prepare_cached(
                     "INSERT INTO jobs (name, dialect, principal, project, instance, domain_uuid, \
-                     state, cancel, cancellation_state, creation_time, updated_at, request_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?9, ?10) \
+                     state, cancel, cancellation_state, creation_time, updated_at, request_id, account) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?9, ?10, ?11) \
                      ON CONFLICT (name) DO NOTHING",
                 )?
                 .execute(params![
@@ -303,6 +307,7 @@ impl Store {
                     status.cancellation.as_str(),
                     created,
                     new.request_id,
+                    new.account,
                 ])?;
             if inserted == 0 {
                 return Err(StoreError::Exists {

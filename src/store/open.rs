@@ -13,7 +13,10 @@ use super::worker::Db;
 use super::{StoreError, StoreSettings};
 
 /// The migrations, in order; schema version N is the first N applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_job_account.sql"),
+];
 
 /// The newest schema this binary knows.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -49,6 +49,7 @@ fn new_job(name: &str, principal: &str, created: OffsetDateTime) -> NewJob {
         domain_uuid: "b48316c5-71e8-45e4-9884-6c78055b9b13".into(),
         request_id: format!("req-{name}"),
         creation_time: created,
+        account: None,
     }
 }
 

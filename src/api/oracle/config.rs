@@ -9,6 +9,7 @@
 //! capture_interval_secs = 60        # one capture per instance per minute, as Oracle's
 //! session_secs = 1800               # a nimbula cookie's life, and what /refresh/ adds
 //! session_cap_secs = 10800          # never past 3 h from the first authentication
+//! start_delay_ms = 0                # how long a new capture waits in `pending`
 //! # cookie_key_file = "/etc/vmshot/oracle-cookie.key"  # ≥ 32 bytes, mode 0600/0640
 //! [oracle.instances]                # instance name (after the container) → domain
 //! "web1" = "6a1f2c3d-0000-4000-8000-000000000001"
@@ -45,6 +46,10 @@ pub struct Section {
     /// authenticate again) and two daemons behind one name reject each
     /// other's cookies.
     pub cookie_key_file: Option<PathBuf>,
+    /// How long a new capture waits in `pending` before its grab: time for
+    /// the console to settle after whatever prompted the request, and a
+    /// window in which a cancel stops it before any pixel is taken.
+    pub start_delay_ms: u64,
     /// Instance name relative to its container (`vm1` or `vm1/{uuid}`) →
     /// libvirt domain name or UUID, tried first.
     pub instances: BTreeMap<String, String>,
@@ -60,6 +65,7 @@ impl Default for Section {
             session_secs: 1800,
             session_cap_secs: 10_800,
             cookie_key_file: None,
+            start_delay_ms: 0,
             instances: BTreeMap::new(),
         }
     }

@@ -354,3 +354,17 @@ pub(super) mod tests {
         assert!(!format!("{u:?}").contains("argon2"));
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_example_file_loads_and_its_password_checks() {
+        let users =
+            super::Users::from_toml(include_str!("../../../systemd/oracle-credentials.toml"))
+                .unwrap();
+        let user = users
+            .verify("jack.jones@example.com", "example-password-change-me")
+            .unwrap();
+        assert!(user.has_role(super::OPERATIONS_ROLE));
+    }
+}

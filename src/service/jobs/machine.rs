@@ -36,8 +36,7 @@
 //! different picture under the same job, with possibly half-written media.
 //! A job with a cancel requested ends cancelled instead of resuming.
 
-// The Oracle dialect's worker and restart recovery (being written alongside)
-// drive this; until then only its tests do.
+// `EDGES` and `valid` state the drawing for the tests alone.
 #![allow(dead_code)]
 
 use crate::store::{CancellationState, JobState, JobStatus};
@@ -268,6 +267,7 @@ mod tests {
             domain_uuid: "d1".into(),
             request_id: format!("req-{name}"),
             creation_time: crate::store::now(),
+            account: None,
         };
         fn step(s: &JobStatus, e: Event) -> Result<JobStatus, String> {
             apply(s, &e).map_err(|r| r.to_string())
