@@ -19,7 +19,4 @@ pub(crate) mod frame;
 pub mod hypervisor;
 pub(crate) mod server;
 pub(crate) mod service;
-// Callers (the Oracle and Nova dialects, restart recovery) are being written
-// alongside; until they land the API is used only by its tests.
-#[allow(dead_code, unused_imports)]
 pub(crate) mod store;

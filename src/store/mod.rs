@@ -20,8 +20,12 @@
 //! All SQLite and file work runs on one thread that owns the connection
 //! (`worker`), fed by a bounded channel; every call has a timeout.
 
+// Listing actions (the Nova dialect) and durable throttle slots have no
+// caller yet; their tests hold them until those land.
+#[allow(dead_code)]
 mod actions;
 mod jobs;
+#[allow(dead_code)]
 mod limits;
 mod media;
 mod open;
@@ -36,10 +40,12 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-pub(crate) use actions::{Action, ActionEvent, ActionPage, EventResult, NewAction};
+#[cfg(test)]
+pub(crate) use actions::{Action, ActionPage};
+pub(crate) use actions::{ActionEvent, EventResult, NewAction};
 pub(crate) use jobs::{CancellationState, Job, JobFilter, JobState, JobStatus, NewJob};
+#[cfg(test)]
 pub(crate) use limits::Slot;
-pub(crate) use retain::Retained;
 pub(crate) use worker::Store;
 
 /// Where the store lives and how much it keeps.
@@ -118,6 +124,7 @@ pub(crate) enum StoreError {
     #[error("refused: {0}")]
     Refused(String),
     #[error("marker '{0}' not found")]
+    #[allow(dead_code)] // made by the action listing, which has no caller yet
     MarkerNotFound(String),
     #[error("media {path}: {source}")]
     Media {

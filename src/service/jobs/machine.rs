@@ -36,9 +36,6 @@
 //! different picture under the same job, with possibly half-written media.
 //! A job with a cancel requested ends cancelled instead of resuming.
 
-// `EDGES` and `valid` state the drawing for the tests alone.
-#![allow(dead_code)]
-
 use crate::store::{CancellationState, JobState, JobStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +46,9 @@ pub(crate) enum Event {
     Fail(String),
     /// The client asked to cancel.
     Cancel,
-    /// vmshot restarted and found the job unfinished.
+    /// vmshot restarted and found the job unfinished. Recovery calls
+    /// `recover` itself; the property tests drive restarts through `apply`.
+    #[cfg_attr(not(test), allow(dead_code))]
     Restarted,
 }
 
@@ -73,6 +72,7 @@ pub(crate) const CANCELLED: &str = "cancelled";
 
 /// The state moves the drawing shows, and no others (a move to the same
 /// state, e.g. a cancel request, is not a state move).
+#[cfg(test)]
 pub(crate) const EDGES: &[(JobState, JobState)] = &[
     (JobState::Queued, JobState::Pending),
     (JobState::Pending, JobState::InProgress),
@@ -175,6 +175,7 @@ pub(crate) fn resumable(state: JobState) -> bool {
 }
 
 /// The invariants every reachable status keeps.
+#[cfg(test)]
 pub(crate) fn valid(status: &JobStatus) -> bool {
     let error_iff = (status.state == JobState::Error) == status.error_reason.is_some();
     let cancellation = match status.cancellation {
