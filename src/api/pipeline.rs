@@ -86,6 +86,12 @@ pub enum Refusal {
     Panicked,
 }
 
+impl Refusal {
+    /// Why an ambiguous length is refused, in words every dialect can send.
+    pub const AMBIGUOUS_LENGTH: &'static str =
+        "A request may not give its length both as Content-Length and as Transfer-Encoding.";
+}
+
 /// What the log line and the metrics say of a request besides its outcome,
 /// filled in by the dialect as it learns it.
 #[derive(Debug, Default)]

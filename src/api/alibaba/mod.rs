@@ -152,9 +152,7 @@ impl Dialect for Alibaba {
 
     fn refuse(&self, why: Refusal) -> AliError {
         match why {
-            Refusal::AmbiguousLength => AliError::invalid(
-                "A request may not give its length both as Content-Length and as Transfer-Encoding.",
-            ),
+            Refusal::AmbiguousLength => AliError::invalid(Refusal::AMBIGUOUS_LENGTH),
             Refusal::TooLarge { limit } => AliError::too_large(limit),
             Refusal::TimedOut { after } => AliError::timed_out(after),
             Refusal::Panicked => AliError::internal(),

@@ -157,9 +157,7 @@ impl Dialect for Aws {
 
     fn refuse(&self, why: Refusal) -> AwsError {
         match why {
-            Refusal::AmbiguousLength => AwsError::invalid_query(
-                "A request may not give its length both as Content-Length and as Transfer-Encoding.",
-            ),
+            Refusal::AmbiguousLength => AwsError::invalid_query(Refusal::AMBIGUOUS_LENGTH),
             Refusal::TooLarge { limit } => AwsError::too_large(limit),
             Refusal::TimedOut { after } => AwsError::service_unavailable(format!(
                 "The service is unavailable: no answer within {} s.",

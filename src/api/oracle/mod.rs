@@ -261,9 +261,7 @@ impl Dialect for Oracle {
 
     fn refuse(&self, why: Refusal) -> OracleError {
         match why {
-            Refusal::AmbiguousLength => OracleError::bad_request(
-                "A request may not give its length both as Content-Length and as Transfer-Encoding.",
-            ),
+            Refusal::AmbiguousLength => OracleError::bad_request(Refusal::AMBIGUOUS_LENGTH),
             Refusal::TooLarge { limit } => OracleError::too_large(limit),
             Refusal::TimedOut { after } => OracleError::unavailable(format!(
                 "The service is unavailable: no answer within {} s.",
