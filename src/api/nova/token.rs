@@ -21,6 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::config::read_secret_file;
 use crate::service::Principal;
 
 /// The dialect's name on principals it vouches for.
@@ -140,7 +141,10 @@ impl std::fmt::Debug for StaticTokens {
 
 impl StaticTokens {
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Tokens are secrets: the same ownership and mode checks as key files.
+        let bytes = read_secret_file(path).map_err(|e| e.to_string())?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
