@@ -237,25 +237,24 @@ impl Shared {
     }
 
     /// Sets what is known of one domain (`None`: it is gone) and tells
-    /// subscribers if that changed anything.
+    /// subscribers if that changed anything. The change is sent under the
+    /// table's lock, so whoever sees the table change finds it already sent.
     fn apply(&self, uuid: &str, now: Option<Entry>) {
-        let change = {
-            let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
-            match now {
-                Some(entry) => match domains.insert(uuid.to_owned(), entry.clone()) {
-                    None => Some(Change::Added(entry)),
-                    Some(before) if before != entry => Some(Change::Updated {
-                        before,
-                        after: entry,
-                    }),
-                    Some(_) => None,
-                },
-                None => domains.remove(uuid).map(Change::Removed),
-            }
+        let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
+        let change = match now {
+            Some(entry) => match domains.insert(uuid.to_owned(), entry.clone()) {
+                None => Some(Change::Added(entry)),
+                Some(before) if before != entry => Some(Change::Updated {
+                    before,
+                    after: entry,
+                }),
+                Some(_) => None,
+            },
+            None => domains.remove(uuid).map(Change::Removed),
         };
         if let Some(change) = change {
             tracing::debug!(?change, "inventory change");
-            // No subscriber is not an error.
+            // No subscriber is not an error; `send` never blocks.
             let _ = self.changes.send(change);
         }
     }
