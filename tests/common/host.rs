@@ -111,13 +111,13 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// Held by every test that needs libvirtd up; the restart test holds it
 /// exclusively, so that it never pulls libvirtd from under another test (test
 /// binaries run one after another under `cargo test`, but not under nextest).
+/// The lock is machine-wide, as libvirtd is: two checkouts testing at once
+/// share it.
 pub struct LibvirtdLock(std::fs::File);
 
 impl LibvirtdLock {
     fn open() -> std::fs::File {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::File::create(dir.join(".libvirtd-test.lock")).unwrap()
+        std::fs::File::create(std::env::temp_dir().join("vmshot-libvirtd-test.lock")).unwrap()
     }
 
     pub fn shared() -> Self {
