@@ -27,6 +27,7 @@ pub struct Registration {
 pub const DIALECTS: &[Registration] = &[
     super::alibaba::REGISTRATION,
     super::aws::REGISTRATION,
+    super::nova::REGISTRATION,
     super::oracle::REGISTRATION,
 ];
 

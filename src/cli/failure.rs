@@ -125,7 +125,7 @@ impl Failure {
             E::Libvirt { .. } => (1, advice::LIBVIRT.to_owned()),
             // Internal faults, and refusals a one-off grab never meets (it
             // has the service to itself, with no interval to keep).
-            E::Failed { .. } | E::Busy | E::Throttled { .. } => {
+            E::Failed { .. } | E::Busy | E::Throttled { .. } | E::NoSuchMarker { .. } => {
                 return Self::internal(format!("{told}."))
             }
         };
@@ -460,9 +460,10 @@ mod tests {
             E::Unavailable { .. } => 9,
             E::Libvirt { .. } => 10,
             E::Failed { .. } => 11,
+            E::NoSuchMarker { .. } => 12,
         }
     }
-    const SERVICE_VARIANTS: usize = 12;
+    const SERVICE_VARIANTS: usize = 13;
 
     /// `vmshot grab` went from calling libvirt to calling the screenshot
     /// service: each hypervisor error must still end it as it did before.
@@ -488,6 +489,9 @@ mod tests {
             service::Error::Throttled {
                 domain: "web1".into(),
                 retry_after: std::time::Duration::from_secs(3),
+            },
+            service::Error::NoSuchMarker {
+                marker: "req-1".into(),
             },
         ] {
             seen.push(service_variant(&err));

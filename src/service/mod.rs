@@ -3,6 +3,7 @@
 //! a capture of the same screen already in flight (`flight`), and otherwise
 //! runs one under the cap on concurrent captures, with the optional wake-up.
 
+pub mod actions;
 mod audit;
 mod flight;
 mod gate;
@@ -122,6 +123,9 @@ pub enum Error {
     /// name files and URIs, are in `detail`.
     #[error("libvirt could not {what}")]
     Libvirt { what: String, detail: String },
+    /// A page's marker names no action of the instance.
+    #[error("marker '{marker}' could not be found")]
+    NoSuchMarker { marker: String },
     #[error("{reason}")]
     Failed { reason: String, detail: String },
 }

@@ -42,9 +42,10 @@ impl Error {
             Self::NotFound { .. } => Outcome::NotFound,
             // The guest is there but cannot be shown: the caller asked for
             // something this domain cannot give now.
-            Self::NotRunning { .. } | Self::NoDisplay { .. } | Self::NoSuchScreen { .. } => {
-                Outcome::ClientError
-            }
+            Self::NotRunning { .. }
+            | Self::NoDisplay { .. }
+            | Self::NoSuchScreen { .. }
+            | Self::NoSuchMarker { .. } => Outcome::ClientError,
             Self::Throttled { .. } => Outcome::Throttled,
             Self::Busy => Outcome::Busy,
             Self::Timeout(_) | Self::Unavailable { .. } => Outcome::Unavailable,

@@ -102,6 +102,7 @@ fn read_action(r: &Row<'_>) -> rusqlite::Result<(i64, Action)> {
     ))
 }
 
+#[cfg(test)]
 fn not_found(instance: &str, request_id: &str) -> StoreError {
     StoreError::NotFound {
         kind: "action",
@@ -111,7 +112,9 @@ fn not_found(instance: &str, request_id: &str) -> StoreError {
 
 impl Store {
     /// Records the start of an action; `Exists` if this instance already
-    /// has one with that request id.
+    /// has one with that request id. (Step by step, for actions that outlast
+    /// a request, like the recordings to come; only tests call it yet.)
+    #[cfg(test)]
     pub(crate) async fn start_action(&self, new: NewAction) -> Result<(), StoreError> {
         self.call(move |db| {
             let start = to_micros(new.start_time);
@@ -210,6 +213,7 @@ impl Store {
     }
 
     /// Records the start of one event of an action.
+    #[cfg(test)]
     pub(crate) async fn start_event(
         &self,
         instance_uuid: &str,
@@ -255,6 +259,7 @@ impl Store {
     /// Records how an event ended. An `Error` also marks the action's
     /// message `Error`, as Nova does.
     #[allow(clippy::too_many_arguments)]
+    #[cfg(test)]
     pub(crate) async fn finish_event(
         &self,
         instance_uuid: &str,

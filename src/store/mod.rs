@@ -20,9 +20,8 @@
 //! All SQLite and file work runs on one thread that owns the connection
 //! (`worker`), fed by a bounded channel; every call has a timeout.
 
-// Listing actions (the Nova dialect) and durable throttle slots have no
-// caller yet; their tests hold them until those land.
-#[allow(dead_code)]
+// Durable throttle slots have no caller yet; their tests hold them until
+// that lands.
 mod actions;
 mod jobs;
 #[allow(dead_code)]
@@ -40,9 +39,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-#[cfg(test)]
-pub(crate) use actions::{Action, ActionPage};
-pub(crate) use actions::{ActionEvent, EventResult, NewAction};
+pub(crate) use actions::{Action, ActionEvent, ActionPage, EventResult, NewAction};
 pub(crate) use jobs::{CancellationState, Job, JobFilter, JobState, JobStatus, NewJob};
 #[cfg(test)]
 pub(crate) use limits::Slot;
@@ -124,7 +121,6 @@ pub(crate) enum StoreError {
     #[error("refused: {0}")]
     Refused(String),
     #[error("marker '{0}' not found")]
-    #[allow(dead_code)] // made by the action listing, which has no caller yet
     MarkerNotFound(String),
     #[error("media {path}: {source}")]
     Media {

@@ -79,7 +79,9 @@ impl AwsError {
             E::Timeout(_) | E::Unavailable { .. } => {
                 Self::service_unavailable(format!("The service is unavailable: {err}."))
             }
-            E::NoSuchScreen { .. } => Self::invalid_parameter_value(format!("{err}.")),
+            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } => {
+                Self::invalid_parameter_value(format!("{err}."))
+            }
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {
                 Self::new(
                     500,

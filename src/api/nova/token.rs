@@ -304,6 +304,7 @@ impl Keystone {
         }
     }
 
+    #[cfg(test)]
     pub fn cache_len(&self) -> usize {
         self.cache.lock().expect("cache lock").len()
     }
@@ -623,5 +624,11 @@ mod tests {
         let unscoped = br#"{"token": {"user": {"id": "u"}, "roles": [], "expires_at": "2099-01-01T00:00:00.000000Z"}}"#;
         assert_eq!(parse_validation(unscoped), Err(TokenError::Invalid));
         assert!(parse_validation(b"<html>").is_err());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let tokens = StaticTokens::parse(include_str!("../../../systemd/nova-tokens.toml")).unwrap();
+        assert_eq!(tokens.len(), 1);
     }
 }

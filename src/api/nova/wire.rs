@@ -289,6 +289,9 @@ pub struct NovaError {
     pub detail: Option<String>,
     /// Seconds, for 413/429 (`retryAfter` and `Retry-After`).
     pub retry_after: Option<u64>,
+    /// Refused before Nova saw the request, by keystonemiddleware, which
+    /// has its own body: `{"error": {"code", "title", "message"}}`.
+    pub by_middleware: bool,
 }
 
 impl WireError for NovaError {
@@ -347,6 +350,7 @@ impl NovaError {
             },
             detail: None,
             retry_after: None,
+            by_middleware: false,
         }
     }
 
@@ -407,14 +411,20 @@ impl NovaError {
         Self::new(405, "The method is not allowed for the requested URL.")
     }
 
-    /// No or a refused token (keystonemiddleware's words).
+    /// No or a refused token: keystonemiddleware's answer.
     pub fn unauthorized() -> Self {
-        Self::new(401, "The request you have made requires authentication.")
+        Self {
+            by_middleware: true,
+            ..Self::new(401, "The request you have made requires authentication.")
+        }
     }
 
-    /// Policy said no (`PolicyNotAuthorized`).
-    pub fn forbidden(rule: &str) -> Self {
-        Self::new(403, format!("Policy doesn't allow {rule} to be performed."))
+    /// Keystone did not answer: keystonemiddleware's answer.
+    pub fn keystone_unavailable() -> Self {
+        Self {
+            by_middleware: true,
+            ..Self::new(503, "The Keystone service is temporarily unavailable.")
+        }
     }
 
     pub fn over_limit(status: u16, message: impl Into<String>, retry_after: u64) -> Self {
@@ -449,6 +459,10 @@ impl NovaError {
                 format!("Instance {id} has no display device: there is no screen to capture."),
             ),
             E::NoSuchScreen { .. } => Self::bad_request(format!("{err}.")),
+            // What Nova's `MarkerNotFound` says.
+            E::NoSuchMarker { marker } => {
+                Self::bad_request(format!("Marker {} could not be found.", echo(marker)))
+            }
             E::Throttled { retry_after, .. } => Self::over_limit(
                 429,
                 "This request was rate-limited.",
@@ -472,6 +486,14 @@ impl NovaError {
     /// The fault document: `{"<name>": {"code": N, "message": "…"}}`, with
     /// `retryAfter` (a string, from the header) for 413/429.
     pub fn body(&self) -> Value {
+        if self.by_middleware {
+            let title = self.status.canonical_reason().unwrap_or("Error");
+            return json!({"error": {
+                "code": self.status.as_u16(),
+                "title": title,
+                "message": self.message,
+            }});
+        }
         let mut inner = Map::new();
         inner.insert("code".into(), json!(self.status.as_u16()));
         inner.insert("message".into(), json!(self.message));
@@ -493,7 +515,8 @@ impl NovaError {
         if let Some(retry) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
         }
-        if let Some(version) = version {
+        // keystonemiddleware answers before Nova settles a version.
+        if let Some(version) = version.filter(|_| !self.by_middleware) {
             microversion::echo(version, headers);
         }
         response
