@@ -78,7 +78,11 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         (None, None) => unreachable!("Section::parse requires a source of tokens"),
     };
     let root = config.path.clone();
-    let paths = vec![root.clone(), format!("{root}/"), format!("{root}/{{*rest}}")];
+    let paths = vec![
+        root.clone(),
+        format!("{root}/"),
+        format!("{root}/{{*rest}}"),
+    ];
     let nova = Nova {
         actions,
         tokens,
@@ -213,7 +217,11 @@ fn ok_json(body: &serde_json::Value, version: Option<Version>) -> Response {
     match version {
         Some(version) => wire::ok(body, version),
         // The versions document comes before any microversion.
-        None => ([(header::CONTENT_TYPE, wire::CONTENT_TYPE)], body.to_string()).into_response(),
+        None => (
+            [(header::CONTENT_TYPE, wire::CONTENT_TYPE)],
+            body.to_string(),
+        )
+            .into_response(),
     }
 }
 
@@ -269,7 +277,10 @@ impl Nova {
         if head.method != Method::GET {
             return Err(NovaError::bad_method());
         }
-        let (Route::List { project, server } | Route::Show { project, server, .. }) = &route
+        let (Route::List { project, server }
+        | Route::Show {
+            project, server, ..
+        }) = &route
         else {
             return Err(NovaError::no_route());
         };
@@ -309,7 +320,10 @@ impl Nova {
                     query: &query.raw,
                     limit: query.limit,
                 };
-                Ok(wire::ok(&wire::action_list(&views, version, &page), version))
+                Ok(wire::ok(
+                    &wire::action_list(&views, version, &page),
+                    version,
+                ))
             }
             Route::Show { request_id, .. } => {
                 record.action = Some("ShowInstanceAction");

@@ -628,7 +628,8 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let tokens = StaticTokens::parse(include_str!("../../../systemd/nova-tokens.toml")).unwrap();
+        let tokens =
+            StaticTokens::parse(include_str!("../../../systemd/nova-tokens.toml")).unwrap();
         assert_eq!(tokens.len(), 1);
     }
 }
