@@ -7,17 +7,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-use serde_json::Value;
 
 use common::daemon::{Daemon, PROJECT_A, PROJECT_A_KEY, PROJECT_B};
 use common::fixtures::tempdir;
 use common::host::{ensure_libvirtd, wait_until, LibvirtdLock};
 use common::http::{send, Reply};
 use common::owned::Owned;
-use common::sdk::{get_console_screenshot, AwsMode};
+use common::sdk::{get_console_screenshot, nova_line as line, nova_sdks, AwsMode};
 use common::signing::signed_query;
 
 const ADMIN_TOKEN: &str = "nova-test-token-admin-000000001";
@@ -40,6 +37,10 @@ fn nova_section(dir: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
     format!("[nova]\ntokens_file = \"{}\"\n", tokens.display())
+}
+
+fn compute(d: &Daemon) -> String {
+    format!("http://{}/compute", d.addr)
 }
 
 fn nova_get(d: &Daemon, token: Option<&str>, path: &str, version: Option<&str>) -> Reply {
@@ -68,40 +69,6 @@ fn alibaba_capture(d: &Daemon, instance: &str) -> Reply {
         ],
     );
     send(d.addr, "GET", &format!("/?{query}"), &[], b"")
-}
-
-/// tests/sdk/nova.py's JSON lines: novaclient then openstacksdk.
-fn nova_sdks(d: &Daemon, token: &str, project: &str, server: &str) -> Vec<Value> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The venv is made (or found current) by the SDK helpers' first call.
-    let python = repo.join("target/sdk-venv/bin/python");
-    let out = Command::new(python)
-        .arg(repo.join("tests/sdk/nova.py"))
-        .args([
-            &format!("http://{}/compute", d.addr),
-            token,
-            project,
-            server,
-        ])
-        .output()
-        .expect("nova.py runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "nova.py failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-fn line<'a>(lines: &'a [Value], sdk: &str, call: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["sdk"] == sdk && l["call"] == call)
-        .unwrap_or_else(|| panic!("no {sdk} {call} in {lines:#?}"))
 }
 
 #[test]
@@ -141,7 +108,7 @@ fn nova_clients_see_each_capture_as_an_action_with_its_events() {
     let aws_sha = aws["sha256"].as_str().unwrap().to_owned();
 
     // The owner's member token, through both SDKs.
-    let lines = nova_sdks(&d, TOKEN_A, PROJECT_A, &guest.uuid);
+    let lines = nova_sdks(&compute(&d), TOKEN_A, PROJECT_A, &guest.uuid);
     let versions = &line(&lines, "novaclient", "versions")["versions"];
     assert_eq!(versions[0]["id"], "v2.1", "{versions}");
     for sdk in ["novaclient", "openstacksdk"] {
@@ -185,7 +152,7 @@ fn nova_clients_see_each_capture_as_an_action_with_its_events() {
 
     // An admin sees the details: what was captured, with the digest of the
     // very bytes each caller got.
-    let lines = nova_sdks(&d, ADMIN_TOKEN, "0f5a0f5a", &guest.uuid);
+    let lines = nova_sdks(&compute(&d), ADMIN_TOKEN, "0f5a0f5a", &guest.uuid);
     let listed = line(&lines, "novaclient", "list")["actions"].clone();
     assert_eq!(listed.as_array().unwrap().len(), 2);
     for (id, sha) in [(&aws_id, &aws_sha), (&alibaba_id, &alibaba_sha)] {

@@ -1,5 +1,5 @@
 //! The clouds' own SDKs, from PyPI, in a virtual environment under target/,
-//! driven through tests/sdk/alibaba.py and tests/sdk/aws.py.
+//! driven through tests/sdk/alibaba.py, aws.py and nova.py.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -126,4 +126,34 @@ pub fn get_console_screenshot(
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// python-novaclient then openstacksdk (tests/sdk/nova.py) listing and
+/// showing `server`'s actions at `endpoint` (vmshot's compute root) with
+/// `token`; the JSON lines it printed.
+pub fn nova_sdks(endpoint: &str, token: &str, project: &str, server: &str) -> Vec<Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/nova.py");
+    let out = Command::new(venv().join("bin/python"))
+        .arg(script)
+        .args([endpoint, token, project, server])
+        .output()
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nova.py failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The line of `sdk`'s `call` among nova.py's.
+pub fn nova_line<'a>(lines: &'a [Value], sdk: &str, call: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["sdk"] == sdk && l["call"] == call)
+        .unwrap_or_else(|| panic!("no {sdk} {call} in {lines:#?}"))
 }

@@ -2,7 +2,11 @@
 # Create (or reuse) a Python venv holding the official cloud SDKs that
 # tests/sdk/alibaba.py and tests/sdk/aws.py drive.
 #
-#   tests/sdk/setup.sh VENV_DIR
+#   tests/sdk/setup.sh VENV_DIR [REQUIREMENTS]
+#
+# REQUIREMENTS defaults to tests/sdk/requirements.txt (the SDKs);
+# tests/sdk/keystone/requirements.txt makes the Keystone that
+# tests/nova_keystone.rs starts.
 #
 # Idempotent and safe to run concurrently: a run holds a lock on VENV_DIR.lock,
 # and a venv whose stamp file matches sha256(requirements.txt) is left alone
@@ -16,13 +20,13 @@
 # Needs PyPI (or PIP_FIND_LINKS / PIP_INDEX_URL) reachable on first run.
 set -euo pipefail
 
-if [[ $# -ne 1 || -z "$1" ]]; then
-    echo "usage: $0 VENV_DIR" >&2
+if [[ $# -lt 1 || $# -gt 2 || -z "$1" ]]; then
+    echo "usage: $0 VENV_DIR [REQUIREMENTS]" >&2
     exit 2
 fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-req="$here/requirements.txt"
+req="$(realpath "${2:-$here/requirements.txt}")"
 venv="$1"
 mkdir -p "$(dirname "$venv")"
 venv="$(cd "$(dirname "$venv")" && pwd)/$(basename "$venv")"
@@ -81,13 +85,18 @@ rm -f "$stamp"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     -r "$req" 2> >(grep -v -e 'DEPRECATION: .*legacy .setup.py install' -e '^ *$' >&2 || true)
 
-# Sanity: the modules alibaba.py, aws.py and nova.py import must load.
-"$venv/bin/python" - <<'PY'
+# Sanity: what the scripts import must load.
+if [[ "$req" == "$here/keystone/requirements.txt" ]]; then
+    "$venv/bin/python" -W ignore -c 'import keystone.server.wsgi'
+else
+    # alibaba.py, aws.py and nova.py
+    "$venv/bin/python" - <<'PY'
 import aliyunsdkcore.client, aliyunsdkecs.request.v20140526.GetInstanceScreenshotRequest
 import alibabacloud_ecs20140526.client, alibabacloud_tea_openapi.models, darabonba.runtime
 import boto3, botocore.exceptions
 import novaclient.client, openstack.connection, keystoneauth1.loading
 PY
+fi
 
 echo "$want" >"$stamp.tmp"
 mv -f "$stamp.tmp" "$stamp"
