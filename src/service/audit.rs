@@ -1,8 +1,9 @@
 //! Every capture, from any dialect, is recorded in the store as an instance
 //! action (Nova's audit model): `vmshot_capture`, with a `vmshot_grab` and a
 //! `vmshot_encode` event that say when each stage ran and, on failure, what
-//! broke. The record is committed (one transaction) before the caller gets
-//! its answer.
+//! broke; a capture job adds `vmshot_store` when its image is kept (or not).
+//! Each record is committed (one transaction) before the caller or the job
+//! goes on.
 
 use time::OffsetDateTime;
 
@@ -113,6 +114,38 @@ impl Audit {
         };
         if let Err(e) = self.store.record_action(action, events).await {
             tracing::warn!(request_id = caller.request_id, domain = domain.name, error = %e, "capture not recorded");
+        }
+    }
+
+    /// Adds the `vmshot_store` event to the capture `request_id` of `domain`:
+    /// its image kept (`Ok`: what was kept) or not (`Err`: why), from
+    /// `started` until now.
+    pub(crate) async fn record_stored(
+        &self,
+        domain: &Domain,
+        request_id: &str,
+        started: OffsetDateTime,
+        result: Result<String, String>,
+    ) {
+        let (result, details) = match result {
+            Ok(what) => (EventResult::Success, what),
+            Err(why) => (EventResult::Error, why),
+        };
+        let event = ActionEvent {
+            event: "vmshot_store".to_owned(),
+            start_time: started,
+            finish_time: Some(OffsetDateTime::now_utc()),
+            result: Some(result),
+            traceback: None,
+            details: Some(details),
+            host: self.host.clone(),
+        };
+        if let Err(e) = self
+            .store
+            .append_event(&domain.uuid, request_id, event)
+            .await
+        {
+            tracing::warn!(request_id, domain = domain.name, error = %e, "store stage not recorded");
         }
     }
 }

@@ -212,6 +212,60 @@ impl Store {
         .await
     }
 
+    /// Adds one finished event to an action, in one transaction: a stage
+    /// that ran after the action was recorded (a job's media written). An
+    /// `Error` also marks the action's message `Error`, as Nova does.
+    pub(crate) async fn append_event(
+        &self,
+        instance_uuid: &str,
+        request_id: &str,
+        event: ActionEvent,
+    ) -> Result<(), StoreError> {
+        let (instance, request) = (instance_uuid.to_owned(), request_id.to_owned());
+        self.call(move |db| {
+            let tx = db.conn.transaction()?;
+            let at = to_micros(event.finish_time.unwrap_or(event.start_time));
+            let message = (event.result == Some(EventResult::Error)).then_some("Error");
+            let id: i64 = tx
+                .prepare_cached(
+                    "UPDATE actions SET updated_at = max(updated_at, ?3), \
+                     message = coalesce(?4, message) \
+                     WHERE instance_uuid = ?1 AND request_id = ?2 RETURNING id",
+                )?
+                .query_row(params![instance, request, at, message], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "action",
+                    key: format!("{instance}/{request}"),
+                })?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO action_events (action_id, event, start_time, finish_time, \
+                     result, traceback, details, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (action_id, event) DO NOTHING",
+                )?
+                .execute(params![
+                    id,
+                    event.event,
+                    to_micros(event.start_time),
+                    event.finish_time.map(to_micros),
+                    event.result.map(EventResult::as_str),
+                    event.traceback,
+                    event.details,
+                    event.host
+                ])?;
+            if inserted == 0 {
+                return Err(StoreError::Exists {
+                    kind: "event",
+                    key: format!("{instance}/{request}/{}", event.event),
+                });
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records the start of one event of an action.
     #[cfg(test)]
     pub(crate) async fn start_event(

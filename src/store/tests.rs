@@ -379,6 +379,70 @@ async fn actions_round_trip_and_nova_paging() {
 }
 
 #[tokio::test]
+async fn a_later_stage_is_appended_to_a_recorded_action() {
+    let dir = temp_dir("append");
+    let store = Store::open(settings(&dir)).await.unwrap();
+    let vm = "0c5a6e12-4a1b-4c1e-9a0e-000000000001";
+    let at = |s: i64| datetime!(2024-05-01 10:00:00 UTC) + time::Duration::seconds(s);
+    let event = |name: &str, start: i64, result| ActionEvent {
+        event: name.into(),
+        start_time: at(start),
+        finish_time: Some(at(start + 1)),
+        result: Some(result),
+        traceback: None,
+        details: Some(format!("{name} details")),
+        host: Some("host1".into()),
+    };
+    let new = |id: &str| NewAction {
+        request_id: id.into(),
+        instance_uuid: vm.into(),
+        project_id: Some("p1".into()),
+        user_id: Some("u1".into()),
+        action: "vmshot_capture".into(),
+        message: None,
+        start_time: at(0),
+    };
+    for id in ["req-ok", "req-bad"] {
+        store
+            .record_action(new(id), vec![event("vmshot_grab", 0, EventResult::Success)])
+            .await
+            .unwrap();
+    }
+    store
+        .append_event(vm, "req-ok", event("vmshot_store", 5, EventResult::Success))
+        .await
+        .unwrap();
+    store
+        .append_event(vm, "req-bad", event("vmshot_store", 7, EventResult::Error))
+        .await
+        .unwrap();
+    let ok = store.get_action(vm, "req-ok").await.unwrap().unwrap();
+    let names: Vec<&str> = ok.events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["vmshot_grab", "vmshot_store"]);
+    assert_eq!((ok.updated_at, ok.message), (at(6), None));
+    let bad = store.get_action(vm, "req-bad").await.unwrap().unwrap();
+    assert_eq!(bad.message.as_deref(), Some("Error"));
+    assert_eq!(bad.events[1].result, Some(EventResult::Error));
+    // Once per event, and only on an action that is there.
+    assert!(matches!(
+        store
+            .append_event(vm, "req-ok", event("vmshot_store", 9, EventResult::Success))
+            .await,
+        Err(StoreError::Exists { .. })
+    ));
+    assert!(matches!(
+        store
+            .append_event(
+                vm,
+                "req-none",
+                event("vmshot_store", 9, EventResult::Success)
+            )
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
 async fn nonces_and_throttle_slots_survive_a_reopen() {
     let dir = temp_dir("limits");
     let store = Store::open(settings(&dir)).await.unwrap();

@@ -264,11 +264,26 @@ impl Jobs {
             crate::capture::Output::Png => "png",
             _ => "jpg",
         };
-        if let Err(e) = self
+        let storing = OffsetDateTime::now_utc();
+        let stored = self
             .store
             .set_job_media(&name, bytes, extension, None)
-            .await
-        {
+            .await;
+        if let Some(audit) = &self.service.audit {
+            let what = match &stored {
+                Ok(_) => Ok(format!(
+                    "{} bytes kept, sha256 {}",
+                    shot.image.len(),
+                    shot.sha256_hex()
+                )),
+                Err(StoreError::NotFound { .. }) => Err("the job was deleted".to_owned()),
+                Err(_) => Err("the store could not keep the image".to_owned()),
+            };
+            audit
+                .record_stored(&domain, &job.request_id, storing, what)
+                .await;
+        }
+        if let Err(e) = stored {
             if matches!(e, StoreError::NotFound { .. }) {
                 return;
             }
