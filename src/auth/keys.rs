@@ -18,7 +18,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{read_secret_file, SecretFileError};
+use crate::config::{read_secret_text, SecretFileError};
 use crate::service::Principal;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +85,7 @@ impl KeyStore {
             path: path.display().to_string(),
             message,
         };
-        let bytes = read_secret_file(path)?;
-        let text = String::from_utf8(bytes).map_err(|_| parse_error("not UTF-8".into()))?;
+        let text = read_secret_text(path)?;
         let file: KeyFile = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
         Self::from_keys(file.key).map_err(parse_error)
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use secret::{read_secret_file, SecretFileError};
+pub use secret::{read_secret_file, read_secret_text, SecretFileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -17,6 +17,8 @@ pub enum SecretFileError {
          run 'chmod o-rwx {path}' (0640 root:vmshot or 0600 vmshot is right)"
     )]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error("secret file {path} is not UTF-8 text")]
+    NotText { path: PathBuf },
 }
 
 /// Reads a secret file, after checking that "other" users have no access to it.
@@ -35,6 +37,13 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretFileError> {
         });
     }
     std::fs::read(path).map_err(read_error)
+}
+
+/// A secret file that holds text (TOML, a token), checked as `read_secret_file`.
+pub fn read_secret_text(path: &Path) -> Result<String, SecretFileError> {
+    String::from_utf8(read_secret_file(path)?).map_err(|_| SecretFileError::NotText {
+        path: path.to_owned(),
+    })
 }
 
 #[cfg(test)]

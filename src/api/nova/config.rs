@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::token::KeystoneConfig;
 use crate::api::registry::read_section;
-use crate::config::read_secret_file;
+use crate::config::read_secret_text;
 
 /// Longest `path` or `public_url` accepted.
 const MAX_URL: usize = 512;
@@ -130,9 +130,8 @@ impl KeystoneSection {
     /// The client's settings, with the service token read (a secret: owner
     /// and mode checked).
     pub fn client(&self) -> Result<KeystoneConfig, String> {
-        let bytes = read_secret_file(&self.service_token_file).map_err(|e| e.to_string())?;
-        let service_token = String::from_utf8(bytes)
-            .map_err(|_| format!("{}: not UTF-8", self.service_token_file.display()))?
+        let service_token = read_secret_text(&self.service_token_file)
+            .map_err(|e| e.to_string())?
             .trim()
             .to_owned();
         if service_token.is_empty() {

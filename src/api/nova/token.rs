@@ -21,7 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::config::read_secret_file;
+use crate::config::read_secret_text;
 use crate::service::Principal;
 
 /// The dialect's name on principals it vouches for.
@@ -142,9 +142,7 @@ impl std::fmt::Debug for StaticTokens {
 impl StaticTokens {
     pub fn load(path: &Path) -> Result<Self, String> {
         // Tokens are secrets: the same ownership and mode checks as key files.
-        let bytes = read_secret_file(path).map_err(|e| e.to_string())?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+        let text = read_secret_text(path).map_err(|e| e.to_string())?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

@@ -23,7 +23,7 @@ use rand_core::OsRng;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{read_secret_file, SecretFileError};
+use crate::config::{read_secret_text, SecretFileError};
 use crate::service::Principal;
 
 /// The role Oracle requires for creating, reading and cancelling captures.
@@ -140,8 +140,7 @@ impl Users {
             path: path.display().to_string(),
             message,
         };
-        let bytes = read_secret_file(path)?;
-        let text = String::from_utf8(bytes).map_err(|_| parse_error("not UTF-8".into()))?;
+        let text = read_secret_text(path)?;
         Self::from_toml(&text).map_err(parse_error)
     }
 
