@@ -20,12 +20,11 @@
 //! All SQLite and file work runs on one thread that owns the connection
 //! (`worker`), fed by a bounded channel; every call has a timeout.
 
-// Listing actions (the Nova dialect) and durable throttle slots have no
-// caller yet; their tests hold them until those land.
+// Listing actions (the Nova dialect) has no caller yet; its tests hold it
+// until that lands.
 #[allow(dead_code)]
 mod actions;
 mod jobs;
-#[allow(dead_code)]
 mod limits;
 mod media;
 mod open;
@@ -44,7 +43,6 @@ use time::OffsetDateTime;
 pub(crate) use actions::{Action, ActionPage};
 pub(crate) use actions::{ActionEvent, EventResult, NewAction};
 pub(crate) use jobs::{CancellationState, Job, JobFilter, JobState, JobStatus, NewJob};
-#[cfg(test)]
 pub(crate) use limits::Slot;
 pub(crate) use worker::Store;
 
