@@ -19,7 +19,7 @@ declare -A may_use=(
     [api]="service auth config"
     [daemon]=""
     [server]="api service store capture hypervisor auth config daemon frame"
-    [cli]="server service capture hypervisor config daemon frame"
+    [cli]="server api service capture hypervisor config daemon frame"
 )
 # Known exceptions, each with the work that removes it (none today).
 exceptions=()

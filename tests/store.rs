@@ -1,13 +1,19 @@
 //! The durable store under the real daemon: every screenshot is recorded as
 //! an instance action with its events before the answer goes out, so the
-//! record survives `kill -9`; and a store vmshot cannot trust stops the start,
-//! saying why.
+//! record survives `kill -9`, as do replay nonces and the per-instance
+//! intervals; and a store vmshot cannot trust stops the start, saying why.
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use common::daemon::{Daemon, KEY_ID, SECRET};
-use common::fixtures::{self, PATTERN};
-use common::host::LibvirtdLock;
+use common::fixtures::{self, PATTERN, PATTERN_1080};
+use common::host::{wait_until, LibvirtdLock};
 use common::http::send;
 use common::signing::signed_query;
 
@@ -145,5 +151,279 @@ fn a_nonce_seen_before_kill_9_is_refused_after_the_restart() {
     );
     assert_eq!(code(&d, &signed("a-fresh-one")), "InvalidAction.NotFound");
     drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `vmshot hash-password` for `password`: the users file needs a hash, and
+/// the command makes it as the daemon checks it.
+fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmshot"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One Alibaba screenshot; its status and `Code` ("-" on success).
+fn alibaba_screenshot(d: &Daemon, instance: &str) -> (u16, String) {
+    let query = signed_query(
+        "GET",
+        KEY_ID,
+        SECRET,
+        &[
+            ("Action", "GetInstanceScreenshot"),
+            ("RegionId", "cn-test"),
+            ("InstanceId", instance),
+            ("Format", "JSON"),
+        ],
+    );
+    let reply = send(d.addr, "GET", &format!("/?{query}"), &[], b"");
+    let code = reply.json()["Code"].as_str().unwrap_or("-").to_owned();
+    (reply.status, code)
+}
+
+const ORACLE_USER: &str = "/Compute-acme/ops";
+const ORACLE_PASSWORD: &str = "throttle-test-password";
+const ORACLE_MEDIA: &str = "application/oracle-compute-v3+json";
+
+/// A nimbula cookie for the Oracle test user.
+fn oracle_login(d: &Daemon) -> String {
+    let body = serde_json::json!({"user": ORACLE_USER, "password": ORACLE_PASSWORD}).to_string();
+    let headers = [("Accept", ORACLE_MEDIA), ("Content-Type", ORACLE_MEDIA)];
+    let reply = send(d.addr, "POST", "/authenticate/", &headers, body.as_bytes());
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let set = reply.header("Set-Cookie").unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// One Oracle capture request for `instance`: its status and message.
+fn oracle_capture(d: &Daemon, cookie: &str, instance: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "instance": format!("{ORACLE_USER}/{instance}"),
+        "cancel": false,
+    })
+    .to_string();
+    let headers = [
+        ("Accept", ORACLE_MEDIA),
+        ("Content-Type", ORACLE_MEDIA),
+        ("Cookie", cookie),
+    ];
+    let reply = send(
+        d.addr,
+        "POST",
+        "/console/screencapture/",
+        &headers,
+        body.as_bytes(),
+    );
+    let message = reply.json()["message"].as_str().unwrap_or("-").to_owned();
+    (reply.status, message)
+}
+
+#[test]
+fn an_interval_taken_before_kill_9_still_holds_after_the_restart() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let dir = fixtures::tempdir();
+    let users = dir.join("oracle-users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"ops\"\npassword_hash = \"{}\"\nroles = [\"Compute_Operations\"]\n",
+            hash_password(ORACLE_PASSWORD)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Short intervals, both dialects on one store; "held" and "free" are two
+    // guests, each named in both dialects.
+    const INTERVAL: Duration = Duration::from_secs(5);
+    let secs = INTERVAL.as_secs();
+    let (held, free) = (PATTERN.domain(), PATTERN_1080.domain());
+    let alibaba = format!(
+        "throttle_interval_secs = {secs}\n\n[alibaba.instances]\n\
+         \"i-held\" = \"{held}\"\n\"i-free\" = \"{free}\"\n"
+    );
+    let extra = format!(
+        "[store]\npath = \"{}\"\n\n[oracle]\ncredentials_file = \"{}\"\n\
+         identity_domain = \"acme\"\nstart_delay_ms = 0\ncapture_interval_secs = {secs}\n\n\
+         [oracle.instances]\n\"held\" = \"{held}\"\n\"free\" = \"{free}\"\n",
+        dir.join("slots.db").display(),
+        users.display()
+    );
+
+    let mut d = Daemon::start(&alibaba, &extra);
+    let cookie = oracle_login(&d);
+    // Both slots are taken after this instant: neither frees before
+    // `since + INTERVAL`.
+    let since = Instant::now();
+    assert_eq!(alibaba_screenshot(&d, "i-held"), (200, "-".into()));
+    assert_eq!(oracle_capture(&d, &cookie, "held").0, 201);
+    d.kill_9();
+
+    let d = Daemon::start(&alibaba, &extra);
+    // An Argon2 check in a debug build takes a while: log in first, so that
+    // both refusals below come early in the interval.
+    let cookie = oracle_login(&d);
+    let (ali, ora) = (
+        alibaba_screenshot(&d, "i-held"),
+        oracle_capture(&d, &cookie, "held"),
+    );
+    assert!(
+        since.elapsed() < INTERVAL,
+        "the restart took {:?}, longer than the interval under test",
+        since.elapsed()
+    );
+    // Each dialect's documented refusal: Alibaba's 400 Throttling, Oracle's 429.
+    assert_eq!(ali, (400, "Throttling".into()));
+    assert_eq!(ora.0, 429, "{ora:?}");
+    assert!(
+        ora.1
+            .contains("only one screen capture of an instance per minute"),
+        "{ora:?}"
+    );
+    // Another guest has a slot of its own.
+    assert_eq!(alibaba_screenshot(&d, "i-free"), (200, "-".into()));
+    assert_eq!(oracle_capture(&d, &cookie, "free").0, 201);
+
+    // Once the interval has passed, the held guest is free again, and not
+    // before.
+    let (mut ali_free, mut ora_free) = (None, None);
+    wait_until("both intervals pass", INTERVAL * 3, || {
+        if ali_free.is_none() && alibaba_screenshot(&d, "i-held").0 == 200 {
+            ali_free = Some(since.elapsed());
+        }
+        if ora_free.is_none() && oracle_capture(&d, &cookie, "held").0 == 201 {
+            ora_free = Some(since.elapsed());
+        }
+        ali_free.is_some() && ora_free.is_some()
+    });
+    for freed in [ali_free.unwrap(), ora_free.unwrap()] {
+        assert!(freed >= INTERVAL, "free again after {freed:?}");
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file of `dir` (the database, its WAL, the lock file) and its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// `dir` bind-mounted read-only onto itself (a read-only mount stops root
+/// too, where a mode would not), unmounted when dropped, panic or not.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn new(dir: &Path) -> Self {
+        let mount = |args: &[&str]| {
+            let out = Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "mount {args:?}: {out:?}");
+        };
+        mount(&["--bind"]);
+        let guard = Self(dir.to_owned());
+        mount(&["-o", "remount,ro,bind"]);
+        guard
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut cmd = Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(&self.0).status().is_ok_and(|s| s.success())
+        };
+        if !umount(false) && !umount(true) {
+            eprintln!("could not unmount {}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn a_read_only_or_locked_store_stops_the_start_and_is_left_as_it_was() {
+    let _lock = LibvirtdLock::shared();
+    let dir = fixtures::tempdir();
+    let section = |path: &Path| format!("[store]\npath = \"{}\"\n", path.display());
+    let refused = |store: &str, reason: &str| {
+        let (code, logs) = Daemon::try_start("", store, 0o600)
+            .err()
+            .unwrap_or_else(|| panic!("started on a store that is {reason}"));
+        assert_ne!(code, 0, "{reason}");
+        assert!(logs.contains(reason), "{reason}: {logs}");
+    };
+
+    // A store a daemon made and left, then mounted read-only.
+    let ro = dir.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let store = section(&ro.join("vmshot.db"));
+    let mut maker = Daemon::start("", &store);
+    maker.settled();
+    maker.stop();
+    let before = files(&ro);
+    assert!(before.contains_key("vmshot.db"), "{:?}", before.keys());
+    {
+        let _mount = ReadOnlyMount::new(&ro);
+        refused(&store, "read-only: directory");
+    }
+    assert_eq!(files(&ro), before, "the read-only store is as it was");
+
+    // The database's mode says no write: root could, but vmshot does not.
+    let db = ro.join("vmshot.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
+    refused(&store, "has mode 400");
+    assert_eq!(files(&ro), before, "the 0400 store is as it was");
+
+    // A store another daemon has open: the second one stops, the first goes on.
+    let held = dir.join("held");
+    std::fs::create_dir(&held).unwrap();
+    let store = section(&held.join("vmshot.db"));
+    let mut first = Daemon::start("", &store);
+    // Its retention pass, at start, is its last write until it is asked for something.
+    assert!(
+        first.logs().contains("\"store retention\"")
+            || first
+                .wait_for_log("\"store retention\"", Duration::from_secs(10))
+                .is_some(),
+        "{}",
+        first.logs()
+    );
+    let durable = |files: BTreeMap<String, Vec<u8>>| {
+        // The WAL index (-shm) is shared memory, not content.
+        files
+            .into_iter()
+            .filter(|(name, _)| !name.ends_with("-shm"))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let before = durable(files(&held));
+    refused(&store, "locked by another vmshot");
+    assert_eq!(
+        durable(files(&held)),
+        before,
+        "the locked store is as it was"
+    );
+    assert!(first.running(), "the first daemon goes on");
+    drop(first);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,4 +14,6 @@ pub(crate) mod registry;
 mod request;
 
 pub use host::HostNames;
+/// The Oracle dialect's users file, for `vmshot hash-password`.
+pub(crate) use oracle::credentials as oracle_credentials;
 pub use request::{AmbiguousLength, Answered, LocalAddr};

@@ -3,6 +3,7 @@
 
 mod failure;
 mod grab;
+mod hash_password;
 mod list;
 mod serve;
 
@@ -32,6 +33,9 @@ enum Command {
     Grab(grab::Args),
     /// List every domain with its state and whether it has a display.
     List(list::Args),
+    /// Read a password (one line) on stdin and print its Argon2id PHC string,
+    /// for a `password_hash` of the Oracle dialect's credentials file.
+    HashPassword(hash_password::Args),
     /// Run the daemon that answers control planes over HTTP(S).
     Serve(serve::Args),
 }
@@ -72,6 +76,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         Command::Serve(args) => return serve_main(&args),
+        Command::HashPassword(args) => {
+            return hash_password::run(args).map_or_else(Failure::report, |()| ExitCode::SUCCESS)
+        }
         other => other,
     };
     init_logging("warn", false);
@@ -86,7 +93,7 @@ pub fn main() -> ExitCode {
         match command {
             Command::Grab(args) => grab::run(args).await,
             Command::List(args) => list::run(args).await,
-            Command::Serve(_) => unreachable!("served above"),
+            Command::Serve(_) | Command::HashPassword(_) => unreachable!("run above"),
         }
     });
     match result {

@@ -117,8 +117,9 @@ pub enum Error {
     Busy,
     #[error("{0}")]
     Timeout(String),
-    #[error("libvirt does not answer")]
-    Unavailable { detail: String },
+    /// A part the screenshot needs (libvirt, the store) does not answer.
+    #[error("{what} does not answer")]
+    Unavailable { what: &'static str, detail: String },
     /// libvirt refused a call for a reason of its own; its words, which may
     /// name files and URIs, are in `detail`.
     #[error("libvirt could not {what}")]
@@ -134,7 +135,7 @@ impl Error {
     /// What the log needs beyond the message, if anything.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            Self::Unavailable { detail }
+            Self::Unavailable { detail, .. }
             | Self::Libvirt { detail, .. }
             | Self::Failed { detail, .. } => Some(detail),
             _ => None,
@@ -158,6 +159,7 @@ impl From<hypervisor::Error> for Error {
             H::NoDisplay { domain } => Self::NoDisplay { domain },
             e @ H::Timeout { .. } => Self::Timeout(e.to_string()),
             e @ H::Unreachable { .. } => Self::Unavailable {
+                what: "libvirt",
                 detail: e.to_string(),
             },
             H::NoSuchScreen {
@@ -246,7 +248,8 @@ impl Screenshots {
                 wake_settle: settings.wake_settle,
             }),
             flights: Flights::new(),
-            throttle: Throttle::new(),
+            // The throttle's own handle on the store, which owns the slots.
+            throttle: Throttle::new(settings.store.clone()),
             audit: settings.store.map(Audit::new),
         }
     }
@@ -352,14 +355,7 @@ impl Screenshots {
             _ => {}
         }
         let slot = match request.throttle {
-            Some(Interval { rule, every }) => Some(
-                self.throttle
-                    .take(&format!("{rule}/{}", domain.uuid), every)
-                    .map_err(|retry_after| Error::Throttled {
-                        domain: domain.name.clone(),
-                        retry_after,
-                    })?,
-            ),
+            Some(interval) => Some(self.throttle.take(domain, interval).await?),
             None => None,
         };
         let key = FlightKey {
@@ -384,7 +380,7 @@ impl Screenshots {
             .map(|(result, shared)| result.map(|shot| Shot { shared, ..shot }))
             .unwrap_or_else(|| Err(Error::failed("the capture task failed", "it panicked")));
         if let (Err(_), Some(slot)) = (&result, slot) {
-            self.throttle.release(slot);
+            self.throttle.release(slot).await;
         }
         if let (Some(audit), Some(caller)) = (&self.audit, &request.caller) {
             audit.record(domain, caller, started, &result).await;

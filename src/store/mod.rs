@@ -20,11 +20,8 @@
 //! All SQLite and file work runs on one thread that owns the connection
 //! (`worker`), fed by a bounded channel; every call has a timeout.
 
-// Durable throttle slots have no caller yet; their tests hold them until
-// that lands.
 mod actions;
 mod jobs;
-#[allow(dead_code)]
 mod limits;
 mod media;
 mod open;
@@ -41,7 +38,6 @@ use time::OffsetDateTime;
 
 pub(crate) use actions::{Action, ActionEvent, ActionPage, EventResult, NewAction};
 pub(crate) use jobs::{CancellationState, Job, JobFilter, JobState, JobStatus, NewJob};
-#[cfg(test)]
 pub(crate) use limits::Slot;
 pub(crate) use worker::Store;
 

@@ -346,6 +346,7 @@ mod tests {
         );
         assert_eq!(
             map(service::Error::Unavailable {
+                what: "libvirt",
                 detail: "qemu+ssh://admin@hv/system".into()
             }),
             (503, "ServiceUnavailable")
@@ -381,6 +382,7 @@ mod tests {
     fn details_go_to_the_log_not_the_wire() {
         let uri = "qemu+ssh://admin@hv1/system?keyfile=/root/.ssh/id_hv";
         let unavailable = service::Error::Unavailable {
+            what: "libvirt",
             detail: format!("cannot reach libvirt at {uri}: Connection refused"),
         };
         let failed = service::Error::Libvirt {

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Passwords are kept only as Argon2id PHC strings; `hash_password` makes
-//! one (the CLI will wrap it). Checking one costs tens of milliseconds of
-//! CPU by design: callers run `Users::verify` off the async runtime.
+//! one (`vmshot hash-password` wraps it). Checking one costs tens of
+//! milliseconds of CPU by design: callers run `Users::verify` off the async
+//! runtime.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;

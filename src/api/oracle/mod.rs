@@ -21,7 +21,7 @@
 #[allow(dead_code)]
 mod config;
 #[allow(dead_code)]
-mod credentials;
+pub(crate) mod credentials;
 mod params;
 mod session;
 #[allow(dead_code)]

@@ -809,6 +809,7 @@ mod tests {
             (E::Timeout("slow".into()), 503, Outcome::Unavailable),
             (
                 E::Unavailable {
+                    what: "libvirt",
                     detail: "down".into(),
                 },
                 503,

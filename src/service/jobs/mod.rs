@@ -100,15 +100,7 @@ impl Jobs {
                 state,
             });
         }
-        let Interval { rule, every } = submit.interval;
-        let slot = self
-            .service
-            .throttle
-            .take(&format!("{rule}/{}", domain.uuid), every)
-            .map_err(|retry_after| Error::Throttled {
-                domain: domain.name.clone(),
-                retry_after,
-            })?;
+        let slot = self.service.throttle.take(&domain, submit.interval).await?;
         let new = NewJob {
             name: submit.name,
             dialect: self.settings.dialect.to_owned(),
@@ -124,7 +116,7 @@ impl Jobs {
             Ok(job) => job,
             Err(e) => {
                 // No job was made: the slot is not spent.
-                self.service.throttle.release(slot);
+                self.service.throttle.release(slot).await;
                 return Err(store_error(e));
             }
         };
