@@ -30,6 +30,9 @@ pub(crate) struct JobSettings {
     pub dialect: &'static str,
     /// How long a job waits in `pending` before its grab.
     pub start_delay: Duration,
+    /// How long a job waits in `uploading` before its image is stored: zero
+    /// but in tests, which need a window to act on an uploading job.
+    pub upload_delay: Duration,
     /// A failed job's `error_reason`, in the dialect's words, from the error
     /// and the state the job was in.
     pub reason: fn(&Error, JobState) -> String,
@@ -132,8 +135,9 @@ impl Jobs {
         Ok(job)
     }
 
-    /// The job named `name` if `who` owns it: another's is not found, in
-    /// the same words as one that does not exist.
+    /// The job named `name` if `who` owns it (or is an admin, who sees every
+    /// job, as every domain): another's is not found, in the same words as
+    /// one that does not exist.
     pub(crate) async fn get(&self, who: &Principal, name: &str) -> Result<Job, Error> {
         let not_found = || Error::NotFound {
             domain: name.to_owned(),
@@ -144,18 +148,19 @@ impl Jobs {
             .await
             .map_err(store_error)?
             .ok_or_else(not_found)?;
-        if job.dialect != self.settings.dialect || job.principal != who.id {
+        if job.dialect != self.settings.dialect || !(who.is_admin() || job.principal == who.id) {
             return Err(not_found());
         }
         Ok(job)
     }
 
-    /// `who`'s jobs whose names start with `prefix`, by name.
+    /// `who`'s jobs (an admin's: everyone's) whose names start with
+    /// `prefix`, by name.
     pub(crate) async fn list(&self, who: &Principal, prefix: &str) -> Result<Vec<Job>, Error> {
         self.store
             .list_jobs(JobFilter {
                 dialect: Some(self.settings.dialect.to_owned()),
-                principal: Some(who.id.clone()),
+                principal: (!who.is_admin()).then(|| who.id.clone()),
                 name_prefix: Some(prefix.to_owned()),
                 ..JobFilter::default()
             })
@@ -183,11 +188,14 @@ impl Jobs {
         Ok(())
     }
 
-    /// The image of `who`'s job, once it has one.
+    /// The image of `who`'s job, once it is `complete`: a job that ended in
+    /// error made no capture, whatever file a cancel may have raced past.
     pub(crate) async fn media(&self, who: &Principal, name: &str) -> Result<Media, Error> {
         let job = self.get(who, name).await?;
         match (job.media_path, job.media_sha256, job.media_bytes) {
-            (Some(path), Some(sha256), Some(len)) => Ok(Media { path, sha256, len }),
+            (Some(path), Some(sha256), Some(len)) if job.status.state == JobState::Complete => {
+                Ok(Media { path, sha256, len })
+            }
             _ => Err(Error::NotFound {
                 domain: name.to_owned(),
             }),
@@ -259,6 +267,14 @@ impl Jobs {
         if !self.advance(&name, &mut seen).await {
             return;
         }
+        if !self.settings.upload_delay.is_zero() {
+            tokio::time::sleep(self.settings.upload_delay).await;
+        }
+        // A cancel asked while the image was on its way ends the job here,
+        // before a file is written that nobody wants.
+        if !self.unchanged(&name, &mut seen).await {
+            return;
+        }
         let bytes = shot.image.as_ref().clone();
         let extension = match shot.output {
             crate::capture::Output::Png => "png",
@@ -312,6 +328,21 @@ impl Jobs {
         }
     }
 
+    /// Whether the job is still as `seen`; if only a cancel came since, the
+    /// job is ended cancelled (the step `advance` takes on it) and the runner
+    /// stops, as it does for a job moved by someone else or deleted.
+    async fn unchanged(&self, name: &str, seen: &mut JobStatus) -> bool {
+        match self.store.get_job(name).await {
+            Ok(Some(job)) if job.status == *seen => true,
+            Ok(Some(job)) if job.status.state == seen.state => {
+                *seen = job.status;
+                self.advance(name, seen).await;
+                false
+            }
+            _ => false,
+        }
+    }
+
     async fn fail(&self, name: &str, seen: &JobStatus, err: &Error) {
         let reason = (self.settings.reason)(err, seen.state);
         tracing::info!(job = name, %reason, "job failed");
@@ -357,6 +388,7 @@ mod tests {
             .jobs(JobSettings {
                 dialect: "test",
                 start_delay: delay,
+                upload_delay: Duration::ZERO,
                 reason,
             })
             .unwrap()
