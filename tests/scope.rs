@@ -8,54 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, ADMIN_KEY, PROJECT_A, PROJECT_A_KEY, PROJECT_B_KEY};
-use common::host::{ensure_libvirtd, virsh, wait_until};
+use common::host::{ensure_libvirtd, wait_until};
 use common::http::{send, Reply};
+use common::owned::Owned;
 use common::sdk::{get_console_screenshot, AwsMode};
 use common::signing::signed_query;
-
-/// A shut-off TCG domain owned by `project`, defined for one test and
-/// undefined when dropped. Shut off is enough: a domain one may see answers
-/// `IncorrectInstanceStatus`, one one may not `InvalidParameter` 404.
-struct Owned {
-    name: String,
-    uuid: String,
-}
-
-impl Owned {
-    fn define(name: &str, project: &str, instance: Option<&str>) -> Self {
-        let tag = instance
-            .map(|id| format!("<vmshot:instance xmlns:vmshot='https://vmshot.dev/xmlns/instance/1'>{id}</vmshot:instance>"))
-            .unwrap_or_default();
-        let xml = format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>\
-             <metadata><nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>\
-             <nova:owner><nova:user uuid='5e7f9a1b-0000-4000-8000-00000000aaaa'>alice</nova:user>\
-             <nova:project uuid='{project}'>tenant</nova:project></nova:owner></nova:instance>{tag}</metadata>\
-             <os><type arch='x86_64' machine='pc'>hvm</type></os>\
-             <devices><graphics type='vnc' autoport='yes' listen='127.0.0.1'/>\
-             <video><model type='vga'/></video></devices></domain>"
-        );
-        let file = common::fixtures::tempdir().join(format!("{name}.xml"));
-        std::fs::write(&file, xml).unwrap();
-        let _ = std::process::Command::new("virsh")
-            .args(["-c", &common::host::uri(), "undefine", name])
-            .output();
-        virsh(&["define", file.to_str().unwrap()]);
-        let uuid = virsh(&["domuuid", name]).trim().to_owned();
-        Self {
-            name: name.to_owned(),
-            uuid,
-        }
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("virsh")
-            .args(["-c", &common::host::uri(), "undefine", &self.name])
-            .output();
-    }
-}
 
 fn screenshot(d: &Daemon, (key, secret): (&str, &str), instance: &str) -> Reply {
     let query = signed_query(
@@ -90,6 +47,8 @@ fn shape(reply: &Reply, instance: &str) -> (u16, String, String) {
 #[test]
 fn a_project_sees_only_its_own_domains_by_any_alias() {
     ensure_libvirtd();
+    // Shut off is enough: a domain one may see answers
+    // `IncorrectInstanceStatus`, one one may not `InvalidParameter` 404.
     let pid = std::process::id();
     let plain = Owned::define(&format!("vmshot-scope-plain-{pid}"), PROJECT_A, None);
     let tagged_id = format!("i-scope-tagged-{pid}");
