@@ -821,7 +821,8 @@ fn a_tenant_sees_only_its_own_guests_and_captures_and_an_admin_sees_all() {
     let (container, b_id) = b_job.rsplit_once('/').unwrap();
     let ghost_id = "5f0e8a2c-7b1d-4e3f-9a6b-0c1d2e3f4a5b";
     let ghost = format!("{container}/{ghost_id}");
-    let asks: [(&str, fn(&str) -> String, Option<Value>); 4] = [
+    type Route = fn(&str) -> String;
+    let asks: [(&str, Route, Option<Value>); 4] = [
         ("GET", path_of, None),
         ("PUT", path_of, Some(json!({"cancel": true}))),
         ("DELETE", path_of, None),
@@ -848,22 +849,21 @@ fn a_tenant_sees_only_its_own_guests_and_captures_and_an_admin_sees_all() {
     assert_eq!(again.body, b_media.body);
 
     // Each lists its own container only.
-    assert_eq!(listed(&d, &carol, CAROL), [a_job.clone()]);
-    assert_eq!(listed(&d, &bob, BOB), [b_job.clone()]);
+    assert_eq!(listed(&d, &carol, CAROL), std::slice::from_ref(&a_job));
+    assert_eq!(listed(&d, &bob, BOB), std::slice::from_ref(&b_job));
     assert!(listed(&d, &carol, BOB).is_empty());
     assert!(listed(&d, &bob, CAROL).is_empty());
 
     // root, an admin (bound to project B, which the role overrides),
     // captures either guest and sees both tenants' captures.
-    let mine = [
+    let mut mine = vec![
         capture_of(&d, &root, ROOT, &guest_a.name, 429),
         capture_of(&d, &root, ROOT, &guest_b.name, 429),
     ];
-    let mut mine = mine.to_vec();
     mine.sort();
     assert_eq!(listed(&d, &root, ROOT), mine);
-    assert_eq!(listed(&d, &root, CAROL), [a_job.clone()]);
-    assert_eq!(listed(&d, &root, BOB), [b_job.clone()]);
+    assert_eq!(listed(&d, &root, CAROL), std::slice::from_ref(&a_job));
+    assert_eq!(listed(&d, &root, BOB), std::slice::from_ref(&b_job));
     let seen = call(&d, Some(&root), "GET", &path_of(&a_job), None);
     assert_eq!(seen.status, 200, "{}", seen.text());
     let media = call(&d, Some(&root), "GET", &media_path(&b_job), None);

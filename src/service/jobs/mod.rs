@@ -468,6 +468,18 @@ mod tests {
         ));
         assert!(jobs.list(&bob, "a/").await.unwrap().is_empty());
         assert_eq!(jobs.list(&alice, "a/").await.unwrap().len(), 2);
+        // An admin sees every job, as it sees every domain.
+        let admin = Principal {
+            roles: [super::super::scope::ADMIN_ROLE.to_owned()].into(),
+            ..Principal::unlimited("test", "root")
+        };
+        assert_eq!(jobs.get(&admin, "a/1").await.unwrap().name, "a/1");
+        assert_eq!(jobs.list(&admin, "a/").await.unwrap().len(), 2);
+        // A cancelled job made no capture: it has no image to serve.
+        assert!(matches!(
+            jobs.media(&alice, "a/2").await,
+            Err(Error::NotFound { .. })
+        ));
         jobs.delete(&alice, "a/1").await.unwrap();
         assert!(!media.path.exists());
         let _ = std::fs::remove_dir_all(&dir);
