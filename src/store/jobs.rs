@@ -403,13 +403,16 @@ impl Store {
     }
 
     /// Stores a job's image: the file is durable before the row names it.
-    /// The store computes the SHA-256 it records.
+    /// The store computes the SHA-256 it records. With `expected`, only if
+    /// the job's status is still that (else `Conflict`, and no file is
+    /// written): a cancel that came first wins.
     pub(crate) async fn set_job_media(
         &self,
         name: &str,
         bytes: Vec<u8>,
         extension: &'static str,
         media_uri: Option<String>,
+        expected: Option<JobStatus>,
     ) -> Result<Job, StoreError> {
         let name = name.to_owned();
         self.call(move |db| {
@@ -418,6 +421,13 @@ impl Store {
                 kind: "job",
                 key: name.clone(),
             })?;
+            if let Some(expected) = expected.filter(|e| *e != old.status) {
+                return Err(StoreError::Conflict {
+                    name,
+                    expected: expected.to_string(),
+                    current: old.status.to_string(),
+                });
+            }
             let file = format!("job-{}.{extension}", old.id);
             let sha256 = media::write_durably(&dir, &file, &bytes)?;
             let tx = db.conn.transaction()?;

@@ -174,7 +174,13 @@ async fn jobs_round_trip() {
     // Media: on disk, hashed, then gone with the job.
     let bytes = b"\xff\xd8 not really a jpeg \xff\xd9".to_vec();
     let with_media = store
-        .set_job_media(name, bytes.clone(), "jpg", Some("https://h/m/1".into()))
+        .set_job_media(
+            name,
+            bytes.clone(),
+            "jpg",
+            Some("https://h/m/1".into()),
+            None,
+        )
         .await
         .unwrap();
     let path = with_media.media_path.clone().unwrap();
@@ -538,7 +544,7 @@ async fn retention_keeps_the_byte_budget_oldest_first() {
             .await
             .unwrap();
         let job = store
-            .set_job_media(&name, vec![i as u8; 300], "jpg", None)
+            .set_job_media(&name, vec![i as u8; 300], "jpg", None, None)
             .await
             .unwrap();
         paths.push(job.media_path.unwrap());
@@ -758,7 +764,7 @@ async fn kill_child() {
         let name = format!("job-{i:06}");
         store.create_job(new_job(&name, "alice", t)).await.unwrap();
         store
-            .set_job_media(&name, i.to_le_bytes().repeat(64), "jpg", None)
+            .set_job_media(&name, i.to_le_bytes().repeat(64), "jpg", None, None)
             .await
             .unwrap();
         use std::io::Write;

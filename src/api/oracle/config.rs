@@ -10,6 +10,7 @@
 //! session_secs = 1800               # a nimbula cookie's life, and what /refresh/ adds
 //! session_cap_secs = 10800          # never past 3 h from the first authentication
 //! start_delay_ms = 0                # how long a new capture waits in `pending`
+//! upload_delay_ms = 0               # for tests only: how long it waits in `uploading`
 //! # cookie_key_file = "/etc/vmshot/oracle-cookie.key"  # ≥ 32 bytes, mode 0600/0640
 //! [oracle.instances]                # instance name (after the container) → domain
 //! "web1" = "6a1f2c3d-0000-4000-8000-000000000001"
@@ -50,6 +51,10 @@ pub struct Section {
     /// the console to settle after whatever prompted the request, and a
     /// window in which a cancel stops it before any pixel is taken.
     pub start_delay_ms: u64,
+    /// How long a capture waits in `uploading` before its image is stored.
+    /// For tests only (0 otherwise): storing takes milliseconds, too short
+    /// a window for a test to cancel or kill an uploading capture in.
+    pub upload_delay_ms: u64,
     /// Instance name relative to its container (`vm1` or `vm1/{uuid}`) →
     /// libvirt domain name or UUID, tried first.
     pub instances: BTreeMap<String, String>,
@@ -66,6 +71,7 @@ impl Default for Section {
             session_cap_secs: 10_800,
             cookie_key_file: None,
             start_delay_ms: 0,
+            upload_delay_ms: 0,
             instances: BTreeMap::new(),
         }
     }

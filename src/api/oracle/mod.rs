@@ -70,6 +70,7 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         .jobs(JobSettings {
             dialect: NAME,
             start_delay: Duration::from_millis(config.start_delay_ms),
+            upload_delay: Duration::from_millis(config.upload_delay_ms),
             reason: job_reason,
         })
         .ok_or_else(|| {

@@ -30,6 +30,9 @@ pub(crate) struct JobSettings {
     pub dialect: &'static str,
     /// How long a job waits in `pending` before its grab.
     pub start_delay: Duration,
+    /// How long a job waits in `uploading` before its image is stored: zero
+    /// but in tests, which need a window to act on an uploading job.
+    pub upload_delay: Duration,
     /// A failed job's `error_reason`, in the dialect's words, from the error
     /// and the state the job was in.
     pub reason: fn(&Error, JobState) -> String,
@@ -124,8 +127,9 @@ impl Jobs {
         Ok(job)
     }
 
-    /// The job named `name` if `who` owns it: another's is not found, in
-    /// the same words as one that does not exist.
+    /// The job named `name` if `who` owns it (or is an admin, who sees every
+    /// job, as every domain): another's is not found, in the same words as
+    /// one that does not exist.
     pub(crate) async fn get(&self, who: &Principal, name: &str) -> Result<Job, Error> {
         let not_found = || Error::NotFound {
             domain: name.to_owned(),
@@ -136,18 +140,19 @@ impl Jobs {
             .await
             .map_err(store_error)?
             .ok_or_else(not_found)?;
-        if job.dialect != self.settings.dialect || job.principal != who.id {
+        if job.dialect != self.settings.dialect || !(who.is_admin() || job.principal == who.id) {
             return Err(not_found());
         }
         Ok(job)
     }
 
-    /// `who`'s jobs whose names start with `prefix`, by name.
+    /// `who`'s jobs (an admin's: everyone's) whose names start with
+    /// `prefix`, by name.
     pub(crate) async fn list(&self, who: &Principal, prefix: &str) -> Result<Vec<Job>, Error> {
         self.store
             .list_jobs(JobFilter {
                 dialect: Some(self.settings.dialect.to_owned()),
-                principal: Some(who.id.clone()),
+                principal: (!who.is_admin()).then(|| who.id.clone()),
                 name_prefix: Some(prefix.to_owned()),
                 ..JobFilter::default()
             })
@@ -175,11 +180,14 @@ impl Jobs {
         Ok(())
     }
 
-    /// The image of `who`'s job, once it has one.
+    /// The image of `who`'s job, once it is `complete`: a job that ended in
+    /// error made no capture, whatever file a cancel may have raced past.
     pub(crate) async fn media(&self, who: &Principal, name: &str) -> Result<Media, Error> {
         let job = self.get(who, name).await?;
         match (job.media_path, job.media_sha256, job.media_bytes) {
-            (Some(path), Some(sha256), Some(len)) => Ok(Media { path, sha256, len }),
+            (Some(path), Some(sha256), Some(len)) if job.status.state == JobState::Complete => {
+                Ok(Media { path, sha256, len })
+            }
             _ => Err(Error::NotFound {
                 domain: name.to_owned(),
             }),
@@ -251,6 +259,9 @@ impl Jobs {
         if !self.advance(&name, &mut seen).await {
             return;
         }
+        if !self.settings.upload_delay.is_zero() {
+            tokio::time::sleep(self.settings.upload_delay).await;
+        }
         let bytes = shot.image.as_ref().clone();
         let extension = match shot.output {
             crate::capture::Output::Png => "png",
@@ -259,7 +270,7 @@ impl Jobs {
         let storing = OffsetDateTime::now_utc();
         let stored = self
             .store
-            .set_job_media(&name, bytes, extension, None)
+            .set_job_media(&name, bytes, extension, None, Some(seen.clone()))
             .await;
         if let Some(audit) = &self.service.audit {
             let what = match &stored {
@@ -269,17 +280,23 @@ impl Jobs {
                     shot.sha256_hex()
                 )),
                 Err(StoreError::NotFound { .. }) => Err("the job was deleted".to_owned()),
+                Err(StoreError::Conflict { .. }) => Err("the capture was cancelled".to_owned()),
                 Err(_) => Err("the store could not keep the image".to_owned()),
             };
             audit
                 .record_stored(&domain, &job.request_id, storing, what)
                 .await;
         }
-        if let Err(e) = stored {
-            if matches!(e, StoreError::NotFound { .. }) {
+        match stored {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) => return,
+            // A cancel came while the image was on its way: the store wrote
+            // nothing, and the job ends cancelled here.
+            Err(StoreError::Conflict { .. }) => {
+                self.end_if_cancelled(&name, &mut seen).await;
                 return;
             }
-            return self.fail(&name, &seen, &store_error(e)).await;
+            Err(e) => return self.fail(&name, &seen, &store_error(e)).await,
         }
         self.advance(&name, &mut seen).await;
     }
@@ -315,6 +332,18 @@ impl Jobs {
                     tracing::warn!(job = name, error = %e, "job step failed");
                     return false;
                 }
+            }
+        }
+    }
+
+    /// After a step lost to another writer: if only a cancel came since
+    /// `seen`, the job ends cancelled (the step `advance` takes on it); a job
+    /// moved by someone else or deleted is left as it is.
+    async fn end_if_cancelled(&self, name: &str, seen: &mut JobStatus) {
+        if let Ok(Some(job)) = self.store.get_job(name).await {
+            if job.status.state == seen.state && job.status != *seen {
+                *seen = job.status;
+                self.advance(name, seen).await;
             }
         }
     }
@@ -364,6 +393,7 @@ mod tests {
             .jobs(JobSettings {
                 dialect: "test",
                 start_delay: delay,
+                upload_delay: Duration::ZERO,
                 reason,
             })
             .unwrap()
@@ -443,6 +473,18 @@ mod tests {
         ));
         assert!(jobs.list(&bob, "a/").await.unwrap().is_empty());
         assert_eq!(jobs.list(&alice, "a/").await.unwrap().len(), 2);
+        // An admin sees every job, as it sees every domain.
+        let admin = Principal {
+            roles: [super::super::scope::ADMIN_ROLE.to_owned()].into(),
+            ..Principal::unlimited("test", "root")
+        };
+        assert_eq!(jobs.get(&admin, "a/1").await.unwrap().name, "a/1");
+        assert_eq!(jobs.list(&admin, "a/").await.unwrap().len(), 2);
+        // A cancelled job made no capture: it has no image to serve.
+        assert!(matches!(
+            jobs.media(&alice, "a/2").await,
+            Err(Error::NotFound { .. })
+        ));
         jobs.delete(&alice, "a/1").await.unwrap();
         assert!(!media.path.exists());
         let _ = std::fs::remove_dir_all(&dir);
