@@ -13,6 +13,7 @@ use common::daemon::{Daemon, PROJECT_A, PROJECT_A_KEY, PROJECT_B};
 use common::fixtures::tempdir;
 use common::host::{ensure_libvirtd, wait_until, LibvirtdLock};
 use common::http::{send, Reply};
+use common::nova::{section, Token};
 use common::owned::Owned;
 use common::sdk::{get_console_screenshot, nova_line as line, nova_sdks, AwsMode};
 use common::signing::signed_query;
@@ -22,21 +23,22 @@ const TOKEN_A: &str = "nova-test-token-project-a-00001";
 const TOKEN_B: &str = "nova-test-token-project-b-00001";
 const USER_A: &str = "c0ffee00a";
 
-/// The `[nova]` section and its token file, written to `dir`.
+/// The `[nova]` section: an admin, and a member of each project.
 fn nova_section(dir: &Path) -> String {
-    let tokens = dir.join("nova-tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[token]]\nid = \"{ADMIN_TOKEN}\"\nuser_id = \"operator\"\nproject_id = \"0f5a0f5a\"\nroles = [\"admin\"]\n\n\
-             [[token]]\nid = \"{TOKEN_A}\"\nuser_id = \"{USER_A}\"\nproject_id = \"{PROJECT_A}\"\nroles = [\"member\"]\n\n\
-             [[token]]\nid = \"{TOKEN_B}\"\nuser_id = \"c0ffee00b\"\nproject_id = \"{PROJECT_B}\"\nroles = [\"member\", \"reader\"]\n"
-        ),
+    let token = |id, user, project, roles| Token {
+        id,
+        user,
+        project,
+        roles,
+    };
+    section(
+        dir,
+        &[
+            token(ADMIN_TOKEN, "operator", "0f5a0f5a", &["admin"]),
+            token(TOKEN_A, USER_A, PROJECT_A, &["member"]),
+            token(TOKEN_B, "c0ffee00b", PROJECT_B, &["member", "reader"]),
+        ],
     )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
-    format!("[nova]\ntokens_file = \"{}\"\n", tokens.display())
 }
 
 fn compute(d: &Daemon) -> String {

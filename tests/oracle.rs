@@ -21,9 +21,10 @@ use common::daemon::{Daemon, PROJECT_A, PROJECT_B};
 use common::fixtures::{
     self, shows_pattern, KERNEL_PANIC, NO_BOOT_DEVICE, PATTERN, PATTERN_1080, STALL,
 };
-use common::host::{qemu_pid, stall_guard, wait_until, Frozen, LibvirtdLock};
+use common::host::{qemu_pid, stall_guard, virsh, wait_until, Frozen, LibvirtdLock};
 use common::http::{send, Reply};
 use common::image_check::decode_rgb;
+use common::nova::{self, Token};
 use common::owned::Owned;
 
 const MEDIA_TYPE: &str = "application/oracle-compute-v3+json";
@@ -273,7 +274,18 @@ fn media_files(db: &Path) -> Vec<String> {
 
 #[test]
 fn a_capture_is_created_polled_to_complete_and_its_jpeg_served() {
-    let (_lock, d, _dir) = setup(0);
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let dir = fixtures::tempdir();
+    // Nova beside it: the capture's record, as an admin reads it.
+    let admin = Token {
+        id: "oracle-test-nova-admin-0000001",
+        user: "operator",
+        project: "0f5a",
+        roles: &["admin"],
+    };
+    let config = oracle_section(&dir, PLAIN) + "\n" + &nova::section(&dir, &[admin]);
+    let d = Daemon::start("", &config);
 
     // Authentication: a wrong password, no cookie and a tampered cookie are 401.
     let wrong = authenticate(&d, ALICE, "not-the-password").unwrap_err();
@@ -410,6 +422,33 @@ fn a_capture_is_created_polled_to_complete_and_its_jpeg_served() {
     assert_eq!(bobs_view.json()["result"], json!([]));
     // Nor capture alice's guest: it is not in his project.
     assert_eq!(create(&d, &bob, &format!("{BOB}/pattern")).status, 404);
+
+    // Its record, through Nova: grabbed, encoded, then kept, with the digest
+    // of the very bytes served.
+    let server = virsh(&["domuuid", &PATTERN.domain()]).trim().to_owned();
+    let request_id = done["request_id"].as_str().unwrap();
+    let record = send(
+        d.addr,
+        "GET",
+        &format!("/compute/v2.1/servers/{server}/os-instance-actions/{request_id}"),
+        &[
+            ("X-Auth-Token", "oracle-test-nova-admin-0000001"),
+            ("OpenStack-API-Version", "compute 2.84"),
+        ],
+        b"",
+    );
+    assert_eq!(record.status, 200, "{}", record.text());
+    let events = record.json()["instanceAction"]["events"].clone();
+    let names: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["vmshot_grab", "vmshot_encode", "vmshot_store"]);
+    let kept = events[2]["details"].as_str().unwrap();
+    assert!(kept.contains(&format!("sha256 {digest}")), "{kept}");
+    assert_eq!(events[2]["result"], "Success");
 
     // A cancel after completion fails on the cancellation, not the capture.
     let late = call(&d, Some(&cookie), "PUT", &path_of(&name), cancel);

@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod host;
 pub mod http;
 pub mod image_check;
+pub mod nova;
 pub mod owned;
 pub mod sdk;
 pub mod signing;
