@@ -168,6 +168,9 @@ async fn answered(State(metrics): State<Arc<Metrics>>, mut response: Response) -
 
 /// Serves until SIGTERM or SIGINT, then drains within the grace period.
 pub async fn run(config: Config) -> Result<(), ServeError> {
+    // Before anything is announced: a SIGTERM right after "listening" must
+    // drain as any other, not kill the process outright.
+    let shutdown = ShutdownSignals::install();
     let store = match &config.store {
         Some(settings) => Some(open_store(settings).await?),
         None => None,
@@ -217,7 +220,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Lookups then read the live inventory rather than ask libvirt each time.
     app.hypervisor.start_inventory();
     tokio::spawn(announce_ready(app.hypervisor.clone()));
-    shutdown_signal().await;
+    shutdown.wait().await;
     tracing::info!(grace_s = s.shutdown_grace_secs, "shutting down");
     crate::daemon::notify::stopping();
     let _ = stop.send(true);
@@ -269,13 +272,26 @@ async fn announce_ready(hypervisor: Hypervisor) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
