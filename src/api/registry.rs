@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::routing::{any, on, MethodFilter};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
-use super::pipeline::Limits;
+use super::pipeline::{self, Dialect, Limits, Pipeline};
 use crate::auth::{KeyStore, KeysError};
 use crate::config;
 use crate::service::Screenshots;
@@ -86,6 +87,35 @@ pub struct Mount {
     /// The paths its router claims: two dialects may not share one.
     pub paths: Vec<String>,
     pub router: Router,
+}
+
+impl Mount {
+    /// `dialect` behind the pipeline on each of `paths`, for `methods` (or
+    /// any method: the dialect then answers a wrong one in its own words).
+    pub fn new<D: Dialect>(
+        serves: String,
+        paths: Vec<String>,
+        methods: Option<MethodFilter>,
+        dialect: D,
+        limits: Limits,
+    ) -> Self {
+        let router = paths
+            .iter()
+            .fold(Router::new(), |router, path| {
+                let handler = pipeline::handle::<D>;
+                match methods {
+                    Some(methods) => router.route(path, on(methods, handler)),
+                    None => router.route(path, any(handler)),
+                }
+            })
+            .with_state(Pipeline::new(dialect, limits));
+        Self {
+            name: D::NAME,
+            serves,
+            paths,
+            router,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,13 +17,12 @@ use std::time::Duration;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
-use axum::routing::{on, MethodFilter};
-use axum::Router;
+use axum::routing::MethodFilter;
 use base64::Engine;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::pipeline::{self, Dialect, Incoming, Pipeline, Record, Refusal};
+use super::pipeline::{Dialect, Incoming, Record, Refusal};
 use super::registry::{load_keys, Mount, MountError, Registration, Shared};
 use super::{HostNames, LocalAddr};
 use crate::auth::{AccessKey, KeyStore, Nonce, NonceCache};
@@ -60,15 +59,13 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
     tracing::info!(keys = keys.len(), "alibaba dialect on /");
     let limits = shared.limits();
     let alibaba = Alibaba::new(shared.service.clone(), keys, config, &shared.server);
-    let methods = MethodFilter::GET.or(MethodFilter::POST);
-    Ok(Some(Mount {
-        name: NAME,
-        serves: "Alibaba ECS (GET or POST /)".into(),
-        paths: vec!["/".into()],
-        router: Router::new()
-            .route("/", on(methods, pipeline::handle::<Alibaba>))
-            .with_state(Pipeline::new(alibaba, limits)),
-    }))
+    Ok(Some(Mount::new(
+        "Alibaba ECS (GET or POST /)".into(),
+        vec!["/".into()],
+        Some(MethodFilter::GET.or(MethodFilter::POST)),
+        alibaba,
+        limits,
+    )))
 }
 
 pub struct Alibaba {

@@ -18,10 +18,9 @@ use std::time::{Duration, SystemTime};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::{on, MethodFilter};
-use axum::Router;
+use axum::routing::MethodFilter;
 
-use super::pipeline::{self, Dialect, Incoming, Pipeline, Record, Refusal};
+use super::pipeline::{Dialect, Incoming, Record, Refusal};
 use super::registry::{load_keys, Mount, MountError, Registration, Shared};
 use super::{HostNames, LocalAddr};
 use crate::auth::KeyStore;
@@ -59,18 +58,13 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         hosts: HostNames::new(&shared.server.host_names),
         config,
     };
-    Ok(Some(Mount {
-        name: NAME,
-        serves: format!("AWS EC2 (GET or POST {route})"),
-        router: paths
-            .iter()
-            .fold(Router::new(), |router, path| {
-                let methods = MethodFilter::GET.or(MethodFilter::POST);
-                router.route(path, on(methods, pipeline::handle::<Aws>))
-            })
-            .with_state(Pipeline::new(aws, limits)),
+    Ok(Some(Mount::new(
+        format!("AWS EC2 (GET or POST {route})"),
         paths,
-    }))
+        Some(MethodFilter::GET.or(MethodFilter::POST)),
+        aws,
+        limits,
+    )))
 }
 
 pub struct Aws {

@@ -23,10 +23,8 @@ mod wire;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
-use axum::Router;
 
-use super::pipeline::{self, Dialect, Incoming, Pipeline, Record, Refusal};
+use super::pipeline::{Dialect, Incoming, Record, Refusal};
 use super::registry::{Mount, MountError, Registration, Shared};
 use crate::service::actions::{Actions, InstanceAction, Page as ActionsPage};
 
@@ -89,18 +87,13 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         www_authenticate,
         config,
     };
-    let pipeline = Pipeline::new(nova, shared.limits());
-    Ok(Some(Mount {
-        name: NAME,
-        serves: format!("OpenStack Nova ({root}/v2.1/)"),
-        router: paths
-            .iter()
-            .fold(Router::new(), |router, path| {
-                router.route(path, any(pipeline::handle::<Nova>))
-            })
-            .with_state(pipeline),
+    Ok(Some(Mount::new(
+        format!("OpenStack Nova ({root}/v2.1/)"),
         paths,
-    }))
+        None,
+        nova,
+        shared.limits(),
+    )))
 }
 
 pub struct Nova {

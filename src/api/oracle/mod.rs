@@ -34,12 +34,10 @@ use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
-use axum::Router;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::pipeline::{self, Dialect, Incoming, Pipeline, Record, Refusal};
+use super::pipeline::{self, Dialect, Incoming, Record, Refusal};
 use super::registry::{Mount, MountError, Registration, Shared};
 use crate::service::jobs::{CancellationState, Job, JobSettings, JobState, Jobs, Submit};
 use crate::service::{self, Interval, Principal};
@@ -124,18 +122,13 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
     .into_iter()
     .map(str::to_owned)
     .collect();
-    let pipeline = Pipeline::new(oracle, shared.limits());
-    Ok(Some(Mount {
-        name: NAME,
-        serves: "Oracle Compute Classic (/authenticate/, /console/screencapture/)".into(),
-        router: paths
-            .iter()
-            .fold(Router::new(), |router, path| {
-                router.route(path, any(pipeline::handle::<Oracle>))
-            })
-            .with_state(pipeline),
+    Ok(Some(Mount::new(
+        "Oracle Compute Classic (/authenticate/, /console/screencapture/)".into(),
         paths,
-    }))
+        None,
+        oracle,
+        shared.limits(),
+    )))
 }
 
 /// A failed job's reason in seed 000's words.
