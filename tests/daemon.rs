@@ -10,7 +10,7 @@ use common::daemon::{Daemon, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, LIMITED_TO,
 use common::fixtures::{self, STALL};
 use common::host::{qemu_pid, stall_guard, virsh, wait_until, Frozen, LibvirtdLock};
 use common::http::send;
-use common::signing::signed_query;
+use common::signing::{screenshot_query, signed_query};
 
 fn get(d: &Daemon, target: &str) -> common::http::Reply {
     send(d.addr, "GET", target, &[], b"")
@@ -68,19 +68,6 @@ const SCREENSHOT_CALL: &[&str] = &[CALL_STARTS, "screenshot of domain"];
 /// frozen, it stays there, holding its place under the cap.
 fn wait_for_screenshot_call(d: &Daemon) {
     wait_for_log_lines(d, &[(SCREENSHOT_CALL, 1)], Duration::from_secs(20));
-}
-
-fn screenshot_query(key: &str, secret: &str, instance: &str) -> String {
-    signed_query(
-        "GET",
-        key,
-        secret,
-        &[
-            ("Action", "GetInstanceScreenshot"),
-            ("RegionId", "cn-test"),
-            ("InstanceId", instance),
-        ],
-    )
 }
 
 #[test]

@@ -16,7 +16,6 @@ use common::http::{send, Reply};
 use common::nova::{section, Token};
 use common::owned::Owned;
 use common::sdk::{get_console_screenshot, nova_line as line, nova_sdks, AwsMode};
-use common::signing::signed_query;
 
 const ADMIN_TOKEN: &str = "nova-test-token-admin-000000001";
 const TOKEN_A: &str = "nova-test-token-project-a-00001";
@@ -57,22 +56,6 @@ fn nova_get(d: &Daemon, token: Option<&str>, path: &str, version: Option<&str>) 
     send(d.addr, "GET", &format!("/compute{path}"), &headers, b"")
 }
 
-/// An Alibaba screenshot of `instance` with project A's key.
-fn alibaba_capture(d: &Daemon, instance: &str) -> Reply {
-    let (key, secret) = PROJECT_A_KEY;
-    let query = signed_query(
-        "GET",
-        key,
-        secret,
-        &[
-            ("Action", "GetInstanceScreenshot"),
-            ("RegionId", "cn-test"),
-            ("InstanceId", instance),
-        ],
-    );
-    send(d.addr, "GET", &format!("/?{query}"), &[], b"")
-}
-
 #[test]
 fn nova_clients_see_each_capture_as_an_action_with_its_events() {
     let _lock = LibvirtdLock::shared();
@@ -87,7 +70,7 @@ fn nova_clients_see_each_capture_as_an_action_with_its_events() {
         "project A captures its guest",
         Duration::from_secs(20),
         || {
-            let reply = alibaba_capture(&d, &guest.uuid);
+            let reply = d.alibaba_screenshot(PROJECT_A_KEY, &guest.uuid);
             let ok = reply.status == 200;
             first = Some(reply);
             ok
@@ -185,7 +168,7 @@ fn nova_speaks_its_own_faults_versions_and_paging_and_keeps_tenants_apart() {
     let d = Daemon::start("throttle_interval_secs = 0\n", &nova_section(&dir));
     let mut ids = Vec::new();
     wait_until("three captures", Duration::from_secs(30), || {
-        let reply = alibaba_capture(&d, &guest.uuid);
+        let reply = d.alibaba_screenshot(PROJECT_A_KEY, &guest.uuid);
         if reply.status == 200 {
             ids.push(reply.header("x-acs-request-id").unwrap().to_owned());
         }
@@ -350,7 +333,7 @@ fn nova_speaks_its_own_faults_versions_and_paging_and_keeps_tenants_apart() {
     // The guest is deleted: its actions stay, for its tenant only.
     guest.remove();
     wait_until("the guest is gone", Duration::from_secs(10), || {
-        alibaba_capture(&d, &guest.uuid).status == 404
+        d.alibaba_screenshot(PROJECT_A_KEY, &guest.uuid).status == 404
     });
     let kept = list(Some(TOKEN_A), None, &guest.uuid, "", None);
     assert_eq!(kept.status, 200, "{}", kept.text());

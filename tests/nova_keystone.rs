@@ -19,7 +19,6 @@ use common::host::{ensure_libvirtd, wait_until, LibvirtdLock};
 use common::http::{send, Reply};
 use common::owned::Owned;
 use common::sdk::{nova_line, nova_sdks};
-use common::signing::signed_query;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -143,18 +142,7 @@ fn tokens_from_a_real_keystone_scope_each_project_to_its_own_guests() {
     // A capture through Alibaba by the host's operator...
     let mut request_id = String::new();
     wait_until("the guest is captured", Duration::from_secs(20), || {
-        let (key, secret) = ADMIN_KEY;
-        let query = signed_query(
-            "GET",
-            key,
-            secret,
-            &[
-                ("Action", "GetInstanceScreenshot"),
-                ("RegionId", "cn-test"),
-                ("InstanceId", &guest.uuid),
-            ],
-        );
-        let reply = send(d.addr, "GET", &format!("/?{query}"), &[], b"");
+        let reply = d.alibaba_screenshot(ADMIN_KEY, &guest.uuid);
         request_id = reply.header("x-acs-request-id").unwrap_or("").to_owned();
         reply.status == 200
     });

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use super::fixtures::tempdir;
 use super::host::uri;
+use super::http::{send, Reply};
+use super::signing::screenshot_query;
 
 pub struct Daemon {
     child: Option<Child>,
@@ -66,6 +68,12 @@ roles = ["admin"]
 "#;
 
 impl Daemon {
+    /// An Alibaba GetInstanceScreenshot of `instance`, signed with `key`.
+    pub fn alibaba_screenshot(&self, (key, secret): (&str, &str), instance: &str) -> Reply {
+        let query = screenshot_query(key, secret, instance);
+        send(self.addr, "GET", &format!("/?{query}"), &[], b"")
+    }
+
     /// Starts a daemon whose config is the default plus `extra` TOML (which
     /// may add keys to `[alibaba]` through `alibaba_extra`). Both dialects
     /// are on, with the same key file.

@@ -104,3 +104,17 @@ pub fn acs3_headers(
     ));
     headers
 }
+
+/// A signed GetInstanceScreenshot of `instance`, as the query of `GET /`.
+pub fn screenshot_query(key: &str, secret: &str, instance: &str) -> String {
+    signed_query(
+        "GET",
+        key,
+        secret,
+        &[
+            ("Action", "GetInstanceScreenshot"),
+            ("RegionId", "cn-test"),
+            ("InstanceId", instance),
+        ],
+    )
+}
