@@ -221,6 +221,8 @@ pub struct Store {
     pub max_age_days: u64,
     /// Media (captured images) kept at most, oldest removed first.
     pub max_media_mb: u64,
+    /// Capture records (instance actions) kept at most, oldest removed first.
+    pub max_actions: u64,
 }
 
 impl Default for Store {
@@ -230,6 +232,7 @@ impl Default for Store {
             path: PathBuf::from("/var/lib/vmshot/vmshot.db"),
             max_age_days: 30,
             max_media_mb: 1024,
+            max_actions: 1_000_000,
         }
     }
 }

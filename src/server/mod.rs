@@ -240,6 +240,7 @@ async fn open_store(config: &config::Store) -> Result<Store, ServeError> {
     let mut settings = StoreSettings::new(&config.path);
     settings.max_age = Duration::from_secs(config.max_age_days * 24 * 3600);
     settings.max_media_bytes = config.max_media_mb << 20;
+    settings.max_actions = config.max_actions;
     let store = Store::open(settings).await?;
     tracing::info!(path = %config.path.display(), "store open");
     let kept = store.clone();

@@ -52,6 +52,9 @@ pub(crate) struct StoreSettings {
     pub max_age: Duration,
     /// Total bytes of media kept; the oldest finished jobs go first.
     pub max_media_bytes: u64,
+    /// Instance actions kept at most (with their events); the oldest go
+    /// first, so a busy host's database stays bounded within `max_age`.
+    pub max_actions: u64,
     /// How long one call may wait for the store thread, queueing included.
     pub call_timeout: Duration,
     /// Calls that may wait for the store thread before callers wait to send.
@@ -70,6 +73,7 @@ impl StoreSettings {
             media_dir: media.into(),
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_media_bytes: 1 << 30,
+            max_actions: 1_000_000,
             call_timeout: Duration::from_secs(10),
             queue_depth: 256,
         }

@@ -1,6 +1,6 @@
 //! Retention: finished jobs and actions older than `max_age`, then the
-//! oldest finished jobs until their media fit `max_media_bytes`; expired
-//! nonces and throttle slots. Rows go first, in one transaction, then their
+//! oldest finished jobs until their media fit `max_media_bytes` and the
+//! oldest actions beyond `max_actions`; expired nonces and throttle slots. Rows go first, in one transaction, then their
 //! files; unfinished jobs are never removed (a restart must find them).
 
 use std::collections::HashSet;
@@ -85,6 +85,15 @@ impl Store {
             out.actions_removed = tx
                 .prepare_cached("DELETE FROM actions WHERE updated_at < ?1")?
                 .execute([cutoff])? as u64;
+            // Beyond the cap, oldest first (in Nova's listing order); the
+            // events go with them (ON DELETE CASCADE).
+            out.actions_removed += tx
+                .prepare_cached(
+                    "DELETE FROM actions WHERE id IN (SELECT id FROM actions \
+                     ORDER BY start_time DESC, id DESC LIMIT -1 OFFSET ?1)",
+                )?
+                .execute([db.settings.max_actions.min(i64::MAX as u64) as i64])?
+                as u64;
             let now_us = to_micros(now);
             out.nonces_removed = tx
                 .prepare_cached("DELETE FROM nonces WHERE expires_at <= ?1")?

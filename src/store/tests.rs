@@ -528,6 +528,57 @@ async fn nonces_and_throttle_slots_survive_a_reopen() {
 }
 
 #[tokio::test]
+async fn retention_keeps_at_most_max_actions_newest_first() {
+    let dir = temp_dir("retain-actions");
+    let mut s = settings(&dir);
+    s.max_actions = 3;
+    let store = Store::open(s).await.unwrap();
+    let t0 = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    for i in 0..5i64 {
+        let start = t0 + time::Duration::seconds(i);
+        let grab = ActionEvent {
+            event: "vmshot_grab".into(),
+            start_time: start,
+            finish_time: Some(start),
+            result: Some(EventResult::Success),
+            traceback: None,
+            details: None,
+            host: None,
+        };
+        let new = NewAction {
+            request_id: format!("req-{i}"),
+            instance_uuid: format!("vm-{}", i % 2),
+            project_id: None,
+            user_id: None,
+            action: "vmshot_capture".into(),
+            message: None,
+            start_time: start,
+        };
+        store.record_action(new, vec![grab]).await.unwrap();
+    }
+    let r = store.retain().await.unwrap();
+    assert_eq!(r.actions_removed, 2);
+    let mut left = Vec::new();
+    for vm in ["vm-0", "vm-1"] {
+        for a in store.list_actions(vm, ActionPage::default()).await.unwrap() {
+            left.push(a.request_id);
+        }
+    }
+    left.sort();
+    assert_eq!(left, ["req-2", "req-3", "req-4"]);
+    // Their events went with them.
+    let events: i64 = store
+        .call(|db| {
+            Ok(db
+                .conn
+                .query_row("SELECT count(*) FROM action_events", [], |r| r.get(0))?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(events, 3);
+}
+
+#[tokio::test]
 async fn retention_keeps_the_byte_budget_oldest_first() {
     let dir = temp_dir("retain");
     let mut s = settings(&dir);
