@@ -1,13 +1,33 @@
 //! Replay nonces and per-guest throttle slots, kept so that a restart does
 //! not reopen a replay window or an interval.
+//!
+//! They are written on every request, so they are committed without the
+//! fsync the rest of the store pays (`synchronous=NORMAL` for their
+//! transactions): in WAL mode a commit is then in the OS's hands before the
+//! call returns, so it survives `kill -9` and any crash of vmshot, and the
+//! next fsynced commit makes it durable on disk too. Only a power loss in
+//! between can forget one: a slot reopened early, or a nonce seen again
+//! while its request is still within its timestamp window.
 
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::worker::Store;
+use super::worker::{Db, Store};
 use super::{from_micros, to_micros, StoreError};
+
+/// Runs `f` with commits that skip the fsync (see the module doc), then
+/// puts `synchronous=FULL` back whatever `f` did.
+fn unsynced<T>(
+    db: &mut Db,
+    f: impl FnOnce(&mut Db) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    db.conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let result = f(db);
+    db.conn.pragma_update(None, "synchronous", "FULL")?;
+    result
+}
 
 /// What taking a throttle slot gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +50,17 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let (dialect, key) = (dialect.to_owned(), key.to_owned());
         self.call(move |db| {
-            let changed = db
-                .conn
-                .prepare_cached(
-                    "INSERT INTO nonces (dialect, key, expires_at) VALUES (?1, ?2, ?3) \
+            unsynced(db, |db| {
+                let changed = db
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO nonces (dialect, key, expires_at) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (dialect, key) DO UPDATE SET expires_at = excluded.expires_at \
                      WHERE nonces.expires_at <= ?4",
-                )?
-                .execute(params![dialect, key, to_micros(expires_at), to_micros(now)])?;
-            Ok(changed == 1)
+                    )?
+                    .execute(params![dialect, key, to_micros(expires_at), to_micros(now)])?;
+                Ok(changed == 1)
+            })
         })
         .await
     }
@@ -53,7 +75,7 @@ impl Store {
         interval: Duration,
     ) -> Result<Slot, StoreError> {
         let (rule, domain) = (rule.to_owned(), domain_uuid.to_owned());
-        self.call(move |db| {
+        self.call(move |db| unsynced(db, |db| {
             let now_us = to_micros(now);
             let next = now_us.saturating_add(interval.as_micros().min(i64::MAX as u128) as i64);
             let tx = db.conn.transaction()?;
@@ -75,7 +97,7 @@ impl Store {
             .execute(params![rule, domain, next])?;
             tx.commit()?;
             Ok(Slot::Taken)
-        })
+        }))
         .await
     }
 
@@ -90,15 +112,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (rule, domain) = (rule.to_owned(), domain_uuid.to_owned());
         self.call(move |db| {
-            let next = to_micros(taken_at)
-                .saturating_add(interval.as_micros().min(i64::MAX as u128) as i64);
-            db.conn
-                .prepare_cached(
-                    "DELETE FROM throttle_slots WHERE rule = ?1 AND domain_uuid = ?2 \
+            unsynced(db, |db| {
+                let next = to_micros(taken_at)
+                    .saturating_add(interval.as_micros().min(i64::MAX as u128) as i64);
+                db.conn
+                    .prepare_cached(
+                        "DELETE FROM throttle_slots WHERE rule = ?1 AND domain_uuid = ?2 \
                      AND next_allowed = ?3",
-                )?
-                .execute(params![rule, domain, next])?;
-            Ok(())
+                    )?
+                    .execute(params![rule, domain, next])?;
+                Ok(())
+            })
         })
         .await
     }

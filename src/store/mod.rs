@@ -12,6 +12,8 @@
 //! Durability: every write is one transaction, committed with
 //! `synchronous=FULL` in WAL mode, so the WAL is fsynced before a call
 //! returns; an acknowledged write survives `kill -9` and power loss alike.
+//! Nonces and throttle slots, written on every request, skip the fsync and
+//! survive `kill -9` only (see `limits`).
 //! A media file is written under a temporary name, fsynced, renamed and the
 //! directory fsynced *before* the row that names it is committed, and a row
 //! is deleted before its file: a record never points at a missing file, and

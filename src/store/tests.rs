@@ -449,6 +449,41 @@ async fn a_later_stage_is_appended_to_a_recorded_action() {
 }
 
 #[tokio::test]
+async fn nonces_and_slots_skip_the_fsync_and_everything_else_keeps_it() {
+    let dir = temp_dir("unsynced");
+    let store = Store::open(settings(&dir)).await.unwrap();
+    let synchronous = || {
+        store.call(|db| {
+            Ok(db
+                .conn
+                .pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))?)
+        })
+    };
+    let now = OffsetDateTime::now_utc();
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        let later = now + time::Duration::minutes(5);
+        assert!(store
+            .insert_nonce_if_absent("alibaba", &format!("k/{i}"), now, later)
+            .await
+            .unwrap());
+    }
+    eprintln!("200 nonces in {:?}", started.elapsed());
+    // FULL (2) again for the writes that must be on disk when acknowledged.
+    assert_eq!(synchronous().await.unwrap(), 2);
+    let interval = Duration::from_secs(60);
+    store
+        .take_throttle_slot("r", "d", now, interval)
+        .await
+        .unwrap();
+    store
+        .release_throttle_slot("r", "d", now, interval)
+        .await
+        .unwrap();
+    assert_eq!(synchronous().await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn nonces_and_throttle_slots_survive_a_reopen() {
     let dir = temp_dir("limits");
     let store = Store::open(settings(&dir)).await.unwrap();
