@@ -6,8 +6,9 @@
 //! and on top the `cli` and the daemon's `server` with
 //! one module per cloud dialect under `api`. `scripts/check-layers.sh` keeps
 //! the imports pointing down. Public only what the integration tests and the
-//! benchmark use (`capture`, `hypervisor`, the signing helper in `api`), and
-//! `cli` for the binary; the rest is the crate's own, so dead code warns.
+//! benchmarks use (`capture`, `hypervisor`, the signing helper in `api`, the
+//! action calls of `store`), and `cli` for the binary; the rest is the
+//! crate's own, so dead code warns.
 
 pub mod api;
 pub(crate) mod auth;
@@ -19,4 +20,4 @@ pub(crate) mod frame;
 pub mod hypervisor;
 pub(crate) mod server;
 pub(crate) mod service;
-pub(crate) mod store;
+pub mod store;

@@ -2,12 +2,15 @@
 //! guests, a handful of requests, the table to a temp file. It checks that the
 //! program runs end to end, not how fast anything is; and that its default
 //! anchor is the baseline in this repository, speaking the interface the
-//! benchmark and the scripts in benches/ rely on.
+//! benchmark and the scripts in benches/ rely on. And a tiny run of the store
+//! benchmark (benches/store), so that it cannot rot either.
 
 mod common;
 
 #[path = "../benches/screenshots/run.rs"]
 mod run;
+#[path = "../benches/store/run.rs"]
+mod store_run;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -236,4 +239,52 @@ fn benchmark_quick_run_produces_the_table() {
         );
     }
     let _ = std::fs::remove_dir_all(out.parent().unwrap());
+}
+
+/// Two small stores, a few calls of each kind: the program runs end to end,
+/// and its listings answer what the fill put in (the run itself fails on a
+/// page of the wrong length or order); nothing about speed.
+#[test]
+fn store_benchmark_tiny_run_produces_the_table() {
+    use store_run::Call;
+    let dir = tempdir();
+    let mut opts = store_run::Options::new(dir.clone());
+    opts.actions = vec![300, 2000];
+    opts.domains = 10;
+    opts.queries = 20;
+    opts.batch = 250;
+    opts.command_line = "cargo test --test bench_smoke (tiny)".into();
+
+    let report = store_run::run(&opts).unwrap_or_else(|e| panic!("the store bench failed: {e}"));
+
+    assert_eq!(
+        report.sizes.iter().map(|m| m.actions).collect::<Vec<_>>(),
+        [300, 2000]
+    );
+    let (small, big) = (&report.sizes[0], &report.sizes[1]);
+    assert!(big.db_bytes > small.db_bytes && small.db_bytes > 0);
+    // About 200 actions an instance: a full page of 50, all of them at the
+    // default limit, none newer than the newest.
+    assert_eq!(big.stats(Call::First50).rows, 50.0);
+    let all = big.stats(Call::FirstDefault).rows;
+    assert!((100.0..=400.0).contains(&all), "{all}");
+    assert_eq!(big.stats(Call::SinceNothing).rows, 0.0);
+    assert!(big.stats(Call::AfterMarker).rows > 0.0);
+    let events = big.stats(Call::Get).rows;
+    assert!((1.0..=2.0).contains(&events), "{events}");
+    for call in Call::ALL {
+        assert!(big.stats(call).p50 > std::time::Duration::ZERO);
+        assert!(
+            report.table.contains(call.label()),
+            "no {:?} in:\n{}",
+            call.label(),
+            report.table
+        );
+    }
+    assert!(report
+        .table
+        .contains("| measure | 300 actions | 2,000 actions | ratio |"));
+    // The stores are gone unless --keep.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

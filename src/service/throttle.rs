@@ -253,10 +253,15 @@ mod tests {
         // unavailable, and gives back what the late take may still take.
         drop(t);
         let hasty = store::StoreSettings {
-            call_timeout: Duration::ZERO,
+            call_timeout: Duration::from_millis(200),
             ..settings.clone()
         };
-        let t = Throttle::new(Some(reopen(&hasty).await));
+        let store = reopen(&hasty).await;
+        let (started, holding) = tokio::sync::oneshot::channel();
+        let held = store.clone();
+        tokio::spawn(async move { held.hold(Duration::from_millis(600), started).await });
+        holding.await.unwrap();
+        let t = Throttle::new(Some(store));
         match t.take(&domain("i-5"), long).await {
             Err(e @ Error::Unavailable { .. }) => {
                 assert_eq!(e.to_string(), "the store does not answer");

@@ -2,21 +2,21 @@
 //! dialect, is recorded as an action (`vmshot_capture`) with one event a
 //! stage (`vmshot_grab`, `vmshot_encode`, `vmshot_store`).
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row, ToSql};
 use time::OffsetDateTime;
 
 use super::worker::Store;
 use super::{from_micros, to_micros, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EventResult {
+pub enum EventResult {
     Success,
     Error,
 }
 
 impl EventResult {
     /// As Nova spells it.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             EventResult::Success => "Success",
             EventResult::Error => "Error",
@@ -33,7 +33,7 @@ impl EventResult {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct NewAction {
+pub struct NewAction {
     pub request_id: String,
     pub instance_uuid: String,
     pub project_id: Option<String>,
@@ -44,7 +44,7 @@ pub(crate) struct NewAction {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ActionEvent {
+pub struct ActionEvent {
     pub event: String,
     pub start_time: OffsetDateTime,
     pub finish_time: Option<OffsetDateTime>,
@@ -55,7 +55,7 @@ pub(crate) struct ActionEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Action {
+pub struct Action {
     pub request_id: String,
     pub instance_uuid: String,
     pub project_id: Option<String>,
@@ -72,7 +72,7 @@ pub(crate) struct Action {
 /// request id of the last action of the previous page (not included);
 /// `changes_since` / `changes_before` bound `updated_at`, both inclusive.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ActionPage {
+pub struct ActionPage {
     pub limit: Option<u32>,
     pub marker: Option<String>,
     pub changes_since: Option<OffsetDateTime>,
@@ -108,6 +108,93 @@ fn not_found(instance: &str, request_id: &str) -> StoreError {
         kind: "action",
         key: format!("{instance}/{request_id}"),
     }
+}
+
+/// Inserts one action and its events; `updated_at` is the last event's
+/// finish, and an `Error` event makes the message `Error`, as Nova does.
+fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    new: &NewAction,
+    events: &[ActionEvent],
+) -> Result<(), StoreError> {
+    let updated = events
+        .iter()
+        .filter_map(|e| e.finish_time)
+        .map(to_micros)
+        .max()
+        .unwrap_or(to_micros(new.start_time));
+    let failed = events.iter().any(|e| e.result == Some(EventResult::Error));
+    let message = if failed {
+        Some("Error")
+    } else {
+        new.message.as_deref()
+    };
+    let id: i64 = tx
+        .prepare_cached(
+            "INSERT INTO actions (request_id, instance_uuid, project_id, user_id, action, \
+             message, start_time, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (instance_uuid, request_id) DO NOTHING RETURNING id",
+        )?
+        .query_row(
+            params![
+                new.request_id,
+                new.instance_uuid,
+                new.project_id,
+                new.user_id,
+                new.action,
+                message,
+                to_micros(new.start_time),
+                updated
+            ],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::Exists {
+            kind: "action",
+            key: format!("{}/{}", new.instance_uuid, new.request_id),
+        })?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO action_events (action_id, event, start_time, finish_time, \
+         result, traceback, details, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for e in events {
+        stmt.execute(params![
+            id,
+            e.event,
+            to_micros(e.start_time),
+            e.finish_time.map(to_micros),
+            e.result.map(EventResult::as_str),
+            e.traceback,
+            e.details,
+            e.host
+        ])?;
+    }
+    Ok(())
+}
+
+/// Whether fewer than `limit` of an instance's actions changed in the
+/// window: then the `(instance_uuid, updated_at)` index finds them all and
+/// they are sorted, where walking the history newest first would go to its
+/// end for a page that never fills (the poll that finds nothing new). With
+/// more, the walk fills its page first: every action started since the
+/// window opened changed in it, and those come first.
+fn few_changed(
+    conn: &rusqlite::Connection,
+    instance: &str,
+    since: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> rusqlite::Result<bool> {
+    let changed: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM actions INDEXED BY actions_changed \
+             WHERE instance_uuid = ?1 AND updated_at >= ?2 AND updated_at <= ?3 LIMIT ?4)",
+        )?
+        .query_row(
+            params![instance, since, before.unwrap_or(i64::MAX), limit],
+            |r| r.get(0),
+        )?;
+    Ok(changed < limit)
 }
 
 impl Store {
@@ -147,64 +234,32 @@ impl Store {
 
     /// Records a whole action with its finished events in one transaction
     /// (one fsync): what a capture that already ran left to say.
-    pub(crate) async fn record_action(
+    pub async fn record_action(
         &self,
         new: NewAction,
         events: Vec<ActionEvent>,
     ) -> Result<(), StoreError> {
         self.call(move |db| {
             let tx = db.conn.transaction()?;
-            let updated = events
-                .iter()
-                .filter_map(|e| e.finish_time)
-                .map(to_micros)
-                .max()
-                .unwrap_or(to_micros(new.start_time));
-            let failed = events.iter().any(|e| e.result == Some(EventResult::Error));
-            let message = if failed {
-                Some("Error".to_owned())
-            } else {
-                new.message.clone()
-            };
-            let id: i64 = tx
-                .prepare_cached(
-                    "INSERT INTO actions (request_id, instance_uuid, project_id, user_id, action, \
-                     message, start_time, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (instance_uuid, request_id) DO NOTHING RETURNING id",
-                )?
-                .query_row(
-                    params![
-                        new.request_id,
-                        new.instance_uuid,
-                        new.project_id,
-                        new.user_id,
-                        new.action,
-                        message,
-                        to_micros(new.start_time),
-                        updated
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or_else(|| StoreError::Exists {
-                    kind: "action",
-                    key: format!("{}/{}", new.instance_uuid, new.request_id),
-                })?;
-            for e in &events {
-                tx.prepare_cached(
-                    "INSERT INTO action_events (action_id, event, start_time, finish_time, \
-                     result, traceback, details, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    id,
-                    e.event,
-                    to_micros(e.start_time),
-                    e.finish_time.map(to_micros),
-                    e.result.map(EventResult::as_str),
-                    e.traceback,
-                    e.details,
-                    e.host
-                ])?;
+            insert(&tx, &new, &events)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records many whole actions in one transaction (one fsync), all or
+    /// none: `Exists` for the first one already there, and nothing is kept.
+    /// For bulk loads (the store benchmark fills a million rows with it); a
+    /// batch holds the store thread while it runs, so keep it to thousands.
+    pub async fn record_actions(
+        &self,
+        actions: Vec<(NewAction, Vec<ActionEvent>)>,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| {
+            let tx = db.conn.transaction()?;
+            for (new, events) in &actions {
+                insert(&tx, new, events)?;
             }
             tx.commit()?;
             Ok(())
@@ -361,7 +416,7 @@ impl Store {
     }
 
     /// A page of an instance's actions, newest first, without events.
-    pub(crate) async fn list_actions(
+    pub async fn list_actions(
         &self,
         instance_uuid: &str,
         page: ActionPage,
@@ -386,31 +441,47 @@ impl Store {
                         .ok_or_else(|| StoreError::MarkerNotFound(marker.clone()))?,
                 ),
             };
+            let limit = i64::from(limit);
+            let since = page.changes_since.map(to_micros);
+            let before = page.changes_before.map(to_micros);
+            // Only the terms this page has, each one the index can seek by:
+            // `?2 IS NULL OR ...` would have SQLite walk the instance's whole
+            // history and test it row by row (tens of ms at 10,000 actions).
+            let mut terms = vec!["instance_uuid = :instance"];
+            let mut args: Vec<(&str, &dyn ToSql)> = vec![(":instance", &instance)];
+            if let Some((start, id)) = &after {
+                terms.push("(start_time, id) < (:start, :id)");
+                args.extend([(":start", start as &dyn ToSql), (":id", id)]);
+            }
+            if let Some(since) = &since {
+                terms.push("updated_at >= :since");
+                args.push((":since", since));
+            }
+            if let Some(before) = &before {
+                terms.push("updated_at <= :before");
+                args.push((":before", before));
+            }
+            args.push((":limit", &limit));
+            let index = match since {
+                Some(since) if few_changed(&db.conn, &instance, since, before, limit)? => {
+                    "actions_changed"
+                }
+                _ => "actions_newest",
+            };
             let sql = format!(
-                "SELECT {COLUMNS} FROM actions WHERE instance_uuid = ?1 \
-                 AND (?2 IS NULL OR start_time < ?2 OR (start_time = ?2 AND id < ?3)) \
-                 AND (?4 IS NULL OR updated_at >= ?4) AND (?5 IS NULL OR updated_at <= ?5) \
-                 ORDER BY start_time DESC, id DESC LIMIT ?6"
+                "SELECT {COLUMNS} FROM actions INDEXED BY {index} WHERE {} \
+                 ORDER BY start_time DESC, id DESC LIMIT :limit",
+                terms.join(" AND ")
             );
             let mut stmt = db.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![
-                    instance,
-                    after.map(|a| a.0),
-                    after.map(|a| a.1),
-                    page.changes_since.map(to_micros),
-                    page.changes_before.map(to_micros),
-                    limit as i64
-                ],
-                |r| read_action(r).map(|(_, a)| a),
-            )?;
+            let rows = stmt.query_map(args.as_slice(), |r| read_action(r).map(|(_, a)| a))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
 
     /// One action with its events.
-    pub(crate) async fn get_action(
+    pub async fn get_action(
         &self,
         instance_uuid: &str,
         request_id: &str,

@@ -38,14 +38,16 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-pub(crate) use actions::{Action, ActionEvent, ActionPage, EventResult, NewAction};
+// Public for the store benchmark (benches/store), which fills and lists
+// actions through the same calls the daemon makes.
+pub use actions::{Action, ActionEvent, ActionPage, EventResult, NewAction};
 pub(crate) use jobs::{CancellationState, Job, JobFilter, JobState, JobStatus, NewJob};
 pub(crate) use limits::Slot;
-pub(crate) use worker::Store;
+pub use worker::Store;
 
 /// Where the store lives and how much it keeps.
 #[derive(Debug, Clone)]
-pub(crate) struct StoreSettings {
+pub struct StoreSettings {
     /// The SQLite database file.
     pub path: PathBuf,
     /// Where job media (JPEG/PNG files) are kept.
@@ -66,7 +68,7 @@ pub(crate) struct StoreSettings {
 impl StoreSettings {
     /// Settings with the media directory beside the database
     /// (`<path>.media`) and defaults for the rest.
-    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         let mut media = path.clone().into_os_string();
         media.push(".media");
@@ -85,7 +87,7 @@ impl StoreSettings {
 /// Why a store call failed. The open errors name the file and the problem,
 /// so the operator can act on them; the store never starts over silently.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
+pub enum StoreError {
     #[error("store {path}: corrupt or not a database: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("store {path}: locked by another vmshot (lock file {lock} is held)")]

@@ -16,6 +16,7 @@ use super::{StoreError, StoreSettings};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_job_account.sql"),
+    include_str!("migrations/0003_actions_changed.sql"),
 ];
 
 /// The newest schema this binary knows.

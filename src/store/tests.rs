@@ -484,6 +484,91 @@ async fn nonces_and_slots_skip_the_fsync_and_everything_else_keeps_it() {
 }
 
 #[tokio::test]
+async fn a_batch_of_actions_is_recorded_all_or_none() {
+    let dir = temp_dir("batch");
+    let store = Store::open(settings(&dir)).await.unwrap();
+    let vm = "aef82e69-0b3e-4056-b1b6-c37d5a278183";
+    let base = datetime!(2024-05-01 10:00:00 UTC);
+    let at = |ms: i64| base + time::Duration::milliseconds(ms);
+    let action = |i: i64, result: EventResult| {
+        let new = NewAction {
+            request_id: format!("req-{i}"),
+            instance_uuid: vm.into(),
+            project_id: None,
+            user_id: Some("u1".into()),
+            action: "vmshot_capture".into(),
+            message: None,
+            start_time: at(i * 1000),
+        };
+        let event = |name: &str, from: i64, to: i64| ActionEvent {
+            event: name.into(),
+            start_time: at(i * 1000 + from),
+            finish_time: Some(at(i * 1000 + to)),
+            result: Some(result),
+            traceback: None,
+            details: None,
+            host: Some("host1".into()),
+        };
+        (
+            new,
+            vec![event("vmshot_grab", 0, 30), event("vmshot_encode", 30, 33)],
+        )
+    };
+    store
+        .record_actions((0..3).map(|i| action(i, EventResult::Success)).collect())
+        .await
+        .unwrap();
+    // One already there: the whole batch is refused, req-3 included.
+    assert!(matches!(
+        store
+            .record_actions(vec![
+                action(3, EventResult::Success),
+                action(1, EventResult::Success)
+            ])
+            .await,
+        Err(StoreError::Exists { kind: "action", .. })
+    ));
+    store
+        .record_actions(vec![action(3, EventResult::Error)])
+        .await
+        .unwrap();
+    let ids = |v: Vec<Action>| v.into_iter().map(|a| a.request_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_actions(vm, ActionPage::default()).await.unwrap()),
+        ["req-3", "req-2", "req-1", "req-0"]
+    );
+    let one = store.get_action(vm, "req-1").await.unwrap().unwrap();
+    assert_eq!((one.updated_at, one.message), (at(1033), None));
+    assert_eq!(
+        one.events
+            .iter()
+            .map(|e| e.event.as_str())
+            .collect::<Vec<_>>(),
+        ["vmshot_grab", "vmshot_encode"]
+    );
+    let failed = store.get_action(vm, "req-3").await.unwrap().unwrap();
+    assert_eq!(failed.message.as_deref(), Some("Error"));
+    // changes-since either way: few changed (sorted from the index of
+    // changes) or enough to fill the page (walked newest first), alike.
+    let since = |limit, marker: Option<&str>| ActionPage {
+        limit,
+        marker: marker.map(str::to_owned),
+        changes_since: Some(at(1000)),
+        changes_before: None,
+    };
+    for (page, want) in [
+        (since(None, None), &["req-3", "req-2", "req-1"][..]),
+        (since(Some(2), None), &["req-3", "req-2"]),
+        (since(Some(2), Some("req-3")), &["req-2", "req-1"]),
+        (since(None, Some("req-2")), &["req-1"]),
+    ] {
+        let got = ids(store.list_actions(vm, page.clone()).await.unwrap());
+        assert_eq!(got, want, "{page:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn nonces_and_throttle_slots_survive_a_reopen() {
     let dir = temp_dir("limits");
     let store = Store::open(settings(&dir)).await.unwrap();

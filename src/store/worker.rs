@@ -33,7 +33,7 @@ type Work = Box<dyn FnOnce(&mut Db) + Send>;
 /// A handle on the store; cheap to clone. The thread ends (and the lock is
 /// released) when the last handle is dropped.
 #[derive(Clone)]
-pub(crate) struct Store {
+pub struct Store {
     tx: mpsc::Sender<Work>,
     timeout: Duration,
     path: Arc<PathBuf>,
@@ -49,7 +49,7 @@ impl Store {
     /// Opens (creating if absent) and checks the database, runs pending
     /// migrations, and starts the store thread. Fails, naming the problem,
     /// on a corrupt, locked, read-only or newer-schema database.
-    pub(crate) async fn open(settings: StoreSettings) -> Result<Store, StoreError> {
+    pub async fn open(settings: StoreSettings) -> Result<Store, StoreError> {
         let (tx, mut rx) = mpsc::channel::<Work>(settings.queue_depth.max(1));
         let (ready_tx, ready_rx) = oneshot::channel();
         let timeout = settings.call_timeout;
@@ -98,6 +98,22 @@ impl Store {
         tokio::time::timeout(self.timeout, round_trip)
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
+    /// Holds the store thread for `d`, saying on `started` once it does:
+    /// for tests of how callers meet a store that does not answer in time.
+    #[cfg(test)]
+    pub(crate) async fn hold(
+        &self,
+        d: Duration,
+        started: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(), StoreError> {
+        self.call(move |_| {
+            let _ = started.send(());
+            std::thread::sleep(d);
+            Ok(())
+        })
+        .await
     }
 
     /// Waits until every call sent before it has run (tests, shutdown).

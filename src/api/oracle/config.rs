@@ -6,7 +6,7 @@
 //! enabled = true
 //! credentials_file = "/etc/vmshot/oracle-users.toml"   # required while enabled
 //! identity_domain = "acme"          # required: the {domain} of /Compute-{domain}/{user}
-//! capture_interval_secs = 60        # one capture per instance per minute, as Oracle's
+//! capture_interval_secs = 60        # one capture per instance per minute, as Oracle's; 0: none
 //! session_secs = 1800               # a nimbula cookie's life, and what /refresh/ adds
 //! session_cap_secs = 10800          # never past 3 h from the first authentication
 //! start_delay_ms = 0                # how long a new capture waits in `pending`
@@ -36,7 +36,8 @@ pub struct Section {
     /// The `{domain}` of `/Compute-{domain}/{user}`: every name this host
     /// answers to lives under `/Compute-{identity_domain}/`.
     pub identity_domain: String,
-    /// Minimum seconds between two captures of one instance.
+    /// Minimum seconds between two captures of one instance; 0 for none,
+    /// as the other dialects' intervals (a private host, a benchmark).
     pub capture_interval_secs: u64,
     /// Life of a `nimbula` cookie, and how far `GET /refresh/` extends it.
     pub session_secs: u64,
@@ -97,9 +98,6 @@ impl Section {
                 section.session_cap_secs, section.session_secs
             ));
         }
-        if section.capture_interval_secs == 0 {
-            return Err("capture_interval_secs must be at least 1".into());
-        }
         Ok(section)
     }
 
@@ -159,7 +157,8 @@ mod tests {
         assert!(parse(&long).is_err());
         assert!(parse(&format!("{BASE}session_secs = 0")).is_err());
         assert!(parse(&format!("{BASE}session_secs = 20000")).is_err());
-        assert!(parse(&format!("{BASE}capture_interval_secs = 0")).is_err());
+        let off = parse(&format!("{BASE}capture_interval_secs = 0")).unwrap();
+        assert_eq!(off.capture_interval_secs, 0, "0: no interval");
         let err = parse(&format!("{BASE}sesion_secs = 1")).unwrap_err();
         assert!(err.contains("sesion_secs"), "{err}");
         let s = parse(&format!(
