@@ -791,7 +791,7 @@ async fn a_corrupt_file_is_refused_by_name() {
 }
 
 #[tokio::test]
-async fn a_damaged_database_fails_the_integrity_check() {
+async fn a_damaged_database_fails_the_quick_check() {
     let dir = temp_dir("damaged");
     let s = settings(&dir);
     let store = Store::open(s.clone()).await.unwrap();
