@@ -188,7 +188,7 @@ pub struct Measured {
     pub fill: Duration,
     /// The database file once closed (the WAL checkpointed into it).
     pub db_bytes: u64,
-    /// `Store::open` on it: integrity check, migrations, write probe.
+    /// `Store::open` on it: quick check, migrations, write probe.
     pub open: Duration,
     pub calls: Vec<(Call, Stats)>,
 }
@@ -522,7 +522,7 @@ pub fn table(opts: &Options, sizes: &[Measured]) -> String {
     );
     let open = |m: &Measured| m.open.as_secs_f64();
     row(
-        "open: integrity check, migrations (ms)",
+        "open: quick check, migrations (ms)",
         &|m| ms(m.open),
         ratio(open(last), open(first)),
     );
