@@ -153,12 +153,31 @@ fn insert(
             kind: "action",
             key: format!("{}/{}", new.instance_uuid, new.request_id),
         })?;
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO action_events (action_id, event, start_time, finish_time, \
-         result, traceback, details, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
     for e in events {
-        stmt.execute(params![
+        if !insert_event(tx, id, e)? {
+            return Err(StoreError::Exists {
+                kind: "event",
+                key: format!("{}/{}/{}", new.instance_uuid, new.request_id, e.event),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Inserts one event of action `id`; false if the action has one by that
+/// name already.
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    e: &ActionEvent,
+) -> Result<bool, StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO action_events (action_id, event, start_time, finish_time, \
+             result, traceback, details, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (action_id, event) DO NOTHING",
+        )?
+        .execute(params![
             id,
             e.event,
             to_micros(e.start_time),
@@ -168,8 +187,7 @@ fn insert(
             e.details,
             e.host
         ])?;
-    }
-    Ok(())
+    Ok(inserted == 1)
 }
 
 /// Whether fewer than `limit` of an instance's actions changed in the
@@ -293,23 +311,7 @@ impl Store {
                     kind: "action",
                     key: format!("{instance}/{request}"),
                 })?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO action_events (action_id, event, start_time, finish_time, \
-                     result, traceback, details, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (action_id, event) DO NOTHING",
-                )?
-                .execute(params![
-                    id,
-                    event.event,
-                    to_micros(event.start_time),
-                    event.finish_time.map(to_micros),
-                    event.result.map(EventResult::as_str),
-                    event.traceback,
-                    event.details,
-                    event.host
-                ])?;
-            if inserted == 0 {
+            if !insert_event(&tx, id, &event)? {
                 return Err(StoreError::Exists {
                     kind: "event",
                     key: format!("{instance}/{request}/{}", event.event),

@@ -102,6 +102,7 @@ impl Section {
     }
 
     /// `/Compute-{identity_domain}`, the root of every name on this host.
+    #[cfg(test)]
     pub fn root(&self) -> String {
         format!("/Compute-{}", self.identity_domain)
     }

@@ -179,10 +179,6 @@ impl Users {
         self.by_name.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
     /// The user, if `password` is theirs. An unknown name still costs one
     /// Argon2 check (against another user's hash, its answer ignored), so
     /// that timing does not tell which names exist.

@@ -16,15 +16,10 @@
 //!
 //! The dialect needs the store: without `[store]` it refuses to mount.
 
-// A few helpers (hashing for the CLI, names and errors for routes still to
-// come) are tested but not yet called.
-#[allow(dead_code)]
 mod config;
-#[allow(dead_code)]
 pub(crate) mod credentials;
 mod params;
 mod session;
-#[allow(dead_code)]
 mod wire;
 
 use std::sync::Arc;

@@ -148,6 +148,7 @@ impl ObjectName {
     }
 
     /// `/Compute-{domain}/{user}/`, the container it belongs to.
+    #[cfg(test)]
     pub fn container(&self) -> String {
         format!("/Compute-{}/{}/", self.domain, self.user)
     }
@@ -235,6 +236,7 @@ pub enum State {
 }
 
 impl State {
+    #[cfg(test)]
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Complete | Self::Error)
     }
@@ -391,6 +393,7 @@ impl OracleError {
         )
     }
 
+    #[cfg(test)]
     pub fn not_acceptable() -> Self {
         Self::new(
             406,
