@@ -133,9 +133,11 @@ fn tokens_from_a_real_keystone_scope_each_project_to_its_own_guests() {
     let d = Daemon::start(
         "throttle_interval_secs = 0\n",
         &format!(
-            "[nova.keystone]\nurl = \"{}\"\nservice_token_file = \"{}\"\ncache_secs = 2\n",
+            "[nova.keystone]\nurl = \"{}\"\nservice_token_file = \"{}\"\ncache_secs = 2\n\
+             www_authenticate_uri = \"{}/v3\"\n",
             keystone.url(),
-            token_file.display()
+            token_file.display(),
+            keystone.url()
         ),
     );
 
@@ -175,7 +177,7 @@ fn tokens_from_a_real_keystone_scope_each_project_to_its_own_guests() {
     assert_eq!(forged.json()["error"]["code"], 401);
     assert_eq!(
         forged.header("www-authenticate"),
-        Some(format!("Keystone uri=\"{}\"", keystone.url()).as_str())
+        Some(format!("Keystone uri=\"{}/v3\"", keystone.url()).as_str())
     );
 
     // Revoked: refused once the cached answer (2 s here) is out.

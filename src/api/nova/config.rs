@@ -12,6 +12,7 @@
 //! [nova.keystone]
 //! url = "http://keystone.example:5000"
 //! service_token_file = "/etc/vmshot/nova-service-token"   # mode 0600/0640
+//! # www_authenticate_uri = "https://keystone.example/identity"  # told to callers on a 401
 //! timeout_ms = 5000
 //! cache_secs = 300             # a revoked token is taken at most this long
 //! cache_entries = 10000
@@ -48,8 +49,12 @@ pub struct Section {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeystoneSection {
+    /// Where vmshot validates tokens (may be an internal address).
     pub url: String,
     pub service_token_file: PathBuf,
+    /// Where callers get tokens, sent in `WWW-Authenticate` on a 401 (as
+    /// keystonemiddleware's `www_authenticate_uri`); none without it.
+    pub www_authenticate_uri: Option<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default = "default_cache_secs")]
@@ -121,6 +126,14 @@ impl Section {
             if k.timeout_ms == 0 {
                 return Err("[nova.keystone] timeout_ms must be at least 1".into());
             }
+            if let Some(uri) = &k.www_authenticate_uri {
+                let plain = uri.len() <= MAX_URL && !uri.contains(['"', '\\']);
+                if !plain || uri.parse::<axum::http::Uri>().is_err() {
+                    return Err(format!(
+                        "[nova.keystone] www_authenticate_uri must be a URL, not {uri:?}"
+                    ));
+                }
+            }
         }
         Ok(section)
     }
@@ -174,6 +187,22 @@ mod tests {
         }
         let ok = parse("tokens_file = \"/t\"\npath = \"/nova/v2-api\"").unwrap();
         assert_eq!(ok.path, "/nova/v2-api");
+    }
+
+    #[test]
+    fn keystone_tells_callers_only_a_url_it_is_given() {
+        let keystone = |extra: &str| {
+            parse(&format!(
+                "[keystone]\nurl = \"http://10.0.0.5:5000\"\nservice_token_file = \"/s\"\n{extra}"
+            ))
+        };
+        assert_eq!(
+            keystone("").unwrap().keystone.unwrap().www_authenticate_uri,
+            None
+        );
+        let public = keystone("www_authenticate_uri = \"https://id.example/v3\"").unwrap();
+        assert!(public.keystone.unwrap().www_authenticate_uri.is_some());
+        assert!(keystone("www_authenticate_uri = \"https://id\\\"x\"").is_err());
     }
 
     #[test]

@@ -66,14 +66,22 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         }
         (None, Some(keystone)) => {
             let client = keystone.client().map_err(&in_section)?;
-            let uri = format!("Keystone uri=\"{}\"", client.url);
             tracing::info!(keystone = %client.url, "nova dialect, tokens from keystone");
+            // Only a URL meant for callers: the one vmshot asks may be internal.
+            let header = keystone
+                .www_authenticate_uri
+                .as_ref()
+                .and_then(|uri| HeaderValue::from_str(&format!("Keystone uri=\"{uri}\"")).ok());
             (
                 Tokens::Keystone(Keystone::new(client).map_err(&in_section)?),
-                HeaderValue::from_str(&uri).ok(),
+                header,
             )
         }
-        (None, None) => unreachable!("Section::parse requires a source of tokens"),
+        (None, None) => {
+            return Err(in_section(
+                "tokens_file or [nova.keystone] is required while enabled = true".into(),
+            ))
+        }
     };
     let root = config.path.clone();
     let paths = vec![
@@ -105,7 +113,8 @@ pub struct Nova {
     config: Section,
 }
 
-/// The microversion, once settled: Nova echoes it on errors too.
+/// What an error's answer needs: the microversion once settled (Nova echoes
+/// it on errors too), and the request id for `x-compute-request-id`.
 #[derive(Default)]
 pub struct Cx {
     version: Option<Version>,
