@@ -90,6 +90,14 @@ impl Refusal {
     /// Why an ambiguous length is refused, in words every dialect can send.
     pub const AMBIGUOUS_LENGTH: &'static str =
         "A request may not give its length both as Content-Length and as Transfer-Encoding.";
+
+    /// Why a request past its deadline is refused, in the same plain words.
+    pub fn timed_out(after: Duration) -> String {
+        format!(
+            "The service is unavailable: no answer within {} s.",
+            after.as_secs()
+        )
+    }
 }
 
 /// What the log line and the metrics say of a request besides its outcome,

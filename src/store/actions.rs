@@ -102,7 +102,6 @@ fn read_action(r: &Row<'_>) -> rusqlite::Result<(i64, Action)> {
     ))
 }
 
-#[cfg(test)]
 fn not_found(instance: &str, request_id: &str) -> StoreError {
     StoreError::NotFound {
         kind: "action",
@@ -188,6 +187,24 @@ fn insert_event(
             e.host
         ])?;
     Ok(inserted == 1)
+}
+
+/// Marks an action changed at `at` (and failed, with `message`), for an
+/// event of it; its row id, or `NotFound`.
+fn touch_action(
+    tx: &rusqlite::Transaction<'_>,
+    instance: &str,
+    request: &str,
+    at: i64,
+    message: Option<&str>,
+) -> Result<i64, StoreError> {
+    tx.prepare_cached(
+        "UPDATE actions SET updated_at = max(updated_at, ?3), message = coalesce(?4, message) \
+         WHERE instance_uuid = ?1 AND request_id = ?2 RETURNING id",
+    )?
+    .query_row(params![instance, request, at, message], |r| r.get(0))
+    .optional()?
+    .ok_or_else(|| not_found(instance, request))
 }
 
 /// Whether fewer than `limit` of an instance's actions changed in the
@@ -299,18 +316,7 @@ impl Store {
             let tx = db.conn.transaction()?;
             let at = to_micros(event.finish_time.unwrap_or(event.start_time));
             let message = (event.result == Some(EventResult::Error)).then_some("Error");
-            let id: i64 = tx
-                .prepare_cached(
-                    "UPDATE actions SET updated_at = max(updated_at, ?3), \
-                     message = coalesce(?4, message) \
-                     WHERE instance_uuid = ?1 AND request_id = ?2 RETURNING id",
-                )?
-                .query_row(params![instance, request, at, message], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: "action",
-                    key: format!("{instance}/{request}"),
-                })?;
+            let id = touch_action(&tx, &instance, &request, at, message)?;
             if !insert_event(&tx, id, &event)? {
                 return Err(StoreError::Exists {
                     kind: "event",
@@ -390,15 +396,7 @@ impl Store {
             let at = to_micros(finish_time);
             let tx = db.conn.transaction()?;
             let message = (result == EventResult::Error).then_some("Error");
-            let id: i64 = tx
-                .prepare_cached(
-                    "UPDATE actions SET updated_at = max(updated_at, ?3), \
-                     message = coalesce(?4, message) \
-                     WHERE instance_uuid = ?1 AND request_id = ?2 RETURNING id",
-                )?
-                .query_row(params![instance, request, at, message], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| not_found(&instance, &request))?;
+            let id = touch_action(&tx, &instance, &request, at, message)?;
             let changed = tx
                 .prepare_cached(
                     "UPDATE action_events SET finish_time = ?3, result = ?4, traceback = ?5, \

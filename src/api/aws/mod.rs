@@ -153,10 +153,7 @@ impl Dialect for Aws {
         match why {
             Refusal::AmbiguousLength => AwsError::invalid_query(Refusal::AMBIGUOUS_LENGTH),
             Refusal::TooLarge { limit } => AwsError::too_large(limit),
-            Refusal::TimedOut { after } => AwsError::service_unavailable(format!(
-                "The service is unavailable: no answer within {} s.",
-                after.as_secs()
-            )),
+            Refusal::TimedOut { after } => AwsError::service_unavailable(Refusal::timed_out(after)),
             Refusal::Panicked => AwsError::internal_error(),
         }
     }

@@ -174,10 +174,7 @@ impl Dialect for Nova {
                 413,
                 format!("Request is too large: the limit is {limit} bytes."),
             ),
-            Refusal::TimedOut { after } => NovaError::unavailable(format!(
-                "The service is unavailable: no answer within {} s.",
-                after.as_secs()
-            )),
+            Refusal::TimedOut { after } => NovaError::unavailable(Refusal::timed_out(after)),
             Refusal::Panicked => NovaError::internal(
                 "Unexpected API Error. Please report this at https://vmshot.dev/bugs and attach \
                  the vmshot log if possible.",

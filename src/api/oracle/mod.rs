@@ -252,10 +252,7 @@ impl Dialect for Oracle {
         match why {
             Refusal::AmbiguousLength => OracleError::bad_request(Refusal::AMBIGUOUS_LENGTH),
             Refusal::TooLarge { limit } => OracleError::too_large(limit),
-            Refusal::TimedOut { after } => OracleError::unavailable(format!(
-                "The service is unavailable: no answer within {} s.",
-                after.as_secs()
-            )),
+            Refusal::TimedOut { after } => OracleError::unavailable(Refusal::timed_out(after)),
             Refusal::Panicked => OracleError::internal(),
         }
     }
