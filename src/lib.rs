@@ -18,6 +18,7 @@ pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod frame;
 pub mod hypervisor;
+pub mod record;
 pub(crate) mod server;
 pub(crate) mod service;
 pub mod store;
