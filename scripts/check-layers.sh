@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dependencies point down: cli → server → api → service → capture → hypervisor,
 # service → store (the durable store uses nothing of the crate),
-# with config, auth, daemon and frame beside them as listed below. Every
+# with config, auth, daemon, frame and record (screen recordings, a leaf)
+# beside them as listed below. Every
 # `crate::<module>` a file names must be one its module may use; this fails,
 # naming the file and line, when one is not. Run by scripts/test.sh.
 set -euo pipefail
@@ -18,6 +19,7 @@ declare -A may_use=(
     [auth]="config service"
     [api]="service auth config"
     [daemon]=""
+    [record]=""
     [server]="api service store capture hypervisor auth config daemon frame"
     [cli]="server api service capture hypervisor config daemon frame"
 )

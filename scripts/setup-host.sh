@@ -17,6 +17,8 @@ packages=(
     python3-venv                                            # tests/sdk: the clouds' SDKs from PyPI
     systemd                                                 # systemd-analyze, for the unit's tests
     python3-libvirt python3-pil                             # the benchmark's baseline (benches/baseline/py_agent.py)
+    ffmpeg                                                  # tests/record_spike.rs: ffprobe and ffmpeg read the recordings back
+    g++ nasm                                                # openh264-sys2 builds OpenH264 (C++) and its SIMD (plain C without nasm)
 )
 missing=()
 for p in "${packages[@]}"; do

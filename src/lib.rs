@@ -6,8 +6,8 @@
 //! and on top the `cli` and the daemon's `server` with
 //! one module per cloud dialect under `api`. `scripts/check-layers.sh` keeps
 //! the imports pointing down. Public only what the integration tests and the
-//! benchmarks use (`capture`, `hypervisor`, the signing helper in `api`, the
-//! action calls of `store`), and `cli` for the binary; the rest is the
+//! benchmarks use (`capture`, `hypervisor`, `record`, the signing helper in
+//! `api`, the action calls of `store`), and `cli` for the binary; the rest is the
 //! crate's own, so dead code warns.
 
 pub mod api;
@@ -18,6 +18,7 @@ pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod frame;
 pub mod hypervisor;
+pub mod record;
 pub(crate) mod server;
 pub(crate) mod service;
 pub mod store;
