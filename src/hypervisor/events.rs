@@ -11,8 +11,8 @@
 //!   virsh start            Started(booted)
 //!   guest or virsh reboot  Rebooted                  (QEMU's reset; the guest keeps running)
 //!   virsh reset            Rebooted
-//!   virsh shutdown         Shutdown(guest|host|finished)… then Stopped(shutdown)
-//!   virsh destroy          Stopped(destroyed)
+//!   virsh shutdown         Shutdown(guest), Stopped(shutdown)     (if the guest obeys ACPI)
+//!   virsh destroy          Shutdown(host), Stopped(destroyed)
 //!   pvpanic, on_crash
 //!     preserve             Crashed{panicked}(panicked)  (paused, panic on screen)
 //!     destroy              Crashed{panicked}(panicked), Stopped(crashed)
@@ -21,13 +21,21 @@
 //!   watchdog expires       Watchdog(reset|poweroff|…) then what its action does
 //! ```
 //!
+//! QEMU reports one reboot as a run of resets about 0.1 s apart (the guest's,
+//! then SeaBIOS's own on the way up: three for a guest reboot, two for a
+//! watchdog reset, measured); `Publisher` makes one `Rebooted` of a run, the
+//! first, so that a recording starts once per reboot.
+//!
 //! Events that come while libvirtd is unreachable are lost: libvirt does not
 //! replay them. After a reconnect the inventory's table (and its `Change`s)
 //! tells what state each domain is in now.
 
+use std::collections::HashMap;
 use std::ffi::c_int;
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::broadcast;
 use virt::sys;
 
 /// What happened, reduced to what a recording cares about. `DomainEvent::detail`
@@ -151,6 +159,52 @@ pub fn watchdog_action(action: c_int) -> &'static str {
         sys::VIR_DOMAIN_EVENT_WATCHDOG_DEBUG => "debug",
         sys::VIR_DOMAIN_EVENT_WATCHDOG_INJECTNMI => "inject_nmi",
         _ => "unknown",
+    }
+}
+
+/// Events kept for subscribers that have not read them yet.
+const KEPT: usize = 256;
+/// Resets of one domain closer than this to the one before are one reboot.
+const RESET_RUN: Duration = Duration::from_secs(2);
+
+/// Where the callbacks put guest events: a broadcast channel, and what it
+/// takes to make one `Rebooted` of a run of resets. Called from libvirt's
+/// event-loop thread: nothing here blocks for long or calls libvirt.
+pub(super) struct Publisher {
+    sender: broadcast::Sender<DomainEvent>,
+    /// The last reset seen of each domain (UUID), within `RESET_RUN`.
+    resets: Mutex<HashMap<String, Instant>>,
+}
+
+impl Publisher {
+    pub(super) fn new() -> Self {
+        Self {
+            sender: broadcast::channel(KEPT).0,
+            resets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<DomainEvent> {
+        self.sender.subscribe()
+    }
+
+    /// Sends `event` unless it is a reset that continues a run (`now`: when
+    /// it came). No subscriber is not an error.
+    pub(super) fn publish(&self, event: DomainEvent, now: Instant) {
+        if event.event == GuestEvent::Rebooted && !self.first_reset(&event.uuid, now) {
+            tracing::debug!(?event, "guest event: a reset of the same reboot");
+            return;
+        }
+        tracing::debug!(?event, "guest event");
+        let _ = self.sender.send(event);
+    }
+
+    /// Whether a reset of `uuid` at `now` starts a run. Entries past the
+    /// window go, so the map holds only domains reset in the last 2 s.
+    fn first_reset(&self, uuid: &str, now: Instant) -> bool {
+        let mut resets = self.resets.lock().unwrap_or_else(|e| e.into_inner());
+        resets.retain(|_, last| now.saturating_duration_since(*last) < RESET_RUN);
+        resets.insert(uuid.to_owned(), now).is_none()
     }
 }
 
@@ -298,6 +352,47 @@ mod tests {
         );
         assert_eq!(watchdog_action(42), "unknown");
         assert_eq!(watchdog_action(-3), "unknown");
+    }
+
+    fn event(uuid: &str, event: GuestEvent) -> DomainEvent {
+        DomainEvent {
+            uuid: uuid.into(),
+            name: "g".into(),
+            event,
+            detail: "reset",
+            at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn a_run_of_resets_is_one_reboot() {
+        let publisher = Publisher::new();
+        let mut rx = publisher.subscribe();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // One reboot as QEMU reports it (three resets), another domain's in
+        // the middle, then a crash and the same domain reset again later.
+        publisher.publish(event("a", GuestEvent::Rebooted), ms(0));
+        publisher.publish(event("b", GuestEvent::Rebooted), ms(50));
+        publisher.publish(event("a", GuestEvent::Rebooted), ms(100));
+        publisher.publish(event("a", GuestEvent::Rebooted), ms(1900));
+        publisher.publish(event("a", GuestEvent::Crashed { panicked: true }), ms(2000));
+        // 2 s after the last reset of the run: a new reboot.
+        publisher.publish(event("a", GuestEvent::Rebooted), ms(3900));
+        let got: Vec<(String, GuestEvent)> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| (e.uuid, e.event))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".into(), GuestEvent::Rebooted),
+                ("b".into(), GuestEvent::Rebooted),
+                ("a".into(), GuestEvent::Crashed { panicked: true }),
+                ("a".into(), GuestEvent::Rebooted),
+            ]
+        );
+        // Old entries go: only "a" (reset at 3.9 s) is left.
+        assert_eq!(publisher.resets.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -53,7 +53,7 @@ use virt::connect::Connect;
 use virt::sys;
 
 use super::display::screens_in;
-use super::events::{self, DomainEvent, GuestEvent};
+use super::events::{self, DomainEvent, GuestEvent, Publisher};
 use super::{calls, connection, DomainState, Error, Hypervisor, Inner};
 
 /// Namespace of the metadata element holding a cloud instance id:
@@ -71,8 +71,6 @@ const NOVA_NAMESPACES: [&str; 3] = [
 
 /// Changes kept for subscribers that have not read them yet.
 const CHANGES_KEPT: usize = 256;
-/// Guest events kept for subscribers that have not read them yet.
-const EVENTS_KEPT: usize = 256;
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -153,7 +151,7 @@ struct Shared {
     domains: RwLock<BTreeMap<String, Entry>>,
     changes: broadcast::Sender<Change>,
     /// Guest events, published by the callbacks themselves (see `Sink`).
-    events: broadcast::Sender<DomainEvent>,
+    events: Arc<Publisher>,
     status: watch::Sender<Status>,
     /// Full reads completed, the first and those after each reconnect included.
     syncs: std::sync::atomic::AtomicU64,
@@ -308,7 +306,7 @@ pub(super) fn start(hypervisor: &Hypervisor, stop: oneshot::Receiver<()>) -> Inv
     let shared = Arc::new(Shared {
         domains: RwLock::new(BTreeMap::new()),
         changes: broadcast::channel(CHANGES_KEPT).0,
-        events: broadcast::channel(EVENTS_KEPT).0,
+        events: Arc::new(Publisher::new()),
         status,
         syncs: Default::default(),
     });
@@ -528,7 +526,7 @@ struct Events {
 /// on. Changes to the table still go through the owner.
 struct Sink {
     tx: mpsc::UnboundedSender<Message>,
-    guest: broadcast::Sender<DomainEvent>,
+    guest: Arc<Publisher>,
     generation: u64,
 }
 
@@ -536,7 +534,7 @@ impl Events {
     fn open(
         uri: &str,
         tx: mpsc::UnboundedSender<Message>,
-        guest: broadcast::Sender<DomainEvent>,
+        guest: Arc<Publisher>,
         generation: u64,
     ) -> Result<Self, Error> {
         let mut events = Self {
@@ -674,7 +672,7 @@ unsafe fn publish(
     event: GuestEvent,
     detail: &'static str,
 ) {
-    let at = std::time::SystemTime::now();
+    let (at, now) = (std::time::SystemTime::now(), std::time::Instant::now());
     let sink = &*(opaque as *const Sink);
     let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
     if sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) != 0 {
@@ -696,9 +694,7 @@ unsafe fn publish(
         detail,
         at,
     };
-    tracing::debug!(?event, "guest event");
-    // No subscriber is not an error.
-    let _ = sink.guest.send(event);
+    sink.guest.publish(event, now);
 }
 
 unsafe extern "C" fn on_lifecycle(
