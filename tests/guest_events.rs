@@ -270,6 +270,33 @@ async fn a_pvpanic_panic_is_a_panicked_crash_with_the_panic_on_screen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_told_to_panic_after_some_seconds_does() {
+    let _lock = LibvirtdLock::shared();
+    let (_hypervisor, inventory) = live_inventory().await;
+    let guest = blocking(|| EventsGuest::define("later", "vmshot.panic_after=3")).await;
+    let mut events = subscribe(&inventory, &guest);
+    run(&["start", &guest.name]).await;
+    events.next("start", GuestEvent::Started, "booted").await;
+    // Its boot, then 3 s of ticks.
+    let seen = events
+        .until("the guest panics by itself", BOOT, |e| {
+            matches!(e.event, GuestEvent::Crashed { .. })
+        })
+        .await;
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(
+        (seen[0].event, seen[0].detail),
+        (GuestEvent::Crashed { panicked: true }, "panicked")
+    );
+    let log = guest.serial_log();
+    assert!(
+        log.contains("vmshot-fixture: panicking (vmshot.panic_after)"),
+        "{log}"
+    );
+    assert_eq!(guest.ready_boots(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_watchdog_is_a_watchdog_event_then_a_reboot() {
     let _lock = LibvirtdLock::shared();
     let (_hypervisor, inventory) = live_inventory().await;
