@@ -377,6 +377,23 @@ async fn a_session_runs_from_its_domains_start_to_its_stop() {
     let mut tenant = Principal::unlimited("test", "alice");
     tenant.project = Some(project.into());
     recordings.get(&tenant, &rec.id).await.unwrap();
+    // SeaBIOS's text screen, once it is recorded (the events file is
+    // readable as it is written).
+    let epath = dir
+        .join("recordings")
+        .join(&rec.events.as_ref().unwrap().name);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&epath)
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("\"type\":\"frame\"") && l.contains("\"width\":720"))
+    {
+        assert!(Instant::now() < until, "no 720x400 frame recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let text_screen = decode_rgb(&fixtures::libvirt_screenshot(&owned.name));
+    assert_eq!(text_screen.dimensions(), (720, 400));
     virsh(&["destroy", &owned.name]);
     let done = wait_for(&recordings, &rec.id, Duration::from_secs(30), |r| {
         r.status != Status::Recording
@@ -384,9 +401,34 @@ async fn a_session_runs_from_its_domains_start_to_its_stop() {
     .await;
     assert_eq!(done.status, Status::RecCompleted);
     assert_eq!(done.reason.as_deref(), Some("the domain stopped"));
-    // SeaBIOS's text screen (the size of the first frame, whatever came later).
-    let (_, lines) = check_files(&dir.join("recordings"), &done, 720, 400);
-    assert!(lines.iter().all(|l| l["type"] != "resize"), "{lines:?}");
+    // The video has its first frame's size (SeaBIOS starts at 640x480, then
+    // switches to its 720x400 text screen): later frames are scaled to it,
+    // and the switch is a resize line.
+    let first = events_lines(&epath)
+        .into_iter()
+        .find(|l| l["type"] == "frame")
+        .unwrap();
+    let (w, h) = (
+        first["width"].as_u64().unwrap() as u32,
+        first["height"].as_u64().unwrap() as u32,
+    );
+    let (vpath, lines) = check_files(&dir.join("recordings"), &done, w, h);
+    if (w, h) != (720, 400) {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["type"] == "resize" && l["width"] == 720 && l["height"] == 400),
+            "{lines:?}"
+        );
+    }
+    let want = image::imageops::resize(&text_screen, w, h, image::imageops::FilterType::Nearest);
+    let last = decode(&vpath, w, h).pop().unwrap();
+    let p = psnr(&want, &last);
+    eprintln!(
+        "session {w}x{h}: {} frames, last at PSNR {p:.1} dB",
+        done.frames
+    );
+    assert!(p > 20.0, "last frame at PSNR {p:.1} dB");
     let lifecycle: Vec<_> = lines
         .iter()
         .filter(|l| l["type"] == "lifecycle")
