@@ -507,7 +507,9 @@ async fn the_budget_refuses_past_its_limits_and_delete_removes_files() {
     // Deleting: a running one is refused, an unknown id is an error, more
     // than ten are refused; nothing is deleted then.
     assert!(matches!(
-        recordings.delete(&admin(), &[second.id.clone()]).await,
+        recordings
+            .delete(&admin(), std::slice::from_ref(&second.id))
+            .await,
         Err(Error::Conflict { .. })
     ));
     assert!(matches!(
@@ -529,7 +531,7 @@ async fn the_budget_refuses_past_its_limits_and_delete_removes_files() {
         .collect();
     assert!(files.iter().all(|f| f.exists()));
     let job = recordings
-        .delete(&admin(), &[done.id.clone()])
+        .delete(&admin(), std::slice::from_ref(&done.id))
         .await
         .unwrap();
     assert_eq!(job.len(), 36, "a job id: {job}");
