@@ -9,6 +9,7 @@ mod flight;
 mod gate;
 pub(crate) mod jobs;
 mod outcome;
+pub mod recordings;
 mod scope;
 mod throttle;
 
@@ -129,6 +130,19 @@ pub enum Error {
     NoSuchMarker { marker: String },
     #[error("{reason}")]
     Failed { reason: String, detail: String },
+    /// No recording `id` that the caller may see.
+    #[error("there is no recording '{id}'")]
+    NoSuchRecording { id: String },
+    /// Past a configured budget (concurrent recordings, disk bytes).
+    #[error("over the budget: {what}")]
+    OverBudget { what: String },
+    /// The thing asked for is in a state that does not allow it now (e.g.
+    /// stopping a recording that has ended).
+    #[error("{reason}")]
+    Conflict { reason: String },
+    /// A parameter out of its range or malformed.
+    #[error("{reason}")]
+    Invalid { reason: String },
 }
 
 impl Error {
@@ -200,6 +214,7 @@ pub struct Screenshots {
     flights: Flights<FlightKey, Result<Shot, Error>>,
     throttle: Throttle,
     audit: Option<Audit>,
+    recordings: Option<recordings::Recordings>,
 }
 
 /// What one capture needs, shared with the task that runs it.
@@ -232,17 +247,26 @@ pub struct Settings {
     /// The fast path (VNC mirrors), or `None` for screenshots only.
     pub fast_path: Option<MirrorPolicy>,
     /// Where every capture is recorded as an instance action, if anywhere.
-    pub(crate) store: Option<Store>,
+    pub store: Option<Store>,
+    /// Screen recordings, if enabled (they need the store).
+    pub recordings: Option<recordings::RecordingSettings>,
 }
 
 impl Screenshots {
     pub fn new(hypervisor: Hypervisor, settings: Settings) -> Self {
+        let capturer = match settings.fast_path {
+            Some(policy) => Capturer::with_mirrors(hypervisor, policy),
+            None => Capturer::new(hypervisor),
+        };
         Self {
+            recordings: match (&settings.store, settings.recordings) {
+                (Some(store), Some(rec)) => {
+                    recordings::Recordings::new(store.clone(), rec, capturer.clone())
+                }
+                _ => None,
+            },
             captures: Arc::new(Captures {
-                capturer: match settings.fast_path {
-                    Some(policy) => Capturer::with_mirrors(hypervisor, policy),
-                    None => Capturer::new(hypervisor),
-                },
+                capturer,
                 output: settings.output,
                 gate: Gate::new(settings.max_concurrent, settings.max_queued),
                 wake_settle: settings.wake_settle,
@@ -252,6 +276,11 @@ impl Screenshots {
             throttle: Throttle::new(settings.store.clone()),
             audit: settings.store.map(Audit::new),
         }
+    }
+
+    /// The recordings service, if there is a store and `[recordings]` is on.
+    pub fn recordings(&self) -> Option<recordings::Recordings> {
+        self.recordings.clone()
     }
 
     /// A service on libvirt's test driver without a store, for the tests of
@@ -312,34 +341,7 @@ impl Screenshots {
         id: &str,
         table: &BTreeMap<String, String>,
     ) -> Result<Domain, Error> {
-        let not_found = || Error::NotFound {
-            domain: id.to_owned(),
-        };
-        let domain = self.resolve(id, table).await.map_err(|e| match e {
-            Error::NotFound { .. } => not_found(),
-            e => e,
-        })?;
-        if !who.may_see(&domain, table) {
-            return Err(not_found());
-        }
-        Ok(domain)
-    }
-
-    async fn resolve(&self, id: &str, table: &BTreeMap<String, String>) -> Result<Domain, Error> {
-        let not_found = || Error::NotFound {
-            domain: id.to_owned(),
-        };
-        if let Some(reference) = table.get(id) {
-            return self.find(reference).await;
-        }
-        if let Some(entry) = self.hypervisor().find_instance(id).await? {
-            return Ok(entry.into());
-        }
-        let domain = self.find(id).await?;
-        if domain.instance_id.is_some() || table.values().any(|r| scope::names(r, &domain)) {
-            return Err(not_found());
-        }
-        Ok(domain)
+        find_instance(self.hypervisor(), who, id, table).await
     }
 
     /// A screenshot of `domain`, as found by `find` or `find_instance`.
@@ -418,6 +420,47 @@ impl Captures {
     }
 }
 
+/// `Screenshots::find_instance`, for whatever holds a hypervisor.
+pub(crate) async fn find_instance(
+    hypervisor: &Hypervisor,
+    who: &Principal,
+    id: &str,
+    table: &BTreeMap<String, String>,
+) -> Result<Domain, Error> {
+    let not_found = || Error::NotFound {
+        domain: id.to_owned(),
+    };
+    let domain = resolve(hypervisor, id, table).await.map_err(|e| match e {
+        Error::NotFound { .. } => not_found(),
+        e => e,
+    })?;
+    if !who.may_see(&domain, table) {
+        return Err(not_found());
+    }
+    Ok(domain)
+}
+
+async fn resolve(
+    hypervisor: &Hypervisor,
+    id: &str,
+    table: &BTreeMap<String, String>,
+) -> Result<Domain, Error> {
+    let not_found = || Error::NotFound {
+        domain: id.to_owned(),
+    };
+    if let Some(reference) = table.get(id) {
+        return Ok(hypervisor.find(reference).await?.into());
+    }
+    if let Some(entry) = hypervisor.find_instance(id).await? {
+        return Ok(entry.into());
+    }
+    let domain: Domain = hypervisor.find(id).await?.into();
+    if domain.instance_id.is_some() || table.values().any(|r| scope::names(r, &domain)) {
+        return Err(not_found());
+    }
+    Ok(domain)
+}
+
 /// The error of a call made by UUID, a timeout told by the domain's name
 /// instead: libvirt names what timed out by the reference it was given, and
 /// the caller knows the domain by the name it asked for.
@@ -455,6 +498,7 @@ mod tests {
                 wake_settle: Duration::ZERO,
                 fast_path: None,
                 store,
+                recordings: None,
             },
         )
     }
