@@ -125,9 +125,14 @@ impl Failure {
             E::Libvirt { .. } => (1, advice::LIBVIRT.to_owned()),
             // Internal faults, and refusals a one-off grab never meets (it
             // has the service to itself, with no interval to keep).
-            E::Failed { .. } | E::Busy | E::Throttled { .. } | E::NoSuchMarker { .. } => {
-                return Self::internal(format!("{told}."))
-            }
+            E::Failed { .. }
+            | E::Busy
+            | E::Throttled { .. }
+            | E::NoSuchMarker { .. }
+            | E::NoSuchRecording { .. }
+            | E::OverBudget { .. }
+            | E::Conflict { .. }
+            | E::Invalid { .. } => return Self::internal(format!("{told}.")),
         };
         Self::new(code, format!("{told}: {advice}."))
     }
@@ -461,9 +466,13 @@ mod tests {
             E::Libvirt { .. } => 10,
             E::Failed { .. } => 11,
             E::NoSuchMarker { .. } => 12,
+            E::NoSuchRecording { .. } => 13,
+            E::OverBudget { .. } => 14,
+            E::Conflict { .. } => 15,
+            E::Invalid { .. } => 16,
         }
     }
-    const SERVICE_VARIANTS: usize = 13;
+    const SERVICE_VARIANTS: usize = 17;
 
     /// `vmshot grab` went from calling libvirt to calling the screenshot
     /// service: each hypervisor error must still end it as it did before.
@@ -492,6 +501,16 @@ mod tests {
             },
             service::Error::NoSuchMarker {
                 marker: "req-1".into(),
+            },
+            service::Error::NoSuchRecording { id: "r-1".into() },
+            service::Error::OverBudget {
+                what: "recordings".into(),
+            },
+            service::Error::Conflict {
+                reason: "it has ended".into(),
+            },
+            service::Error::Invalid {
+                reason: "fps out of range".into(),
             },
         ] {
             seen.push(service_variant(&err));

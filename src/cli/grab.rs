@@ -103,6 +103,7 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
             fast_path: None,
             // An admin's grab at the console is not a control plane's call.
             store: None,
+            recordings: None,
         },
     );
     let failure = |e| Failure::from_service(e, &uri);

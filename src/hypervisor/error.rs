@@ -21,9 +21,14 @@ pub enum DomainState {
 impl DomainState {
     /// Whether QEMU is up and holds a console that can be captured. A paused
     /// guest still has its last frame on screen, and that frame is often the
-    /// answer to "why did it stop".
+    /// answer to "why did it stop". So has a crashed one: QEMU guests are only
+    /// left `crashed` by `<on_crash>preserve</on_crash>`, which keeps QEMU
+    /// paused on the panic screen (any other action stops or restarts them).
     pub fn has_console(self) -> bool {
-        matches!(self, Self::Running | Self::Blocked | Self::Paused)
+        matches!(
+            self,
+            Self::Running | Self::Blocked | Self::Paused | Self::Crashed
+        )
     }
 
     pub fn as_str(self) -> &'static str {

@@ -33,6 +33,14 @@
 //!
 //! Subscribers get every change on a broadcast channel. One that lags behind
 //! loses changes (`RecvError::Lagged`) and should read `snapshot()` again.
+//!
+//! The same callbacks (lifecycle, plus reboot and watchdog) also turn what
+//! happened to a guest into `DomainEvent`s (see `events`) and put them on a
+//! second broadcast channel themselves, stamped as they arrive: a send neither
+//! blocks nor calls libvirt, and the events keep libvirt's order without
+//! waiting behind the owner's re-reads. Every reconnection registers them
+//! again, on the same channel, so `events()` outlives libvirtd restarts
+//! (what happens while libvirtd is gone is not replayed).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -45,6 +53,7 @@ use virt::connect::Connect;
 use virt::sys;
 
 use super::display::screens_in;
+use super::events::{self, DomainEvent, GuestEvent, Publisher};
 use super::{calls, connection, DomainState, Error, Hypervisor, Inner};
 
 /// Namespace of the metadata element holding a cloud instance id:
@@ -141,6 +150,8 @@ struct Shared {
     /// Domains by UUID (lowercase, dashes).
     domains: RwLock<BTreeMap<String, Entry>>,
     changes: broadcast::Sender<Change>,
+    /// Guest events, published by the callbacks themselves (see `Sink`).
+    events: Arc<Publisher>,
     status: watch::Sender<Status>,
     /// Full reads completed, the first and those after each reconnect included.
     syncs: std::sync::atomic::AtomicU64,
@@ -207,6 +218,13 @@ impl Inventory {
     /// Changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.shared.changes.subscribe()
+    }
+
+    /// Guest events (starts, stops, reboots, panics, watchdogs; see `events`)
+    /// from now on, in the order libvirt delivered them, across reconnects.
+    /// One that lags behind loses events (`RecvError::Lagged`).
+    pub fn events(&self) -> broadcast::Receiver<DomainEvent> {
+        self.shared.events.subscribe()
     }
 
     /// A linear scan: a host holds hundreds of domains at most, and a scan of
@@ -288,6 +306,7 @@ pub(super) fn start(hypervisor: &Hypervisor, stop: oneshot::Receiver<()>) -> Inv
     let shared = Arc::new(Shared {
         domains: RwLock::new(BTreeMap::new()),
         changes: broadcast::channel(CHANGES_KEPT).0,
+        events: Arc::new(Publisher::new()),
         status,
         syncs: Default::default(),
     });
@@ -341,11 +360,12 @@ impl Owner {
             let opened = match self.adapter() {
                 Some(hv) => {
                     let (uri, sink) = (self.uri.clone(), self.events.clone());
+                    let guest = self.shared.events.clone();
                     let deadline = hv.inner.settings.call_timeout;
                     hv.inner
                         .blocking
                         .run("open the events connection".into(), deadline, move || {
-                            Events::open(&uri, sink, generation)
+                            Events::open(&uri, sink, guest, generation)
                         })
                         .await
                 }
@@ -499,13 +519,24 @@ struct Events {
 }
 
 /// What each callback holds: where to send, and which connection it is on.
+///
+/// Guest events go straight onto their broadcast channel from the callback
+/// (a send never blocks, nor calls libvirt): they keep libvirt's order and the
+/// time they came, and are not held up behind a re-read the owner is waiting
+/// on. Changes to the table still go through the owner.
 struct Sink {
     tx: mpsc::UnboundedSender<Message>,
+    guest: Arc<Publisher>,
     generation: u64,
 }
 
 impl Events {
-    fn open(uri: &str, tx: mpsc::UnboundedSender<Message>, generation: u64) -> Result<Self, Error> {
+    fn open(
+        uri: &str,
+        tx: mpsc::UnboundedSender<Message>,
+        guest: Arc<Publisher>,
+        generation: u64,
+    ) -> Result<Self, Error> {
         let mut events = Self {
             conn: connection::open(uri)?,
             callbacks: Vec::new(),
@@ -514,6 +545,7 @@ impl Events {
         let sink = || {
             Box::into_raw(Box::new(Sink {
                 tx: tx.clone(),
+                guest: guest.clone(),
                 generation,
             })) as *mut c_void
         };
@@ -529,7 +561,7 @@ impl Events {
         events.close_callback = true;
         // libvirt calls each with the arguments of its event's own callback
         // type and expects it passed as the generic one, as its C API does.
-        let callbacks: [(u32, sys::virConnectDomainEventGenericCallback); 4] = unsafe {
+        let callbacks: [(u32, sys::virConnectDomainEventGenericCallback); 6] = unsafe {
             type Lifecycle = unsafe extern "C" fn(
                 sys::virConnectPtr,
                 sys::virDomainPtr,
@@ -550,6 +582,8 @@ impl Events {
                 *const c_char,
                 *mut c_void,
             );
+            type Watchdog =
+                unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, *mut c_void);
             type Generic = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
             [
                 (
@@ -567,6 +601,11 @@ impl Events {
                 (
                     sys::VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
                     Some(std::mem::transmute::<Device, Generic>(on_device)),
+                ),
+                (sys::VIR_DOMAIN_EVENT_ID_REBOOT, Some(on_reboot as Generic)),
+                (
+                    sys::VIR_DOMAIN_EVENT_ID_WATCHDOG,
+                    Some(std::mem::transmute::<Watchdog, Generic>(on_watchdog)),
                 ),
             ]
         };
@@ -625,14 +664,68 @@ unsafe fn notify(dom: sys::virDomainPtr, opaque: *mut c_void) {
     }
 }
 
+/// Publishes a guest event of `dom`, stamped now. Runs on libvirt's
+/// event-loop thread: reading the UUID and name is local.
+unsafe fn publish(
+    dom: sys::virDomainPtr,
+    opaque: *mut c_void,
+    event: GuestEvent,
+    detail: &'static str,
+) {
+    let (at, now) = (std::time::SystemTime::now(), std::time::Instant::now());
+    let sink = &*(opaque as *const Sink);
+    let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
+    if sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) != 0 {
+        return;
+    }
+    let uuid = CStr::from_ptr(buf.as_ptr())
+        .to_string_lossy()
+        .to_ascii_lowercase();
+    let name = sys::virDomainGetName(dom);
+    let name = if name.is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(name).to_string_lossy().into_owned()
+    };
+    let event = DomainEvent {
+        uuid,
+        name,
+        event,
+        detail,
+        at,
+    };
+    sink.guest.publish(event, now);
+}
+
 unsafe extern "C" fn on_lifecycle(
     _: sys::virConnectPtr,
     dom: sys::virDomainPtr,
-    _event: c_int,
-    _detail: c_int,
+    event: c_int,
+    detail: c_int,
     opaque: *mut c_void,
 ) {
+    if let Some((event, detail)) = events::from_lifecycle(event, detail) {
+        publish(dom, opaque, event, detail);
+    }
     notify(dom, opaque);
+}
+
+unsafe extern "C" fn on_reboot(_: sys::virConnectPtr, dom: sys::virDomainPtr, opaque: *mut c_void) {
+    publish(dom, opaque, GuestEvent::Rebooted, "reset");
+}
+
+unsafe extern "C" fn on_watchdog(
+    _: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    action: c_int,
+    opaque: *mut c_void,
+) {
+    publish(
+        dom,
+        opaque,
+        GuestEvent::Watchdog,
+        events::watchdog_action(action),
+    );
 }
 
 unsafe extern "C" fn on_metadata(

@@ -15,6 +15,7 @@ mod calls;
 mod connection;
 mod display;
 mod error;
+pub mod events;
 pub mod inventory;
 pub mod mirror;
 
@@ -22,6 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 pub use error::{DomainState, Error};
+pub use events::{DomainEvent, GuestEvent};
 pub use inventory::{Change, Entry, Inventory, Status as InventoryStatus, INSTANCE_NAMESPACE};
 pub use mirror::{Mirror, Snapshot};
 

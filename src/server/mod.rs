@@ -111,6 +111,7 @@ fn build(config: &Config, store: Option<Store>) -> Result<(App, Router), ServeEr
                 }),
             },
             store,
+            recordings: None,
         },
     ));
     let mounts = registry::mount(

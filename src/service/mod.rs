@@ -9,6 +9,7 @@ mod flight;
 mod gate;
 pub(crate) mod jobs;
 mod outcome;
+pub mod recordings;
 mod scope;
 mod throttle;
 
@@ -129,6 +130,19 @@ pub enum Error {
     NoSuchMarker { marker: String },
     #[error("{reason}")]
     Failed { reason: String, detail: String },
+    /// No recording `id` that the caller may see.
+    #[error("there is no recording '{id}'")]
+    NoSuchRecording { id: String },
+    /// Past a configured budget (concurrent recordings, disk bytes).
+    #[error("over the budget: {what}")]
+    OverBudget { what: String },
+    /// The thing asked for is in a state that does not allow it now (e.g.
+    /// stopping a recording that has ended).
+    #[error("{reason}")]
+    Conflict { reason: String },
+    /// A parameter out of its range or malformed.
+    #[error("{reason}")]
+    Invalid { reason: String },
 }
 
 impl Error {
@@ -200,6 +214,7 @@ pub struct Screenshots {
     flights: Flights<FlightKey, Result<Shot, Error>>,
     throttle: Throttle,
     audit: Option<Audit>,
+    recordings: Option<recordings::Recordings>,
 }
 
 /// What one capture needs, shared with the task that runs it.
@@ -232,7 +247,9 @@ pub struct Settings {
     /// The fast path (VNC mirrors), or `None` for screenshots only.
     pub fast_path: Option<MirrorPolicy>,
     /// Where every capture is recorded as an instance action, if anywhere.
-    pub(crate) store: Option<Store>,
+    pub store: Option<Store>,
+    /// Screen recordings, if enabled (they need the store).
+    pub recordings: Option<recordings::RecordingSettings>,
 }
 
 impl Screenshots {
@@ -250,8 +267,17 @@ impl Screenshots {
             flights: Flights::new(),
             // The throttle's own handle on the store, which owns the slots.
             throttle: Throttle::new(settings.store.clone()),
+            recordings: match (&settings.store, settings.recordings) {
+                (Some(store), Some(rec)) => Some(recordings::Recordings::new(store.clone(), rec)),
+                _ => None,
+            },
             audit: settings.store.map(Audit::new),
         }
+    }
+
+    /// The recordings service, if there is a store and `[recordings]` is on.
+    pub fn recordings(&self) -> Option<recordings::Recordings> {
+        self.recordings.clone()
     }
 
     /// A service on libvirt's test driver without a store, for the tests of
@@ -455,6 +481,7 @@ mod tests {
                 wake_settle: Duration::ZERO,
                 fast_path: None,
                 store,
+                recordings: None,
             },
         )
     }

@@ -45,7 +45,11 @@ impl Error {
             Self::NotRunning { .. }
             | Self::NoDisplay { .. }
             | Self::NoSuchScreen { .. }
-            | Self::NoSuchMarker { .. } => Outcome::ClientError,
+            | Self::NoSuchMarker { .. }
+            | Self::Conflict { .. }
+            | Self::Invalid { .. } => Outcome::ClientError,
+            Self::NoSuchRecording { .. } => Outcome::NotFound,
+            Self::OverBudget { .. } => Outcome::Busy,
             Self::Throttled { .. } => Outcome::Throttled,
             Self::Busy => Outcome::Busy,
             Self::Timeout(_) | Self::Unavailable { .. } => Outcome::Unavailable,

@@ -216,7 +216,11 @@ impl AliError {
                 "ServiceUnavailable",
                 format!("The request has failed due to a temporary failure of the server: {err}."),
             ),
-            E::NoSuchMarker { .. } => Self::new(400, "InvalidParameter", format!("{err}.")),
+            E::NoSuchMarker { .. }
+            | E::NoSuchRecording { .. }
+            | E::Conflict { .. }
+            | E::Invalid { .. } => Self::new(400, "InvalidParameter", format!("{err}.")),
+            E::OverBudget { .. } => Self::busy(),
             E::NoSuchScreen { .. }
             | E::TooLarge { .. }
             | E::Undecodable { .. }

@@ -79,9 +79,12 @@ impl AwsError {
             E::Timeout(_) | E::Unavailable { .. } => {
                 Self::service_unavailable(format!("The service is unavailable: {err}."))
             }
-            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } => {
-                Self::invalid_parameter_value(format!("{err}."))
-            }
+            E::NoSuchScreen { .. }
+            | E::NoSuchMarker { .. }
+            | E::NoSuchRecording { .. }
+            | E::Conflict { .. }
+            | E::Invalid { .. } => Self::invalid_parameter_value(format!("{err}.")),
+            E::OverBudget { .. } => Self::unavailable(),
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {
                 Self::new(
                     500,

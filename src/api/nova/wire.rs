@@ -458,7 +458,10 @@ impl NovaError {
                 409,
                 format!("Instance {id} has no display device: there is no screen to capture."),
             ),
-            E::NoSuchScreen { .. } => Self::bad_request(format!("{err}.")),
+            E::NoSuchScreen { .. } | E::Invalid { .. } => Self::bad_request(format!("{err}.")),
+            E::NoSuchRecording { .. } => Self::new(404, format!("{err}.")),
+            E::Conflict { .. } => Self::new(409, format!("{err}.")),
+            E::OverBudget { .. } => Self::unavailable(format!("{err}.")),
             // What Nova's `MarkerNotFound` says.
             E::NoSuchMarker { marker } => {
                 Self::bad_request(format!("Marker {} could not be found.", echo(marker)))

@@ -468,7 +468,12 @@ impl OracleError {
             E::NoDisplay { .. } => Self::bad_request(format!(
                 "{instance} has no display device: there is no screen to capture."
             )),
-            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } => Self::bad_request(format!("{err}.")),
+            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } | E::Invalid { .. } => {
+                Self::bad_request(format!("{err}."))
+            }
+            E::NoSuchRecording { .. } => Self::not_found(instance),
+            E::Conflict { reason } => Self::conflict(format!("{reason}.")),
+            E::OverBudget { .. } => Self::unavailable(format!("{err}.")),
             E::Throttled { retry_after, .. } => {
                 Self::too_many_captures(instance, retry_after.as_secs_f64().ceil() as u64)
             }

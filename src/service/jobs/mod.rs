@@ -387,6 +387,7 @@ mod tests {
                 wake_settle: Duration::ZERO,
                 fast_path: None,
                 store: Some(store),
+                recordings: None,
             },
         ));
         service
