@@ -167,6 +167,12 @@ impl HuaweiError {
         use service::Error as E;
         let wire = match e {
             E::NotFound { .. } => Self::not_found(what, id),
+            E::NoSuchRecording { id } => Self::not_found("screen record", id),
+            E::Conflict { reason } => Self::conflict(echo(reason)),
+            E::Invalid { reason } => Self::bad_parameter(echo(reason)),
+            E::OverBudget { what } => {
+                Self::busy(format!("Over the host's recording budget: {}.", echo(what)))
+            }
             E::NotRunning { state, .. } => {
                 Self::desktop_state(format!("The desktop '{}' is {state}.", echo(id)))
             }
