@@ -7,9 +7,11 @@
 pub mod alibaba;
 mod aws;
 mod host;
+mod huawei;
 mod nova;
 mod oracle;
 pub(crate) mod pipeline;
+mod range;
 pub(crate) mod registry;
 mod request;
 

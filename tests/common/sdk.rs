@@ -157,3 +157,56 @@ pub fn nova_line<'a>(lines: &'a [Value], sdk: &str, call: &str) -> &'a Value {
         .find(|l| l["sdk"] == sdk && l["call"] == call)
         .unwrap_or_else(|| panic!("no {sdk} {call} in {lines:#?}"))
 }
+
+/// Huawei's SDK venv (its own: tests/sdk/huawei/requirements.txt).
+fn huawei_venv() -> &'static PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let venv = repo.join("target/huawei-venv");
+        let status = Command::new("bash")
+            .arg(repo.join("tests/sdk/setup.sh"))
+            .arg(&venv)
+            .arg(repo.join("tests/sdk/huawei/requirements.txt"))
+            .status()
+            .expect("bash runs");
+        assert!(status.success(), "tests/sdk/setup.sh (huawei) failed");
+        venv
+    })
+}
+
+/// `calls` (a JSON list, see tests/sdk/huawei.py) through huaweicloudsdkworkspace
+/// at `endpoint` with `key` in `project` (none: BasicCredentials without
+/// one); a JSON line a call. The SDK's HOME is a throw-away directory.
+pub fn huawei(
+    endpoint: &str,
+    key: (&str, &str),
+    project: Option<&str>,
+    calls: &Value,
+) -> Vec<Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/huawei.py");
+    let home = super::fixtures::tempdir();
+    let mut command = Command::new(huawei_venv().join("bin/python"));
+    command
+        .arg(script)
+        .args(["--endpoint", endpoint, "--ak", key.0, "--sk", key.1])
+        .env("HOME", &home);
+    if let Some(project) = project {
+        command.args(["--project", project]);
+    }
+    let out = command
+        .arg(calls.to_string())
+        .output()
+        .expect("the venv's python runs");
+    let _ = std::fs::remove_dir_all(&home);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "huawei.py failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}

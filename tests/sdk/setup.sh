@@ -6,7 +6,8 @@
 #
 # REQUIREMENTS defaults to tests/sdk/requirements.txt (the SDKs);
 # tests/sdk/keystone/requirements.txt makes the Keystone that
-# tests/nova_keystone.rs starts.
+# tests/nova_keystone.rs starts; tests/sdk/huawei/requirements.txt the Huawei
+# SDK that tests/sdk/huawei.py drives (tests/huawei.rs).
 #
 # Idempotent and safe to run concurrently: a run holds a lock on VENV_DIR.lock,
 # and a venv whose stamp file matches sha256(requirements.txt) is left alone
@@ -88,6 +89,11 @@ rm -f "$stamp"
 # Sanity: what the scripts import must load.
 if [[ "$req" == "$here/keystone/requirements.txt" ]]; then
     "$venv/bin/python" -W ignore -c 'import keystone.server.wsgi'
+elif [[ "$req" == "$here/huawei/requirements.txt" ]]; then
+    # huawei.py; importing the core writes $HOME/.huaweicloud: a throw-away HOME
+    home="$(mktemp -d)"
+    HOME="$home" "$venv/bin/python" -c 'import huaweicloudsdkworkspace.v2, huaweicloudsdkcore.auth.credentials'
+    rm -rf "$home"
 else
     # alibaba.py, aws.py and nova.py
     "$venv/bin/python" - <<'PY'
