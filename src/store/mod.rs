@@ -1,6 +1,7 @@
 //! The durable store: what must outlive a restart or `kill -9` — capture
 //! jobs (Oracle's screen capture requests), Nova's instance actions and their
-//! events, replay nonces and per-guest throttle slots — in one SQLite
+//! events, replay nonces, per-guest throttle slots and uploads to storage
+//! targets with each acknowledged chunk — in one SQLite
 //! database, with the images in a media directory beside it.
 //!
 //! Layout: `<path>` (the database, WAL mode: `<path>-wal`, `<path>-shm`),
@@ -28,6 +29,7 @@ mod limits;
 mod media;
 mod open;
 mod retain;
+mod uploads;
 mod worker;
 
 #[cfg(test)]
@@ -43,6 +45,9 @@ use time::OffsetDateTime;
 pub use actions::{Action, ActionEvent, ActionPage, EventResult, NewAction};
 pub(crate) use jobs::{CancellationState, Job, JobFilter, JobState, JobStatus, NewJob};
 pub(crate) use limits::Slot;
+pub(crate) use uploads::{
+    ChunkRow, NewUpload, NewUploadTarget, TargetRow, TargetUpdate, UploadRow,
+};
 pub use worker::Store;
 
 /// Where the store lives and how much it keeps.
