@@ -125,9 +125,11 @@ impl Failure {
             E::Libvirt { .. } => (1, advice::LIBVIRT.to_owned()),
             // Internal faults, and refusals a one-off grab never meets (it
             // has the service to itself, with no interval to keep).
-            E::Failed { .. } | E::Busy | E::Throttled { .. } | E::NoSuchMarker { .. } => {
-                return Self::internal(format!("{told}."))
-            }
+            E::Failed { .. }
+            | E::Busy
+            | E::Throttled { .. }
+            | E::NoSuchMarker { .. }
+            | E::NoSuchUpload { .. } => return Self::internal(format!("{told}.")),
         };
         Self::new(code, format!("{told}: {advice}."))
     }
@@ -461,9 +463,10 @@ mod tests {
             E::Libvirt { .. } => 10,
             E::Failed { .. } => 11,
             E::NoSuchMarker { .. } => 12,
+            E::NoSuchUpload { .. } => 13,
         }
     }
-    const SERVICE_VARIANTS: usize = 13;
+    const SERVICE_VARIANTS: usize = 14;
 
     /// `vmshot grab` went from calling libvirt to calling the screenshot
     /// service: each hypervisor error must still end it as it did before.
@@ -493,6 +496,7 @@ mod tests {
             service::Error::NoSuchMarker {
                 marker: "req-1".into(),
             },
+            service::Error::NoSuchUpload { id: 7 },
         ] {
             seen.push(service_variant(&err));
             let f = Failure::from_service(err, uri);

@@ -11,6 +11,7 @@ pub(crate) mod jobs;
 mod outcome;
 mod scope;
 mod throttle;
+pub mod uploads;
 
 use std::collections::BTreeMap;
 
@@ -127,6 +128,9 @@ pub enum Error {
     /// A page's marker names no action of the instance.
     #[error("marker '{marker}' could not be found")]
     NoSuchMarker { marker: String },
+    /// No upload has this id, or the caller may not see it (`uploads`).
+    #[error("there is no upload {id}")]
+    NoSuchUpload { id: i64 },
     #[error("{reason}")]
     Failed { reason: String, detail: String },
 }
@@ -200,6 +204,8 @@ pub struct Screenshots {
     flights: Flights<FlightKey, Result<Shot, Error>>,
     throttle: Throttle,
     audit: Option<Audit>,
+    /// Uploads of media to storage targets, if configured (`uploads`).
+    uploads: Option<uploads::Uploads>,
 }
 
 /// What one capture needs, shared with the task that runs it.
@@ -251,6 +257,7 @@ impl Screenshots {
             // The throttle's own handle on the store, which owns the slots.
             throttle: Throttle::new(settings.store.clone()),
             audit: settings.store.map(Audit::new),
+            uploads: None,
         }
     }
 

@@ -216,7 +216,7 @@ impl AliError {
                 "ServiceUnavailable",
                 format!("The request has failed due to a temporary failure of the server: {err}."),
             ),
-            E::NoSuchMarker { .. } => Self::new(400, "InvalidParameter", format!("{err}.")),
+            E::NoSuchMarker { .. } | E::NoSuchUpload { .. } => Self::new(400, "InvalidParameter", format!("{err}.")),
             E::NoSuchScreen { .. }
             | E::TooLarge { .. }
             | E::Undecodable { .. }

@@ -79,7 +79,7 @@ impl AwsError {
             E::Timeout(_) | E::Unavailable { .. } => {
                 Self::service_unavailable(format!("The service is unavailable: {err}."))
             }
-            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } => {
+            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } | E::NoSuchUpload { .. } => {
                 Self::invalid_parameter_value(format!("{err}."))
             }
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {

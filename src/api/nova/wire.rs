@@ -458,7 +458,7 @@ impl NovaError {
                 409,
                 format!("Instance {id} has no display device: there is no screen to capture."),
             ),
-            E::NoSuchScreen { .. } => Self::bad_request(format!("{err}.")),
+            E::NoSuchScreen { .. } | E::NoSuchUpload { .. } => Self::bad_request(format!("{err}.")),
             // What Nova's `MarkerNotFound` says.
             E::NoSuchMarker { marker } => {
                 Self::bad_request(format!("Marker {} could not be found.", echo(marker)))

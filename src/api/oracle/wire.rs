@@ -468,7 +468,9 @@ impl OracleError {
             E::NoDisplay { .. } => Self::bad_request(format!(
                 "{instance} has no display device: there is no screen to capture."
             )),
-            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } => Self::bad_request(format!("{err}.")),
+            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } | E::NoSuchUpload { .. } => {
+                Self::bad_request(format!("{err}."))
+            }
             E::Throttled { retry_after, .. } => {
                 Self::too_many_captures(instance, retry_after.as_secs_f64().ceil() as u64)
             }
