@@ -7,6 +7,7 @@
 pub mod alibaba;
 mod aws;
 mod host;
+mod marketplace;
 mod nova;
 mod oracle;
 pub(crate) mod pipeline;

@@ -28,6 +28,7 @@ pub struct Registration {
 pub const DIALECTS: &[Registration] = &[
     super::alibaba::REGISTRATION,
     super::aws::REGISTRATION,
+    super::marketplace::REGISTRATION,
     super::nova::REGISTRATION,
     super::oracle::REGISTRATION,
 ];
