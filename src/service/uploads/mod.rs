@@ -394,6 +394,7 @@ impl Uploads {
                 .await
                 .map_err(store_error)?,
         );
+        tracing::info!(upload = id.0, key = %media.key, bytes = media.bytes, "upload queued");
         // The owner task lives as long as any handle: a send cannot fail
         // but while the runtime shuts down, and then recovery queues it.
         let _ = self.inner.queue.send(id);
