@@ -135,8 +135,9 @@ impl Uploads {
         if self.chunk_bytes() == 0 || (has_s3 && self.chunk_bytes() < 5 << 20) {
             return bad("chunks must be at least 5 MiB with an S3 target (and never 0)".into());
         }
-        if self.chunk_bytes() > 5 << 30 {
-            return bad("chunk_mb is at most 5120".into());
+        // One chunk a running upload is held in memory.
+        if self.chunk_bytes() > 512 << 20 {
+            return bad("chunk_mb is at most 512".into());
         }
         if self.max_attempts == 0 || self.max_concurrent == 0 {
             return bad("max_attempts and max_concurrent must be at least 1".into());

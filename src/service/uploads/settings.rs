@@ -8,8 +8,9 @@ use super::{Error, TargetKind};
 
 /// S3's smallest part but the last.
 pub const MIN_S3_CHUNK: u64 = 5 << 20;
-/// S3's largest part.
-pub const MAX_CHUNK: u64 = 5 << 30;
+/// The largest chunk: one is held in memory per running upload (S3 would
+/// take parts of up to 5 GiB).
+pub const MAX_CHUNK: u64 = 512 << 20;
 /// S3's most parts an upload.
 pub const MAX_PARTS: u64 = 10_000;
 

@@ -54,7 +54,7 @@ async fn a_directory_upload_lands_whole_and_is_checked() {
         .await
         .unwrap();
     let out = dir.join("out");
-    let uploads = Uploads::start(store, settings(&out)).await.unwrap();
+    let uploads = Uploads::start(store.clone(), settings(&out)).await.unwrap();
     let bytes: Vec<u8> = (0..4500u32).map(|i| (i * 7 % 251) as u8).collect();
     let m = media(&dir, "rec/one.bin", &bytes);
     let id = uploads.submit(m.clone(), owner()).await.unwrap();
@@ -98,6 +98,15 @@ async fn a_directory_upload_lands_whole_and_is_checked() {
         let m = media(&dir, key, b"x");
         assert!(uploads.submit(m, owner()).await.is_err(), "{key:?}");
     }
+
+    // Retention takes finished uploads past the store's age, rows only.
+    let later = crate::store::now() + Duration::from_secs(31 * 24 * 3600);
+    assert_eq!(store.retain_at(later).await.unwrap().uploads_removed, 2);
+    assert!(matches!(
+        uploads.status(id).await,
+        Err(Error::NoSuchUpload { .. })
+    ));
+    assert_eq!(std::fs::read(out.join("rec/one.bin")).unwrap(), bytes);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
