@@ -8,6 +8,7 @@ pub mod alibaba;
 mod aws;
 mod host;
 mod huawei;
+mod marketplace;
 mod nova;
 mod oracle;
 pub(crate) mod pipeline;

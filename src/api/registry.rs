@@ -29,6 +29,7 @@ pub const DIALECTS: &[Registration] = &[
     super::alibaba::REGISTRATION,
     super::aws::REGISTRATION,
     super::huawei::REGISTRATION,
+    super::marketplace::REGISTRATION,
     super::nova::REGISTRATION,
     super::oracle::REGISTRATION,
 ];

@@ -132,7 +132,8 @@ impl Failure {
             | E::NoSuchRecording { .. }
             | E::OverBudget { .. }
             | E::Conflict { .. }
-            | E::Invalid { .. } => return Self::internal(format!("{told}.")),
+            | E::Invalid { .. }
+            | E::NoSuchUpload { .. } => return Self::internal(format!("{told}.")),
         };
         Self::new(code, format!("{told}: {advice}."))
     }
@@ -470,9 +471,10 @@ mod tests {
             E::OverBudget { .. } => 14,
             E::Conflict { .. } => 15,
             E::Invalid { .. } => 16,
+            E::NoSuchUpload { .. } => 17,
         }
     }
-    const SERVICE_VARIANTS: usize = 17;
+    const SERVICE_VARIANTS: usize = 18;
 
     /// `vmshot grab` went from calling libvirt to calling the screenshot
     /// service: each hypervisor error must still end it as it did before.
@@ -512,6 +514,7 @@ mod tests {
             service::Error::Invalid {
                 reason: "fps out of range".into(),
             },
+            service::Error::NoSuchUpload { id: 7 },
         ] {
             seen.push(service_variant(&err));
             let f = Failure::from_service(err, uri);

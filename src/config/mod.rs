@@ -5,6 +5,7 @@
 //! are kept as tables, and `api::registry` refuses a name it does not know.
 
 mod secret;
+mod uploads;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use secret::{read_secret_file, read_secret_text, SecretFileError};
+pub use uploads::{TargetKind as UploadTargetKind, Uploads};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,6 +48,8 @@ pub struct Config {
     /// Screen recordings; without this section (or without a store) there
     /// are none.
     pub recordings: Option<Recordings>,
+    /// Uploads of media to storage targets; without this section, none.
+    pub uploads: Option<Uploads>,
     /// The dialects' sections, by name: a dialect without one is off.
     #[serde(flatten)]
     pub dialects: BTreeMap<String, toml::Table>,
@@ -401,6 +405,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "server.max_connections must be at least 1".into(),
             ));
+        }
+        if let Some(uploads) = &self.uploads {
+            uploads.validate()?;
         }
         // hyper panics below its minimum read buffer.
         if s.max_header_bytes < 8192 {

@@ -13,6 +13,7 @@ mod framing;
 mod listener;
 mod metrics;
 mod tls;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Secret(#[from] crate::config::SecretFileError),
+    #[error("uploads: {0}")]
+    Uploads(String),
     #[error("cannot load the TLS certificate and key: {0}")]
     Tls(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -79,14 +82,18 @@ pub fn check_dialects(config: &Config) -> Result<(), MountError> {
 }
 
 /// Builds everything from the configuration; nothing is contacted yet.
-fn build(config: &Config, store: Option<Store>) -> Result<(App, Router), ServeError> {
+fn build(
+    config: &Config,
+    store: Option<Store>,
+    uploads: Option<service::uploads::Uploads>,
+) -> Result<(App, Router), ServeError> {
     let mut hv = HvSettings::new(config.libvirt.uri.clone());
     hv.call_timeout = Duration::from_secs(config.libvirt.call_timeout_secs);
     hv.max_calls = config.libvirt.max_calls;
     hv.resync_every = Duration::from_secs(config.libvirt.inventory_resync_secs);
     let hypervisor = Hypervisor::new(hv);
     let metrics = Arc::new(Metrics::default());
-    let service = Arc::new(Screenshots::new(
+    let service = Screenshots::new(
         hypervisor.clone(),
         service::Settings {
             output: Output::Jpeg(JpegSettings {
@@ -116,7 +123,11 @@ fn build(config: &Config, store: Option<Store>) -> Result<(App, Router), ServeEr
             },
             store,
         },
-    ));
+    );
+    let service = Arc::new(match uploads {
+        Some(uploads) => service.with_uploads(uploads),
+        None => service,
+    });
     let mounts = registry::mount(
         &config.dialects,
         &Shared {
@@ -202,7 +213,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         Some(settings) => Some(open_store(settings).await?),
         None => None,
     };
-    let (app, router) = build(&config, store)?;
+    let uploads = match &config.uploads {
+        Some(section) => Some(uploads::start(section, store.as_ref()).await?),
+        None => None,
+    };
+    let (app, router) = build(&config, store, uploads)?;
     // Before anything is served: recordings a crash cut are closed first.
     let recordings = app.service.recordings();
     if let Some(recordings) = &recordings {

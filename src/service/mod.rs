@@ -12,6 +12,7 @@ mod outcome;
 pub mod recordings;
 mod scope;
 mod throttle;
+pub mod uploads;
 
 use std::collections::BTreeMap;
 
@@ -128,6 +129,9 @@ pub enum Error {
     /// A page's marker names no action of the instance.
     #[error("marker '{marker}' could not be found")]
     NoSuchMarker { marker: String },
+    /// No upload has this id, or the caller may not see it (`uploads`).
+    #[error("there is no upload {id}")]
+    NoSuchUpload { id: i64 },
     #[error("{reason}")]
     Failed { reason: String, detail: String },
     /// No recording `id` that the caller may see.
@@ -215,6 +219,8 @@ pub struct Screenshots {
     throttle: Throttle,
     audit: Option<Audit>,
     recordings: Option<recordings::Recordings>,
+    /// Uploads of media to storage targets, if configured (`uploads`).
+    uploads: Option<uploads::Uploads>,
 }
 
 /// What one capture needs, shared with the task that runs it.
@@ -275,6 +281,7 @@ impl Screenshots {
             // The throttle's own handle on the store, which owns the slots.
             throttle: Throttle::new(settings.store.clone()),
             audit: settings.store.map(Audit::new),
+            uploads: None,
         }
     }
 

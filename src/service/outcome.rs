@@ -39,7 +39,7 @@ impl Outcome {
 impl Error {
     pub fn outcome(&self) -> Outcome {
         match self {
-            Self::NotFound { .. } => Outcome::NotFound,
+            Self::NotFound { .. } | Self::NoSuchUpload { .. } => Outcome::NotFound,
             // The guest is there but cannot be shown: the caller asked for
             // something this domain cannot give now.
             Self::NotRunning { .. }

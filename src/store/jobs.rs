@@ -465,6 +465,29 @@ impl Store {
         .await
     }
 
+    /// Sets where a job's media went (an upload's object), once it is there.
+    pub(crate) async fn set_job_media_uri(
+        &self,
+        name: &str,
+        uri: String,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.call(move |db| {
+            let changed = db
+                .conn
+                .prepare_cached("UPDATE jobs SET media_uri = ?2, updated_at = ?3 WHERE name = ?1")?
+                .execute(params![name, uri, to_micros(now())])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "job",
+                    key: name,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Deletes a job and then its media; false if there was none.
     pub(crate) async fn delete_job(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();

@@ -1,7 +1,8 @@
 //! The durable store: what must outlive a restart or `kill -9` — capture
 //! jobs (Oracle's screen capture requests), Nova's instance actions and their
-//! events, replay nonces, per-guest throttle slots and screen recordings'
-//! rows (their files are the recordings service's) — in one SQLite
+//! events, replay nonces, per-guest throttle slots, screen recordings' rows
+//! (their files are the recordings service's) and uploads to storage targets
+//! with each acknowledged chunk — in one SQLite
 //! database, with the images in a media directory beside it.
 //!
 //! Layout: `<path>` (the database, WAL mode: `<path>-wal`, `<path>-shm`),
@@ -30,6 +31,7 @@ mod media;
 mod open;
 mod recordings;
 mod retain;
+mod uploads;
 mod worker;
 
 #[cfg(test)]
@@ -46,6 +48,9 @@ pub use actions::{Action, ActionEvent, ActionPage, EventResult, NewAction};
 pub(crate) use jobs::{CancellationState, Job, JobFilter, JobState, JobStatus, NewJob};
 pub(crate) use limits::Slot;
 pub(crate) use recordings::{FileColumns, RecordingQuery, RecordingRow};
+pub(crate) use uploads::{
+    ChunkRow, NewUpload, NewUploadTarget, TargetRow, TargetUpdate, UploadRow,
+};
 pub use worker::Store;
 
 /// Where the store lives and how much it keeps.

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_job_account.sql"),
     include_str!("migrations/0003_actions_changed.sql"),
     include_str!("migrations/0004_recordings.sql"),
+    include_str!("migrations/0005_uploads.sql"),
 ];
 
 /// The newest schema this binary knows.

@@ -1,6 +1,7 @@
 //! Retention: finished jobs and actions older than `max_age`, then the
 //! oldest finished jobs until their media fit `max_media_bytes` and the
-//! oldest actions beyond `max_actions`; expired nonces and throttle slots. Rows go first, in one transaction, then their
+//! oldest actions beyond `max_actions`; expired nonces and throttle slots;
+//! finished uploads older than `max_age`. Rows go first, in one transaction, then their
 //! files; unfinished jobs are never removed (a restart must find them).
 
 use std::collections::HashSet;
@@ -25,6 +26,9 @@ pub(crate) struct Retained {
     pub media_bytes_kept: u64,
     /// Files no record named (a crash between file and row), removed.
     pub orphans_removed: u64,
+    /// Uploads older than `max_age` with every target finished (their
+    /// targets and chunks go with them).
+    pub uploads_removed: u64,
 }
 
 impl Store {
@@ -94,6 +98,13 @@ impl Store {
                 )?
                 .execute([db.settings.max_actions.min(i64::MAX as u64) as i64])?
                 as u64;
+            out.uploads_removed = tx
+                .prepare_cached(
+                    "DELETE FROM uploads WHERE created < ?1 AND NOT EXISTS (SELECT 1 FROM \
+                     upload_targets t WHERE t.upload_id = uploads.id \
+                     AND t.state IN ('pending', 'uploading'))",
+                )?
+                .execute([cutoff])? as u64;
             let now_us = to_micros(now);
             out.nonces_removed = tx
                 .prepare_cached("DELETE FROM nonces WHERE expires_at <= ?1")?

@@ -217,6 +217,7 @@ impl AliError {
                 format!("The request has failed due to a temporary failure of the server: {err}."),
             ),
             E::NoSuchMarker { .. }
+            | E::NoSuchUpload { .. }
             | E::NoSuchRecording { .. }
             | E::Conflict { .. }
             | E::Invalid { .. } => Self::new(400, "InvalidParameter", format!("{err}.")),

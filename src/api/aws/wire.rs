@@ -81,6 +81,7 @@ impl AwsError {
             }
             E::NoSuchScreen { .. }
             | E::NoSuchMarker { .. }
+            | E::NoSuchUpload { .. }
             | E::NoSuchRecording { .. }
             | E::Conflict { .. }
             | E::Invalid { .. } => Self::invalid_parameter_value(format!("{err}.")),

@@ -542,7 +542,11 @@ impl Oracle {
             creation_time: wire::format_time(job.creation_time),
             error_reason: status.error_reason.clone(),
             instance: job.instance.clone(),
-            media_uri: job.media_path.as_ref().map(|_| uri(wire::media_uri)),
+            // Where `[uploads]` put it (an S3 object), else where we serve it.
+            media_uri: job
+                .media_uri
+                .clone()
+                .or_else(|| job.media_path.as_ref().map(|_| uri(wire::media_uri))),
             name: job.name.clone(),
             request_id: job.request_id.clone(),
             state: wire_state(status.state),

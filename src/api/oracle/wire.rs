@@ -468,7 +468,10 @@ impl OracleError {
             E::NoDisplay { .. } => Self::bad_request(format!(
                 "{instance} has no display device: there is no screen to capture."
             )),
-            E::NoSuchScreen { .. } | E::NoSuchMarker { .. } | E::Invalid { .. } => {
+            E::NoSuchScreen { .. }
+            | E::NoSuchMarker { .. }
+            | E::NoSuchUpload { .. }
+            | E::Invalid { .. } => {
                 Self::bad_request(format!("{err}."))
             }
             E::NoSuchRecording { .. } => Self::not_found(instance),

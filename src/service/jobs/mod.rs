@@ -3,7 +3,10 @@
 //! the store and spawns its runner, which alone moves its state through the
 //! `machine`: queued → pending → in-progress (the grab, through
 //! `Screenshots::take`, so jobs and direct requests share captures) →
-//! uploading (the JPEG into the store's media) → complete, or error. Every
+//! uploading (the JPEG into the store's media, then, with `[uploads]`, to
+//! every upload target: `captures/job-<id>.<ext>`) → complete, or error.
+//! A job that a restart finds uploading its stored image waits for that
+//! upload again (uploads resume by themselves) instead of failing. Every
 //! move is a compare-and-set from the status the runner last saw, so a cancel
 //! written between two steps is seen at the next one, and of two runners of
 //! one job (a recovery racing a new start) only one gets on.
@@ -19,6 +22,7 @@ use time::OffsetDateTime;
 
 use machine::Event;
 
+use super::uploads::{Media as UploadMedia, Owner, TargetKind, UploadId, UploadState};
 use super::{Caller, Domain, Error, Interval, Principal, ScreenshotRequest, Screenshots};
 use crate::store::{JobFilter, JobStatus, NewJob, Store, StoreError};
 
@@ -203,6 +207,18 @@ impl Jobs {
             if job.dialect != self.settings.dialect || job.creation_time >= started {
                 continue;
             }
+            // Its image is stored and the upload resumes by itself: the job
+            // waits for it again. (Without `[uploads]` an image stored is
+            // followed by `complete` in the same step, so this is uploads'.)
+            let stored =
+                job.media_path.is_some() && job.status.cancellation != CancellationState::Requested;
+            if job.status.state == JobState::Uploading && stored && self.service.uploads().is_some()
+            {
+                tracing::info!(job = %job.name, "job waits for its upload again");
+                tokio::spawn(self.clone().resume_upload(job));
+                resumed += 1;
+                continue;
+            }
             let job = self
                 .store
                 .update_job(&job.name, |s| Ok(machine::recover(s)))
@@ -272,6 +288,7 @@ impl Jobs {
             .store
             .set_job_media(&name, bytes, extension, None, Some(seen.clone()))
             .await;
+        let uploaded = stored.as_ref().ok().cloned();
         if let Some(audit) = &self.service.audit {
             let what = match &stored {
                 Ok(_) => Ok(format!(
@@ -298,7 +315,92 @@ impl Jobs {
             }
             Err(e) => return self.fail(&name, &seen, &store_error(e)).await,
         }
+        if let Some(job) = uploaded {
+            if let Err(e) = self.upload(&job).await {
+                return self.fail(&name, &seen, &e).await;
+            }
+        }
         self.advance(&name, &mut seen).await;
+    }
+
+    /// With `[uploads]`: uploads the job's stored image to every target and
+    /// waits for the end; the first S3 target's object becomes the job's
+    /// `media_uri`. An upload already made for this image (before a
+    /// restart) is waited for, not made again.
+    async fn upload(&self, job: &Job) -> Result<(), Error> {
+        let Some(uploads) = self.service.uploads() else {
+            return Ok(());
+        };
+        let (Some(path), Some(sha256), Some(bytes)) =
+            (&job.media_path, &job.media_sha256, job.media_bytes)
+        else {
+            return Ok(());
+        };
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let key = format!("captures/{file}");
+        let id = match self
+            .store
+            .find_upload(&key, sha256)
+            .await
+            .map_err(store_error)?
+        {
+            Some(id) => UploadId(id),
+            None => {
+                let media = UploadMedia {
+                    path: path.clone(),
+                    key,
+                    sha256: sha256.clone(),
+                    bytes,
+                    content_type: if file.ends_with(".png") {
+                        "image/png"
+                    } else {
+                        "image/jpeg"
+                    },
+                };
+                let owner = Owner {
+                    dialect: self.settings.dialect.to_owned(),
+                    principal: job.principal.clone(),
+                    project: job.project.clone(),
+                };
+                uploads.submit(media, owner).await?
+            }
+        };
+        let status = uploads.finished(id).await?;
+        if status.state != UploadState::Completed {
+            let why: Vec<String> = status
+                .targets
+                .iter()
+                .filter_map(|t| Some(format!("{}: {}", t.target, t.error.as_deref()?)))
+                .collect();
+            return Err(Error::Failed {
+                reason: format!("the upload failed ({})", why.join("; ")),
+                detail: format!("upload {id}"),
+            });
+        }
+        let s3 = status.targets.iter().find(|t| t.kind == TargetKind::S3);
+        if let Some(uri) = s3.and_then(|t| t.uri.clone()) {
+            self.store
+                .set_job_media_uri(&job.name, uri)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// After a restart, a job that was uploading its stored image: waits for
+    /// the upload and ends the job as it ends.
+    async fn resume_upload(self, job: Job) {
+        let name = job.name.clone();
+        let mut seen = job.status.clone();
+        match self.upload(&job).await {
+            Ok(()) => {
+                self.advance(&name, &mut seen).await;
+            }
+            Err(e) => self.fail(&name, &seen, &e).await,
+        }
     }
 
     /// Moves the job one step from `seen`; whether the runner goes on. A

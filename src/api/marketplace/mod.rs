@@ -1,0 +1,200 @@
+//! Upload status in the Oracle Marketplace's shape: an upload (of a
+//! recording or a capture, `service::uploads`) is an "upload request", and
+//! each storage target one of its data centers.
+//!
+//! ```text
+//!   GET  /appstore/publisher/v1/machineimages/{uploadRequestId}   the status, JSON
+//!   HEAD /appstore/publisher/v1/machineimages/{uploadRequestId}   X-Upload-Status, X-Upload-File-Path
+//! ```
+//!
+//! In order: the bearer token (401), the method (405), the id (400: digits,
+//! a positive 64-bit integer), then the core, where an upload the caller
+//! may not see (another tenant's) is not found (404) in the same words as
+//! one that does not exist. Errors are `{"errorCode", "errorMessage"}`.
+
+mod config;
+mod tokens;
+mod wire;
+
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::pipeline::{Dialect, Incoming, Record, Refusal};
+use super::registry::{Mount, MountError, Registration, Shared};
+use crate::service::uploads::{UploadId, Uploads};
+
+use config::Section;
+use tokens::Tokens;
+use wire::{MachineImageUploadRequest, MarketError};
+
+const NAME: &str = "marketplace";
+const PREFIX: &str = "/appstore/publisher/v1/machineimages/";
+/// The id's longest spelling: a positive i64 has at most 19 digits.
+const MAX_ID_DIGITS: usize = 19;
+
+pub const REGISTRATION: Registration = Registration {
+    name: NAME,
+    check: |section| Section::parse(section).map(drop),
+    mount,
+};
+
+fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountError> {
+    let config = Section::parse(section).map_err(MountError::in_section(NAME))?;
+    if !config.enabled {
+        return Ok(None);
+    }
+    let in_section = MountError::in_section(NAME);
+    let uploads = shared.service.uploads().ok_or_else(|| {
+        in_section(
+            "upload statuses are those of [uploads]: configure it (and [store]) \
+             or set enabled = false"
+                .into(),
+        )
+    })?;
+    let file = config
+        .tokens_file
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""));
+    let tokens = Tokens::load(file).map_err(&in_section)?;
+    tracing::info!(tokens = tokens.len(), "marketplace dialect");
+    Ok(Some(Mount::new(
+        format!("Oracle Marketplace upload status ({PREFIX}{{uploadRequestId}})"),
+        vec![format!("{PREFIX}{{id}}")],
+        None,
+        Marketplace { uploads, tokens },
+        shared.limits(),
+    )))
+}
+
+pub struct Marketplace {
+    uploads: Uploads,
+    tokens: Tokens,
+}
+
+impl Dialect for Marketplace {
+    const NAME: &'static str = NAME;
+    const REQUEST_ID_HEADER: &'static str = "x-request-id";
+    type Context = ();
+    type Error = MarketError;
+
+    fn request_id(&self, id: uuid::Uuid) -> String {
+        id.to_string()
+    }
+
+    fn context(&self, _: &Parts) {}
+
+    async fn serve(
+        &self,
+        request: Incoming<'_>,
+        _: &mut (),
+        record: &mut Record,
+    ) -> Result<Response, MarketError> {
+        let head = request.head;
+        let authorization = head
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let who = self
+            .tokens
+            .principal(authorization)
+            .ok_or_else(MarketError::not_authorized)?;
+        record.principal = Some(who.id.clone());
+        let head_only = match head.method {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return Err(MarketError::method_not_allowed()),
+        };
+        record.action = Some(if head_only {
+            "HeadMachineImage"
+        } else {
+            "GetMachineImage"
+        });
+        let raw = head.uri.path().strip_prefix(PREFIX).unwrap_or("");
+        let id = parse_id(raw)?;
+        let status = self
+            .uploads
+            .status_for(&who, id)
+            .await
+            .map_err(|e| MarketError::from_core(&e))?;
+        let view = MachineImageUploadRequest::from_status(&status);
+        let mut response = if head_only {
+            StatusCode::OK.into_response()
+        } else {
+            let body = serde_json::to_string(&view).expect("a status serializes");
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            "x-upload-status",
+            HeaderValue::from_static(view.status_name),
+        );
+        if let Ok(path) = HeaderValue::from_str(&view.image_file_path) {
+            headers.insert("x-upload-file-path", path);
+        }
+        Ok(response)
+    }
+
+    fn refuse(&self, why: Refusal) -> MarketError {
+        match why {
+            Refusal::AmbiguousLength => MarketError::invalid_parameter(Refusal::AMBIGUOUS_LENGTH),
+            Refusal::TooLarge { limit } => MarketError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                ..MarketError::invalid_parameter(format!(
+                    "Request is too large: the limit is {limit} bytes."
+                ))
+            },
+            Refusal::TimedOut { after } => MarketError::unavailable(Refusal::timed_out(after)),
+            Refusal::Panicked => MarketError::system_error("System Error."),
+        }
+    }
+
+    fn render(&self, error: &MarketError, _: &(), _: &str) -> Response {
+        (
+            error.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            error.body(),
+        )
+            .into_response()
+    }
+}
+
+/// `{uploadRequestId}`: a positive integer in plain digits.
+fn parse_id(raw: &str) -> Result<UploadId, MarketError> {
+    let bad = || {
+        MarketError::invalid_parameter(
+            "Invalid Parameter Value: uploadRequestId must be a positive integer.",
+        )
+    };
+    if raw.is_empty() || raw.len() > MAX_ID_DIGITS || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(UploadId(id)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_positive_integers_in_digits() {
+        assert_eq!(parse_id("2797087").unwrap(), UploadId(2797087));
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            "1.0",
+            "abc",
+            "99999999999999999999",
+            "1 ",
+            "%31",
+        ] {
+            let err = parse_id(bad).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+}
