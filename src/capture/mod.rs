@@ -201,6 +201,33 @@ impl Capturer {
         &self.hypervisor
     }
 
+    /// The domain's VNC mirror (by UUID) if it holds a complete screen, for a
+    /// recording; if it has none yet, one is opened in the background, as
+    /// for a capture. Asking counts as a use: a recording that asks at least
+    /// every `idle_after` keeps the registry's mirror from closing, and the
+    /// clone it holds keeps the connection open regardless.
+    pub fn mirror(&self, domain: &str) -> Option<hypervisor::Mirror> {
+        self.mirrors
+            .as_ref()
+            .and_then(|m| m.ready(domain))
+            .map(|ready| ready.mirror)
+    }
+
+    /// The screen as libvirt's screenshot gives it now, decoded (no encoding):
+    /// a recording's frames when the domain has no mirror.
+    pub async fn frame(&self, domain: &str) -> Result<Frame, Error> {
+        let raw = self.hypervisor.screenshot(domain, 0).await?;
+        let (limits, name) = (self.limits, raw.domain.clone());
+        tokio::task::spawn_blocking(move || decode(raw.payload, &raw.mime, &limits))
+            .await
+            .map_err(|e| Error::Worker(e.to_string()))?
+            .map(|(_, frame)| frame)
+            .map_err(|source| Error::Decode {
+                domain: name,
+                source,
+            })
+    }
+
     pub async fn capture(&self, request: &Request) -> Result<Shot, Error> {
         // The fast path serves only a domain the caller has just checked: a
         // mirror cannot tell a suspended guest from a black screen. Mirrors

@@ -43,6 +43,9 @@ pub struct Config {
     /// The durable store; without this section there is none (no capture
     /// records, and no dialect that needs one).
     pub store: Option<Store>,
+    /// Screen recordings; without this section (or without a store) there
+    /// are none.
+    pub recordings: Option<Recordings>,
     /// The dialects' sections, by name: a dialect without one is off.
     #[serde(flatten)]
     pub dialects: BTreeMap<String, toml::Table>,
@@ -233,6 +236,49 @@ impl Default for Store {
             max_age_days: 30,
             max_media_mb: 1024,
             max_actions: 1_000_000,
+        }
+    }
+}
+
+/// `[recordings]`: where recordings go and what they may cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recordings {
+    pub enabled: bool,
+    /// Where the files go; default: beside the store (`PATH.recordings`).
+    pub dir: Option<PathBuf>,
+    /// FULL, SESSION and OPERATION frames a second, unless asked otherwise.
+    pub fps: f64,
+    /// INTERVAL's period, unless asked otherwise.
+    pub interval_secs: u64,
+    /// OPERATION's seconds kept before the event and recorded after it.
+    pub before_secs: u64,
+    pub after_secs: u64,
+    /// The longest a recording may run (and its default length).
+    pub max_duration_secs: u64,
+    /// Recordings running at once (OPERATION watchers included).
+    pub max_concurrent: usize,
+    /// Megabytes of recording files, all together and one recording.
+    pub max_disk_mb: u64,
+    pub max_recording_mb: u64,
+    /// Threads that encode every recording: their CPU share.
+    pub encoder_threads: usize,
+}
+
+impl Default for Recordings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            fps: 2.0,
+            interval_secs: 10,
+            before_secs: 10,
+            after_secs: 20,
+            max_duration_secs: 4 * 3600,
+            max_concurrent: 32,
+            max_disk_mb: 10 * 1024,
+            max_recording_mb: 1024,
+            encoder_threads: 1,
         }
     }
 }

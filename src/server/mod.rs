@@ -110,8 +110,11 @@ fn build(config: &Config, store: Option<Store>) -> Result<(App, Router), ServeEr
                     ..MirrorPolicy::default()
                 }),
             },
+            recordings: match (&store, &config.recordings, &config.store) {
+                (Some(_), Some(r), Some(st)) if r.enabled => Some(recording_settings(r, st)),
+                _ => None,
+            },
             store,
-            recordings: None,
         },
     ));
     let mounts = registry::mount(
@@ -159,6 +162,29 @@ fn build(config: &Config, store: Option<Store>) -> Result<(App, Router), ServeEr
     Ok((app, router))
 }
 
+fn recording_settings(
+    r: &config::Recordings,
+    store: &config::Store,
+) -> service::recordings::RecordingSettings {
+    let dir = r.dir.clone().unwrap_or_else(|| {
+        let mut dir = store.path.clone().into_os_string();
+        dir.push(".recordings");
+        dir.into()
+    });
+    service::recordings::RecordingSettings {
+        dir,
+        fps: r.fps,
+        interval: Duration::from_secs(r.interval_secs),
+        before: Duration::from_secs(r.before_secs),
+        after: Duration::from_secs(r.after_secs),
+        max_duration: Duration::from_secs(r.max_duration_secs),
+        max_concurrent: r.max_concurrent,
+        max_disk_bytes: r.max_disk_mb << 20,
+        max_recording_bytes: r.max_recording_mb << 20,
+        encoder_threads: r.encoder_threads,
+    }
+}
+
 /// What the pipeline says of each answer (`api::Answered`) becomes metrics.
 async fn answered(State(metrics): State<Arc<Metrics>>, mut response: Response) -> Response {
     if let Some(answered) = response.extensions_mut().remove::<Answered>() {
@@ -177,6 +203,14 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         None => None,
     };
     let (app, router) = build(&config, store)?;
+    // Before anything is served: recordings a crash cut are closed first.
+    let recordings = app.service.recordings();
+    if let Some(recordings) = &recordings {
+        match recordings.recover().await {
+            Ok(n) => tracing::info!(closed = n, "recordings recovered"),
+            Err(e) => tracing::error!(error = %e, "recordings' recovery failed"),
+        }
+    }
     let s = &config.server;
     let tls = match (&s.tls_cert, &s.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -225,6 +259,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     tracing::info!(grace_s = s.shutdown_grace_secs, "shutting down");
     crate::daemon::notify::stopping();
     let _ = stop.send(true);
+    if let Some(recordings) = &recordings {
+        // Closed with their digests, not left for the next start to cut.
+        recordings.stop_all(s.shutdown_grace()).await;
+    }
     if tokio::time::timeout(s.shutdown_grace(), server)
         .await
         .is_err()

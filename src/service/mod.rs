@@ -254,12 +254,19 @@ pub struct Settings {
 
 impl Screenshots {
     pub fn new(hypervisor: Hypervisor, settings: Settings) -> Self {
+        let capturer = match settings.fast_path {
+            Some(policy) => Capturer::with_mirrors(hypervisor, policy),
+            None => Capturer::new(hypervisor),
+        };
         Self {
+            recordings: match (&settings.store, settings.recordings) {
+                (Some(store), Some(rec)) => {
+                    recordings::Recordings::new(store.clone(), rec, capturer.clone())
+                }
+                _ => None,
+            },
             captures: Arc::new(Captures {
-                capturer: match settings.fast_path {
-                    Some(policy) => Capturer::with_mirrors(hypervisor, policy),
-                    None => Capturer::new(hypervisor),
-                },
+                capturer,
                 output: settings.output,
                 gate: Gate::new(settings.max_concurrent, settings.max_queued),
                 wake_settle: settings.wake_settle,
@@ -267,10 +274,6 @@ impl Screenshots {
             flights: Flights::new(),
             // The throttle's own handle on the store, which owns the slots.
             throttle: Throttle::new(settings.store.clone()),
-            recordings: match (&settings.store, settings.recordings) {
-                (Some(store), Some(rec)) => Some(recordings::Recordings::new(store.clone(), rec)),
-                _ => None,
-            },
             audit: settings.store.map(Audit::new),
         }
     }
@@ -338,34 +341,7 @@ impl Screenshots {
         id: &str,
         table: &BTreeMap<String, String>,
     ) -> Result<Domain, Error> {
-        let not_found = || Error::NotFound {
-            domain: id.to_owned(),
-        };
-        let domain = self.resolve(id, table).await.map_err(|e| match e {
-            Error::NotFound { .. } => not_found(),
-            e => e,
-        })?;
-        if !who.may_see(&domain, table) {
-            return Err(not_found());
-        }
-        Ok(domain)
-    }
-
-    async fn resolve(&self, id: &str, table: &BTreeMap<String, String>) -> Result<Domain, Error> {
-        let not_found = || Error::NotFound {
-            domain: id.to_owned(),
-        };
-        if let Some(reference) = table.get(id) {
-            return self.find(reference).await;
-        }
-        if let Some(entry) = self.hypervisor().find_instance(id).await? {
-            return Ok(entry.into());
-        }
-        let domain = self.find(id).await?;
-        if domain.instance_id.is_some() || table.values().any(|r| scope::names(r, &domain)) {
-            return Err(not_found());
-        }
-        Ok(domain)
+        find_instance(self.hypervisor(), who, id, table).await
     }
 
     /// A screenshot of `domain`, as found by `find` or `find_instance`.
@@ -442,6 +418,47 @@ impl Captures {
             .await
             .map_err(|e| timeout_by_name(e, "screenshot", &name))
     }
+}
+
+/// `Screenshots::find_instance`, for whatever holds a hypervisor.
+pub(crate) async fn find_instance(
+    hypervisor: &Hypervisor,
+    who: &Principal,
+    id: &str,
+    table: &BTreeMap<String, String>,
+) -> Result<Domain, Error> {
+    let not_found = || Error::NotFound {
+        domain: id.to_owned(),
+    };
+    let domain = resolve(hypervisor, id, table).await.map_err(|e| match e {
+        Error::NotFound { .. } => not_found(),
+        e => e,
+    })?;
+    if !who.may_see(&domain, table) {
+        return Err(not_found());
+    }
+    Ok(domain)
+}
+
+async fn resolve(
+    hypervisor: &Hypervisor,
+    id: &str,
+    table: &BTreeMap<String, String>,
+) -> Result<Domain, Error> {
+    let not_found = || Error::NotFound {
+        domain: id.to_owned(),
+    };
+    if let Some(reference) = table.get(id) {
+        return Ok(hypervisor.find(reference).await?.into());
+    }
+    if let Some(entry) = hypervisor.find_instance(id).await? {
+        return Ok(entry.into());
+    }
+    let domain: Domain = hypervisor.find(id).await?.into();
+    if domain.instance_id.is_some() || table.values().any(|r| scope::names(r, &domain)) {
+        return Err(not_found());
+    }
+    Ok(domain)
 }
 
 /// The error of a call made by UUID, a timeout told by the domain's name

@@ -1,6 +1,7 @@
 //! The durable store: what must outlive a restart or `kill -9` — capture
 //! jobs (Oracle's screen capture requests), Nova's instance actions and their
-//! events, replay nonces and per-guest throttle slots — in one SQLite
+//! events, replay nonces, per-guest throttle slots and screen recordings'
+//! rows (their files are the recordings service's) — in one SQLite
 //! database, with the images in a media directory beside it.
 //!
 //! Layout: `<path>` (the database, WAL mode: `<path>-wal`, `<path>-shm`),
@@ -27,6 +28,7 @@ mod jobs;
 mod limits;
 mod media;
 mod open;
+mod recordings;
 mod retain;
 mod worker;
 
@@ -43,6 +45,7 @@ use time::OffsetDateTime;
 pub use actions::{Action, ActionEvent, ActionPage, EventResult, NewAction};
 pub(crate) use jobs::{CancellationState, Job, JobFilter, JobState, JobStatus, NewJob};
 pub(crate) use limits::Slot;
+pub(crate) use recordings::{FileColumns, RecordingQuery, RecordingRow};
 pub use worker::Store;
 
 /// Where the store lives and how much it keeps.

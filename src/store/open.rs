@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_job_account.sql"),
     include_str!("migrations/0003_actions_changed.sql"),
+    include_str!("migrations/0004_recordings.sql"),
 ];
 
 /// The newest schema this binary knows.

@@ -127,6 +127,9 @@ struct Shared {
     alive: AtomicBool,
     published: Mutex<Published>,
     status: watch::Sender<Status>,
+    /// The generation, for subscribers that wake only when the screen
+    /// changed (recordings); also signalled once when the mirror dies.
+    changes: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -235,6 +238,7 @@ impl Mirror {
                 failure: None,
             }),
             status: watch::Sender::new(Status::Syncing),
+            changes: watch::Sender::new(0),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(run(
@@ -282,6 +286,13 @@ impl Mirror {
     /// Changes whenever the mirrored pixels change (and only then).
     pub fn generation(&self) -> u64 {
         self.handle.shared.published().generation
+    }
+
+    /// The generation as it changes: `changed()` wakes when the mirrored
+    /// pixels changed, or when the mirror died (check `is_alive`), and never
+    /// for a screen that stayed the same.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.handle.shared.changes.subscribe()
     }
 
     /// The screen, without copying it; `None` until it is complete, while a new screen
@@ -370,6 +381,7 @@ async fn run(
     }
     shared.alive.store(false, Ordering::Release);
     shared.status.send_replace(Status::Dead);
+    shared.changes.send_modify(|_| {});
 }
 
 /// Bytes asked of the socket per read. The buffer also needs room for one
@@ -457,14 +469,21 @@ async fn session(
                     heard = Instant::now();
                     probed = None;
                     let complete = canvas.complete();
-                    {
+                    let changed = {
                         let mut published = shared.published();
-                        if canvas.publish(&mut published.image) {
+                        let became_synced = complete && !published.synced;
+                        let changed = canvas.publish(&mut published.image);
+                        if changed {
                             published.generation += 1;
                             published.updated_at = heard;
                         }
                         published.heard_at = heard;
                         published.synced = complete;
+                        // A screen completed after a resize counts as a change.
+                        ((changed || became_synced) && complete).then_some(published.generation)
+                    };
+                    if let Some(generation) = changed {
+                        shared.changes.send_replace(generation);
                     }
                     if complete && sync_by.take().is_some() {
                         shared.status.send_replace(Status::Synced);

@@ -4,15 +4,50 @@
 //! each with the SHA-256 computed while writing.
 //!
 //! The dialects (Huawei Workspace first) call [`Recordings`]; it resolves and
-//! scopes the domain as screenshots do, and keeps one recorder a running
-//! recording. The implementation is filled in behind this API.
+//! scopes the domain as screenshots do (a principal sees a recording if it
+//! may see the domain as it was when recorded: a recording outlives its
+//! domain), and keeps one recorder task a running recording (`recorder`),
+//! whose frames are encoded on a bounded pool of threads (`pool`).
+//!
+//! One owner per piece of state: the row's status moves only through
+//! `machine`, written by the recorder's `finish` (or by `recover` at start,
+//! or by the uploads service for the upload moves); the `active` map holds
+//! the running recordings, each inserted by `start` and removed by its own
+//! recorder once its end is stored.
+//!
+//! Durability: a started recording's row is committed before `start`
+//! answers. The files are written a frame (a line) at a time, so `kill -9`
+//! leaves whole fragments and lines plus at most one torn one; at the next
+//! start `recover` trims them, recomputes the digests from the files and
+//! closes the row `REC_COMPLETED`, saying it was cut.
+//!
+//! Budget (`[recordings]`): at most `max_concurrent` recordings (OPERATION
+//! watchers included) and `max_disk_bytes` of files, refused with
+//! `OverBudget`; a recording stops by itself at `max_recording_bytes` or
+//! `max_duration`; all encoding shares `encoder_threads` threads, and a
+//! frame that finds its thread busy is dropped and written as a gap.
 
+mod machine;
+mod pool;
+mod recorder;
+mod recover;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use super::{Caller, Domain, Error, Principal};
+use crate::capture::Capturer;
+use crate::store::{FileColumns, RecordingQuery, RecordingRow, Store, StoreError};
+pub use machine::{Event, Refusal};
+use pool::{Pool, Progress};
+use recorder::{Plan, Recorder};
 
 /// What a recording covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -262,76 +297,690 @@ impl RecordingSettings {
 /// The recordings service; cheap to clone. See `Screenshots::recordings`.
 #[derive(Clone)]
 pub struct Recordings {
-    inner: std::sync::Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-struct Inner {
-    #[allow(dead_code)]
-    store: crate::store::Store,
-    #[allow(dead_code)]
+/// A running recording, as its owner (the recorder task) publishes it.
+struct Active {
+    stop: watch::Sender<bool>,
+    /// True once the recorder has written the row's end.
+    finished: watch::Receiver<bool>,
+    progress: Arc<Progress>,
+}
+
+pub(super) struct Inner {
+    store: Store,
     settings: RecordingSettings,
+    capturer: Capturer,
+    pool: Pool,
+    /// The running recordings, by id; their recorder tasks own them.
+    active: Mutex<HashMap<String, Active>>,
+    /// Bytes of the closed recordings' files (the store's sum, kept current).
+    closed_bytes: AtomicU64,
+}
+
+fn store_error(e: StoreError) -> Error {
+    match e {
+        StoreError::Refused(reason) => Error::Conflict { reason },
+        e => Error::Failed {
+            reason: "the store did not answer".into(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+impl Inner {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes on disk: closed recordings and what the running ones wrote.
+    fn disk_used(&self) -> u64 {
+        let live: u64 = self.active().values().map(|a| a.progress.bytes()).sum();
+        self.closed_bytes.load(Ordering::Relaxed) + live
+    }
+
+    /// An OPERATION recording's start is its ring's first frame.
+    async fn mark_triggered(&self, id: &str, start: OffsetDateTime) {
+        let start = crate::store::from_micros(crate::store::to_micros(start));
+        if let Err(e) = self
+            .store
+            .update_recording(id, move |row| {
+                row.start_time = start;
+                Ok(())
+            })
+            .await
+        {
+            tracing::warn!(recording = id, error = %e, "could not record the trigger time");
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.settings.dir.join(name)
+    }
+}
+
+/// The stored parameters of a recording.
+#[derive(serde::Serialize)]
+struct Params<'a> {
+    period_ms: u64,
+    max_duration_s: u64,
+    before_s: u64,
+    after_s: u64,
+    triggers: Vec<&'a str>,
 }
 
 impl Recordings {
-    pub(crate) fn new(store: crate::store::Store, settings: RecordingSettings) -> Self {
-        Self {
-            inner: std::sync::Arc::new(Inner { store, settings }),
+    pub(crate) fn new(
+        store: Store,
+        settings: RecordingSettings,
+        capturer: Capturer,
+    ) -> Option<Self> {
+        if let Err(e) = std::fs::create_dir_all(&settings.dir) {
+            tracing::error!(error = %e, "cannot create the recordings directory; recordings off");
+            return None;
         }
+        let pool = match Pool::new(settings.encoder_threads) {
+            Ok(pool) => pool,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the encoder threads; recordings off");
+                return None;
+            }
+        };
+        // SESSION and OPERATION follow the inventory's guest events.
+        capturer.hypervisor().start_inventory();
+        Some(Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                capturer,
+                pool,
+                active: Mutex::new(HashMap::new()),
+                closed_bytes: AtomicU64::new(0),
+            }),
+        })
     }
 
     pub fn settings(&self) -> &RecordingSettings {
         &self.inner.settings
     }
-}
 
-impl Recordings {
+    /// Recordings running now (OPERATION watchers included).
+    pub fn running(&self) -> usize {
+        self.inner.active().len()
+    }
+
+    fn plan(&self, req: &StartRecording) -> Result<Plan, Error> {
+        let s = &self.inner.settings;
+        let invalid = |reason: String| Err(Error::Invalid { reason });
+        let fps = req.fps.unwrap_or(s.fps);
+        if !(fps.is_finite() && (0.01..=MAX_FPS).contains(&fps)) {
+            return invalid(format!("fps must be between 0.01 and {MAX_FPS}"));
+        }
+        let period = match req.kind {
+            Kind::Interval => req.interval.unwrap_or(s.interval),
+            _ => Duration::from_secs_f64(1.0 / fps),
+        };
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&period) {
+            return invalid("the interval must be between 0.1 and 3600 seconds".into());
+        }
+        let max_duration = req.max_duration.unwrap_or(s.max_duration);
+        if max_duration.is_zero() || max_duration > s.max_duration {
+            return invalid(format!(
+                "the maximum duration must be between 1 and {} seconds",
+                s.max_duration.as_secs()
+            ));
+        }
+        let (before, after) = (req.before.unwrap_or(s.before), req.after.unwrap_or(s.after));
+        if before > MAX_AROUND || after > MAX_AROUND {
+            return invalid(format!(
+                "before and after must be at most {} seconds",
+                MAX_AROUND.as_secs()
+            ));
+        }
+        if req.triggers.len() > Trigger::ALL.len() {
+            return invalid("too many triggers".into());
+        }
+        let mut triggers = req.triggers.clone();
+        triggers.sort_by_key(|t| t.as_str());
+        triggers.dedup();
+        Ok(Plan {
+            kind: req.kind,
+            period,
+            max_duration,
+            before,
+            after,
+            triggers,
+        })
+    }
+
     /// Starts a recording of `instance` (a reference as `find_instance`
-    /// takes it). The row is committed `RECORDING` before this returns.
+    /// takes it: instance id, name or UUID). The row is committed `RECORDING`
+    /// before this returns, and its recorder is running.
     pub async fn start(
         &self,
-        _who: &Principal,
-        _instance: &str,
-        _req: StartRecording,
+        who: &Principal,
+        instance: &str,
+        req: StartRecording,
     ) -> Result<Recording, Error> {
-        Err(not_yet())
+        let plan = self.plan(&req)?;
+        if req.caller.request_id.len() > MAX_TEXT || req.caller.user.len() > MAX_TEXT {
+            return Err(Error::Invalid {
+                reason: "the request id or user is too long".into(),
+            });
+        }
+        let hv = self.inner.capturer.hypervisor();
+        let domain = super::find_instance(hv, who, instance, &BTreeMap::new()).await?;
+        let running = domain.state.is_none_or(|s| s.has_console());
+        if !running && plan.kind != Kind::Session {
+            return Err(Error::NotRunning {
+                domain: domain.name.clone(),
+                state: domain.state.expect("not running means known"),
+            });
+        }
+        let s = &self.inner.settings;
+        if self.inner.disk_used() >= s.max_disk_bytes {
+            return Err(Error::OverBudget {
+                what: format!(
+                    "the recordings use their disk budget ({} MB)",
+                    s.max_disk_bytes >> 20
+                ),
+            });
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let (stop, stop_rx) = watch::channel(false);
+        let (finished_tx, finished) = watch::channel(false);
+        let progress = Arc::new(Progress::default());
+        {
+            // The slot is taken before the row exists, so two starts cannot
+            // both pass the cap.
+            let mut active = self.inner.active();
+            if active.len() >= s.max_concurrent {
+                return Err(Error::OverBudget {
+                    what: format!(
+                        "{} recordings are running, the most this host allows",
+                        active.len()
+                    ),
+                });
+            }
+            active.insert(
+                id.clone(),
+                Active {
+                    stop,
+                    finished,
+                    progress: progress.clone(),
+                },
+            );
+        }
+        let release = |inner: &Inner, id: &str| {
+            inner.active().remove(id);
+        };
+        let (video, events) = (format!("{id}.mp4"), format!("{id}.events.jsonl"));
+        let params = serde_json::to_string(&Params {
+            period_ms: plan.period.as_millis() as u64,
+            max_duration_s: plan.max_duration.as_secs(),
+            before_s: plan.before.as_secs(),
+            after_s: plan.after.as_secs(),
+            triggers: plan.triggers.iter().map(|t| t.as_str()).collect(),
+        })
+        .unwrap_or_default();
+        // Subscribed before the row exists: no event after the answer is missed.
+        let domain_events = hv.inventory().map(|i| i.events());
+        let seat = match self
+            .inner
+            .pool
+            .open(
+                &id,
+                self.inner.path(&video),
+                self.inner.path(&events),
+                progress.clone(),
+            )
+            .await
+        {
+            Ok(seat) => seat,
+            Err(e) => {
+                release(&self.inner, &id);
+                return Err(Error::Failed {
+                    reason: "the recording's files could not be created".into(),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        let file = |name: String| {
+            Some(FileColumns {
+                name,
+                bytes: 0,
+                sha256: None,
+            })
+        };
+        let row = RecordingRow {
+            id: id.clone(),
+            domain_uuid: domain.uuid.clone(),
+            domain_name: domain.name.clone(),
+            instance_id: domain.instance_id.clone(),
+            domain_project: domain.project.clone(),
+            domain_user: domain.user.clone(),
+            kind: plan.kind.as_str().to_owned(),
+            status: Status::Recording.as_str().to_owned(),
+            reason: None,
+            dialect: who.dialect.to_owned(),
+            principal: who.id.clone(),
+            project: who.project.clone(),
+            request_id: req.caller.request_id.clone(),
+            params,
+            start_time: crate::store::now(),
+            end_time: None,
+            updated_at: crate::store::now(),
+            duration_ms: 0,
+            frames: 0,
+            video: file(video),
+            events: file(events),
+            upload_id: None,
+        };
+        let row = match self.inner.store.create_recording(row).await {
+            Ok(row) => row,
+            Err(e) => {
+                let _ = seat.close(Duration::ZERO).await;
+                release(&self.inner, &id);
+                return Err(store_error(e));
+            }
+        };
+        let recorder = Recorder {
+            inner: self.inner.clone(),
+            id: id.clone(),
+            uuid: domain.uuid.clone(),
+            plan,
+            seat,
+            progress,
+            running,
+            events: domain_events,
+            stop: stop_rx,
+        };
+        tokio::spawn(finish(self.inner.clone(), recorder, finished_tx));
+        tracing::info!(recording = %id, domain = %domain.name, kind = %row.kind, "recording started");
+        Ok(to_recording(row))
     }
 
     /// Stops a running recording; its files are closed and digested before
-    /// this returns `REC_COMPLETED`.
-    pub async fn stop(&self, _who: &Principal, _id: &str) -> Result<Recording, Error> {
-        Err(not_yet())
+    /// this returns it `REC_COMPLETED`. A recording that has ended is a
+    /// `Conflict`.
+    pub async fn stop(&self, who: &Principal, id: &str) -> Result<Recording, Error> {
+        let rec = self.get(who, id).await?;
+        let finished = {
+            let active = self.inner.active();
+            match active.get(&rec.id) {
+                Some(a) => {
+                    a.stop.send_replace(true);
+                    Some(a.finished.clone())
+                }
+                None => None,
+            }
+        };
+        let Some(mut finished) = finished else {
+            if rec.status == Status::Recording {
+                // Its recorder is closing it now.
+                return self.get(who, id).await;
+            }
+            return Err(Error::Conflict {
+                reason: format!("the recording is {}: it is not recording", rec.status),
+            });
+        };
+        // Closing flushes the last frame and fsyncs: bounded by the disk.
+        let _ = tokio::time::timeout(STOP_WITHIN, finished.wait_for(|f| *f)).await;
+        self.get(who, id).await
     }
 
-    pub async fn get(&self, _who: &Principal, _id: &str) -> Result<Recording, Error> {
-        Err(not_yet())
+    /// The recording `id` if `who` may see its domain (an admin sees all); one
+    /// out of scope is not found, in the same words as one that does not exist.
+    pub async fn get(&self, who: &Principal, id: &str) -> Result<Recording, Error> {
+        let not_found = || Error::NoSuchRecording {
+            id: id.chars().take(64).collect(),
+        };
+        if id.len() > MAX_TEXT {
+            return Err(not_found());
+        }
+        let row = self
+            .inner
+            .store
+            .get_recording(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(not_found)?;
+        let rec = self.with_progress(to_recording(row));
+        if !who.may_see(&rec.domain, &BTreeMap::new()) {
+            return Err(not_found());
+        }
+        Ok(rec)
     }
 
-    pub async fn list(&self, _who: &Principal, _filter: &ListFilter) -> Result<Page, Error> {
-        Err(not_yet())
+    /// A running recording's sizes as written so far.
+    fn with_progress(&self, mut rec: Recording) -> Recording {
+        if let Some(a) = self.inner.active().get(&rec.id) {
+            let p = &a.progress;
+            if let Some(v) = &mut rec.video {
+                v.bytes = p.video_bytes.load(Ordering::Relaxed);
+            }
+            if let Some(e) = &mut rec.events {
+                e.bytes = p.events_bytes.load(Ordering::Relaxed);
+            }
+            rec.frames = p.frames.load(Ordering::Relaxed);
+            rec.duration = (OffsetDateTime::now_utc() - rec.start_time)
+                .try_into()
+                .unwrap_or_default();
+        }
+        rec
     }
 
-    /// Deletes up to `MAX_DELETE` recordings, rows and files; every id must
-    /// name a recording `who` sees. Returns the deletion's job id.
-    pub async fn delete(&self, _who: &Principal, _ids: &[String]) -> Result<String, Error> {
-        Err(not_yet())
+    /// The recordings `who` may see that match `filter`, a page of them.
+    pub async fn list(&self, who: &Principal, filter: &ListFilter) -> Result<Page, Error> {
+        if filter.domain_names.len() > MAX_NAMES
+            || filter.domain_names.iter().any(|n| n.len() > MAX_TEXT)
+            || filter.username.as_ref().is_some_and(|u| u.len() > MAX_TEXT)
+            || filter
+                .domain_uuid
+                .as_ref()
+                .is_some_and(|u| u.len() > MAX_TEXT)
+        {
+            return Err(Error::Invalid {
+                reason: format!("at most {MAX_NAMES} names of at most {MAX_TEXT} bytes"),
+            });
+        }
+        let mut query = RecordingQuery {
+            domain_uuid: filter.domain_uuid.clone(),
+            domain_names: filter.domain_names.clone(),
+            username: filter.username.clone(),
+            status: filter.status.map(|s| s.as_str().to_owned()),
+            kind: filter.kind.map(|k| k.as_str().to_owned()),
+            from: Some(filter.from),
+            to: Some(filter.to),
+            ascending: filter.ascending,
+            offset: filter.offset,
+            limit: filter.limit.min(MAX_PAGE),
+            ..RecordingQuery::default()
+        };
+        if !who.is_admin() {
+            query.domain_project = who.project.clone();
+            if who.allow.is_some() {
+                // An allow list names instances several ways: the rows are
+                // checked one by one below, over every match.
+                query.offset = 0;
+                query.limit = u64::MAX >> 1;
+            }
+        }
+        let (rows, total) = self
+            .inner
+            .store
+            .list_recordings(query)
+            .await
+            .map_err(store_error)?;
+        let mut items: Vec<Recording> = rows.into_iter().map(to_recording).collect();
+        let mut total = total;
+        if !who.is_admin() && who.allow.is_some() {
+            items.retain(|r| who.may_see(&r.domain, &BTreeMap::new()));
+            total = items.len() as u64;
+            items = items
+                .into_iter()
+                .skip(filter.offset.try_into().unwrap_or(usize::MAX))
+                .take(filter.limit.min(MAX_PAGE) as usize)
+                .collect();
+        }
+        let items = items.into_iter().map(|r| self.with_progress(r)).collect();
+        Ok(Page { items, total })
     }
 
-    pub async fn open(
-        &self,
-        _who: &Principal,
-        _id: &str,
-        _file: FileKind,
-    ) -> Result<OpenFile, Error> {
-        Err(not_yet())
+    /// Deletes up to `MAX_DELETE` recordings, rows then files; every id must
+    /// name a finished recording `who` sees, else nothing is deleted.
+    /// Returns the deletion's job id; the deletion is done when it returns.
+    pub async fn delete(&self, who: &Principal, ids: &[String]) -> Result<String, Error> {
+        if ids.is_empty() || ids.len() > MAX_DELETE {
+            return Err(Error::Invalid {
+                reason: format!("between 1 and {MAX_DELETE} recordings a call"),
+            });
+        }
+        let mut doomed = Vec::new();
+        for id in ids {
+            let rec = self.get(who, id).await?;
+            if !machine::deletable(rec.status) {
+                return Err(Error::Conflict {
+                    reason: format!("recording '{}' is {}: stop it first", rec.id, rec.status),
+                });
+            }
+            doomed.push(rec);
+        }
+        let ids: Vec<String> = doomed.iter().map(|r| r.id.clone()).collect();
+        self.inner
+            .store
+            .delete_recordings(ids)
+            .await
+            .map_err(store_error)?;
+        for rec in &doomed {
+            for f in [&rec.video, &rec.events].into_iter().flatten() {
+                match tokio::fs::remove_file(self.inner.path(&f.name)).await {
+                    Ok(()) => {
+                        let _ = self.inner.closed_bytes.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |b| Some(b.saturating_sub(f.bytes)),
+                        );
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(recording = %rec.id, error = %e, "could not remove a recording's file")
+                    }
+                }
+            }
+        }
+        Ok(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// One of the recording's files, open for reading. A running
+    /// recording's file is readable as written so far (no digest yet).
+    pub async fn open(&self, who: &Principal, id: &str, file: FileKind) -> Result<OpenFile, Error> {
+        let rec = self.get(who, id).await?;
+        let media = match file {
+            FileKind::Video => rec.video,
+            FileKind::Events => rec.events,
+        };
+        let not_found = || Error::NoSuchRecording { id: rec.id.clone() };
+        let media = media.ok_or_else(not_found)?;
+        let opened = tokio::fs::File::open(self.inner.path(&media.name))
+            .await
+            .map_err(|_| not_found())?;
+        let len = opened.metadata().await.map_err(|_| not_found())?.len();
+        Ok(OpenFile {
+            file: opened,
+            name: media.name,
+            len,
+            sha256: media.sha256,
+            content_type: file.content_type(),
+        })
+    }
+
+    /// Stops every running recording and waits, at most `within`, for their
+    /// files to close (at shutdown).
+    pub async fn stop_all(&self, within: Duration) {
+        let waits: Vec<_> = self
+            .inner
+            .active()
+            .values()
+            .map(|a| {
+                a.stop.send_replace(true);
+                a.finished.clone()
+            })
+            .collect();
+        let all = futures_util::future::join_all(waits.into_iter().map(|mut f| async move {
+            let _ = f.wait_for(|done| *done).await;
+        }));
+        let _ = tokio::time::timeout(within, all).await;
+    }
+
+    /// At start: every recording a crash left `RECORDING` is closed with what
+    /// was written (see `recover`), and the disk in use is counted. Returns
+    /// how many were closed.
+    pub async fn recover(&self) -> Result<usize, Error> {
+        let rows = self
+            .inner
+            .store
+            .recordings_in(Status::Recording.as_str())
+            .await
+            .map_err(store_error)?;
+        let mut closed = 0;
+        for row in rows {
+            if self.inner.active().contains_key(&row.id) {
+                continue;
+            }
+            let dir = self.inner.settings.dir.clone();
+            let names = (row.video.clone(), row.events.clone());
+            let found = tokio::task::spawn_blocking(move || recover::salvage(&dir, names))
+                .await
+                .map_err(|e| Error::Failed {
+                    reason: "the recovery failed".into(),
+                    detail: e.to_string(),
+                })?;
+            let updated = self
+                .inner
+                .store
+                .update_recording(&row.id, move |r| {
+                    let (status, reason) = machine::apply(
+                        Status::Recording,
+                        &Event::Complete {
+                            reason: Some(recover::CUT.to_owned()),
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                    r.status = status.as_str().to_owned();
+                    r.reason = reason;
+                    found.apply(r);
+                    Ok(())
+                })
+                .await
+                .map_err(store_error)?;
+            tracing::info!(recording = %updated.id, frames = updated.frames, "recording cut by a restart, closed");
+            closed += 1;
+        }
+        let used = self
+            .inner
+            .store
+            .recording_bytes()
+            .await
+            .map_err(store_error)?;
+        self.inner.closed_bytes.store(used, Ordering::Relaxed);
+        Ok(closed)
+    }
+}
+
+/// Runs the recorder, then writes how it ended: the machine's move, the
+/// files' sizes and digests, in one transaction; then frees its slot.
+async fn finish(inner: Arc<Inner>, recorder: Recorder, finished: watch::Sender<bool>) {
+    let id = recorder.id.clone();
+    let (ended, seat) = recorder.run().await;
+    let closed = seat.close(ended.duration).await;
+    let (event, files) = match closed {
+        Ok(c) => (
+            Event::Complete {
+                reason: ended.reason.clone(),
+            },
+            Some(c),
+        ),
+        Err(e) => {
+            tracing::warn!(recording = %id, error = %e, "recording failed");
+            (Event::Fail("writing the recording failed".into()), None)
+        }
+    };
+    let bytes = files.as_ref().map_or(0, |c| {
+        c.events_bytes + c.video.as_ref().map_or(0, |v| v.bytes)
+    });
+    let result = inner
+        .store
+        .update_recording(&id, move |r| {
+            let from = r.status.parse::<Status>().map_err(|e| e.to_string())?;
+            let (status, reason) = machine::apply(from, &event).map_err(|e| e.to_string())?;
+            r.status = status.as_str().to_owned();
+            r.reason = reason;
+            r.start_time = crate::store::from_micros(crate::store::to_micros(ended.start));
+            r.end_time = Some(crate::store::from_micros(crate::store::to_micros(
+                ended.end,
+            )));
+            r.duration_ms = ended.duration.as_millis() as u64;
+            if let Some(c) = files {
+                match (&mut r.video, c.video) {
+                    (Some(v), Some(w)) => {
+                        v.bytes = w.bytes;
+                        v.sha256 = Some(w.sha256);
+                        r.frames = w.frames;
+                    }
+                    // No frame, no video file.
+                    (v, _) => *v = None,
+                }
+                if let Some(e) = &mut r.events {
+                    e.bytes = c.events_bytes;
+                    e.sha256 = Some(c.events_sha256);
+                }
+            }
+            Ok(())
+        })
+        .await;
+    match result {
+        Ok(row) => {
+            inner.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
+            tracing::info!(recording = %id, status = %row.status, frames = row.frames, "recording ended");
+        }
+        Err(e) => {
+            tracing::error!(recording = %id, error = %e, "recording's end not stored; the next start closes it")
+        }
+    }
+    inner.active().remove(&id);
+    finished.send_replace(true);
+}
+
+fn to_recording(row: RecordingRow) -> Recording {
+    let file = |f: Option<FileColumns>| {
+        f.map(|f| MediaFile {
+            name: f.name,
+            bytes: f.bytes,
+            sha256: f.sha256,
+        })
+    };
+    Recording {
+        domain: Domain {
+            name: row.domain_name,
+            uuid: row.domain_uuid,
+            state: None,
+            instance_id: row.instance_id,
+            project: row.domain_project,
+            user: row.domain_user,
+        },
+        // The schema allows only the known words.
+        kind: row.kind.parse().unwrap_or(Kind::Full),
+        status: row.status.parse().unwrap_or(Status::RecFailed),
+        reason: row.reason,
+        dialect: row.dialect,
+        principal: row.principal,
+        project: row.project,
+        request_id: row.request_id,
+        start_time: row.start_time,
+        end_time: row.end_time,
+        updated_at: row.updated_at,
+        duration: Duration::from_millis(row.duration_ms),
+        frames: row.frames,
+        video: file(row.video),
+        events: file(row.events),
+        upload_id: row.upload_id,
+        id: row.id,
     }
 }
 
 /// Recordings one `delete` takes at most.
 pub const MAX_DELETE: usize = 10;
-
-fn not_yet() -> Error {
-    Error::Unavailable {
-        what: "recordings",
-        detail: "not implemented yet".into(),
-    }
-}
+/// Recordings one page holds at most.
+pub const MAX_PAGE: u64 = 1000;
+/// Domain names one list filters by at most.
+pub const MAX_NAMES: usize = 100;
+/// Bytes of an id, a name, a user, at most.
+const MAX_TEXT: usize = 255;
+/// Frames a second a recording takes at most.
+const MAX_FPS: f64 = 30.0;
+/// OPERATION's before and after, at most.
+const MAX_AROUND: Duration = Duration::from_secs(300);
+/// How long `stop` waits for the files to close.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
