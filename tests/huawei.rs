@@ -289,7 +289,8 @@ fn a_recording_is_started_listed_shown_downloaded_and_deleted() {
     let _lock = common::host::LibvirtdLock::shared();
     common::host::ensure_libvirtd();
     let dir = tempdir();
-    let guest = common::owned::Owned::running(&format!("vmshot-hw-a-{}", std::process::id()), PROJECT_A);
+    let guest =
+        common::owned::Owned::running(&format!("vmshot-hw-a-{}", std::process::id()), PROJECT_A);
     let d = Daemon::start("", &sections(&dir));
     let url = endpoint(&d);
     let records = "/v2/{project}/screen-records";
@@ -311,38 +312,70 @@ fn a_recording_is_started_listed_shown_downloaded_and_deleted() {
     let id = record["id"].as_str().unwrap().to_owned();
 
     // Project B neither sees nor stops it; the admin sees it.
-    let b = huawei(&url, PROJECT_B_KEY, Some(PROJECT_B), &json!([
-        {"call": "list"}, {"call": "show", "id": id},
-    ]));
+    let b = huawei(
+        &url,
+        PROJECT_B_KEY,
+        Some(PROJECT_B),
+        &json!([
+            {"call": "list"}, {"call": "show", "id": id},
+        ]),
+    );
     assert_eq!(b[0]["body"]["total_count"], 0, "{}", b[0]);
     assert_eq!(refused(&b[1]).1, "WKS.0202");
-    let stop_b = raw(&d, PROJECT_B_KEY, PROJECT_B, json!({"call": "raw", "method": "POST",
-        "path": format!("{records}/{id}/stop")}));
+    let stop_b = raw(
+        &d,
+        PROJECT_B_KEY,
+        PROJECT_B,
+        json!({"call": "raw", "method": "POST",
+        "path": format!("{records}/{id}/stop")}),
+    );
     assert_eq!(raw_reply(&stop_b).0, 404);
-    let admin = huawei(&url, ADMIN_KEY, Some(PROJECT_B), &json!([{"call": "show", "id": id}]));
+    let admin = huawei(
+        &url,
+        ADMIN_KEY,
+        Some(PROJECT_B),
+        &json!([{"call": "show", "id": id}]),
+    );
     assert_eq!(admin[0]["body"]["id"], id, "{}", admin[0]);
 
     // Frames arrive; then stop: closed, with digests.
-    wait_for_record(&d, &id, "the video grows", |r| r["size"].as_u64().unwrap_or(0) > 0);
-    let stopped = raw(&d, PROJECT_A_KEY, PROJECT_A, json!({"call": "raw", "method": "POST",
-        "path": format!("{records}/{id}/stop")}));
+    wait_for_record(&d, &id, "the video grows", |r| {
+        r["size"].as_u64().unwrap_or(0) > 0
+    });
+    let stopped = raw(
+        &d,
+        PROJECT_A_KEY,
+        PROJECT_A,
+        json!({"call": "raw", "method": "POST",
+        "path": format!("{records}/{id}/stop")}),
+    );
     let (status, stopped) = raw_reply(&stopped);
     assert_eq!(status, 200, "{stopped}");
     assert_eq!(stopped["status"], "REC_COMPLETED");
     let video_sha = stopped["video_file_sha256"].as_str().unwrap().to_owned();
     let events_sha = stopped["event_file_sha256"].as_str().unwrap().to_owned();
-    let again = raw(&d, PROJECT_A_KEY, PROJECT_A, json!({"call": "raw", "method": "POST",
-        "path": format!("{records}/{id}/stop"), "headers": {"X-Retry": "1"}}));
+    let again = raw(
+        &d,
+        PROJECT_A_KEY,
+        PROJECT_A,
+        json!({"call": "raw", "method": "POST",
+        "path": format!("{records}/{id}/stop"), "headers": {"X-Retry": "1"}}),
+    );
     assert_eq!(raw_reply(&again).1["error_code"], "WKS.0409");
 
     // The SDK shows and lists it with every field.
-    let lines = huawei(&url, PROJECT_A_KEY, Some(PROJECT_A), &json!([
-        {"call": "show", "id": id},
-        {"call": "list", "params": {"desktop_id": guest.uuid}},
-        {"call": "list", "params": {"desktop_names": format!("{},other", guest.name), "type": "FULL", "status": "REC_COMPLETED"}},
-        {"call": "list", "params": {"type": "INTERVAL"}},
-        {"call": "list", "params": {"end_time": "2020-01-01 00:00:00"}},
-    ]));
+    let lines = huawei(
+        &url,
+        PROJECT_A_KEY,
+        Some(PROJECT_A),
+        &json!([
+            {"call": "show", "id": id},
+            {"call": "list", "params": {"desktop_id": guest.uuid}},
+            {"call": "list", "params": {"desktop_names": format!("{},other", guest.name), "type": "FULL", "status": "REC_COMPLETED"}},
+            {"call": "list", "params": {"type": "INTERVAL"}},
+            {"call": "list", "params": {"end_time": "2020-01-01 00:00:00"}},
+        ]),
+    );
     let shown = &lines[0]["body"];
     assert_eq!(shown["video_file_sha256"], video_sha.as_str(), "{shown}");
     assert_eq!(shown["event_file_sha256"], events_sha.as_str());
@@ -364,43 +397,70 @@ fn a_recording_is_started_listed_shown_downloaded_and_deleted() {
         if let Some(r) = range {
             headers.insert("Range".into(), r.into());
         }
-        raw(&d, PROJECT_A_KEY, PROJECT_A, json!({"call": "raw", "method": method,
-            "path": format!("{records}/{id}/{file}"), "headers": headers}))
+        raw(
+            &d,
+            PROJECT_A_KEY,
+            PROJECT_A,
+            json!({"call": "raw", "method": method,
+            "path": format!("{records}/{id}/{file}"), "headers": headers}),
+        )
     };
     let whole = get("video", None, "GET");
     assert_eq!(whole["status_code"], 200);
     assert_eq!(raw_body(&whole), on_disk);
     assert_eq!(raw_header(&whole, "accept-ranges"), Some("bytes"));
-    assert_eq!(raw_header(&whole, "x-vmshot-sha256"), Some(video_sha.as_str()));
+    assert_eq!(
+        raw_header(&whole, "x-vmshot-sha256"),
+        Some(video_sha.as_str())
+    );
     assert_eq!(raw_header(&whole, "content-type"), Some("video/mp4"));
     let head = get("video", Some("bytes=0-99".into()), "GET");
     assert_eq!(head["status_code"], 206);
     assert_eq!(raw_body(&head), on_disk[..100]);
-    assert_eq!(raw_header(&head, "content-range"), Some(format!("bytes 0-99/{len}").as_str()));
+    assert_eq!(
+        raw_header(&head, "content-range"),
+        Some(format!("bytes 0-99/{len}").as_str())
+    );
     let tail = get("video", Some("bytes=-10".into()), "GET");
     assert_eq!(raw_body(&tail), on_disk[len - 10..]);
     let middle = get("video", Some(format!("bytes={}-", len / 2)), "GET");
     assert_eq!(raw_body(&middle), on_disk[len / 2..]);
     let outside = get("video", Some(format!("bytes={len}-")), "GET");
     assert_eq!(outside["status_code"], 416);
-    assert_eq!(raw_header(&outside, "content-range"), Some(format!("bytes */{len}").as_str()));
+    assert_eq!(
+        raw_header(&outside, "content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
     let only_head = get("video", None, "HEAD");
     assert_eq!(only_head["status_code"], 200);
-    assert_eq!(raw_header(&only_head, "content-length"), Some(len.to_string().as_str()));
+    assert_eq!(
+        raw_header(&only_head, "content-length"),
+        Some(len.to_string().as_str())
+    );
     assert!(raw_body(&only_head).is_empty());
     let events = get("events", None, "GET");
     let events_on_disk = find_file(&files, shown["event_filename"].as_str().unwrap());
     assert_eq!(raw_body(&events), events_on_disk);
     assert_eq!(sha256_hex(&events_on_disk), events_sha);
-    let b_download = raw(&d, PROJECT_B_KEY, PROJECT_B, json!({"call": "raw", "method": "GET",
-        "path": format!("{records}/{id}/video")}));
+    let b_download = raw(
+        &d,
+        PROJECT_B_KEY,
+        PROJECT_B,
+        json!({"call": "raw", "method": "GET",
+        "path": format!("{records}/{id}/video")}),
+    );
     assert_eq!(raw_reply(&b_download).0, 404);
 
     // BatchDelete: a job id, then nothing left, files included.
-    let lines = huawei(&url, PROJECT_A_KEY, Some(PROJECT_A), &json!([
-        {"call": "delete", "ids": [id]},
-        {"call": "show", "id": id},
-    ]));
+    let lines = huawei(
+        &url,
+        PROJECT_A_KEY,
+        Some(PROJECT_A),
+        &json!([
+            {"call": "delete", "ids": [id]},
+            {"call": "show", "id": id},
+        ]),
+    );
     assert_eq!(lines[0]["ok"], true, "{}", lines[0]);
     assert!(!lines[0]["body"]["job_id"].as_str().unwrap().is_empty());
     assert_eq!(refused(&lines[1]).1, "WKS.0202");

@@ -49,9 +49,10 @@ impl Client {
             // signed request carries a nonce that vmshot refuses twice.
             Err(Ok(NotSent(_))) if reused => {
                 self.conn = None;
-                self.exchange(method, target, headers, body).map_err(|e| match e {
-                    Ok(NotSent(e)) | Err(e) => e,
-                })
+                self.exchange(method, target, headers, body)
+                    .map_err(|e| match e {
+                        Ok(NotSent(e)) | Err(e) => e,
+                    })
             }
             Err(Ok(NotSent(e)) | Err(e)) => {
                 self.conn = None;
