@@ -30,16 +30,29 @@ impl Client {
 
     /// GET `target`; the whole reply, whatever its status.
     pub fn get(&mut self, target: &str) -> Result<Reply, String> {
+        self.request("GET", target, &[], b"")
+    }
+
+    /// `method target` with `headers` and `body`; the whole reply, whatever
+    /// its status.
+    pub fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Reply, String> {
         let reused = self.conn.is_some();
-        match self.exchange(target) {
+        match self.exchange(method, target, headers, body) {
             Ok(reply) => Ok(reply),
             // Only a request the server cannot have seen is sent again: a
             // signed request carries a nonce that vmshot refuses twice.
             Err(Ok(NotSent(_))) if reused => {
                 self.conn = None;
-                self.exchange(target).map_err(|e| match e {
-                    Ok(NotSent(e)) | Err(e) => e,
-                })
+                self.exchange(method, target, headers, body)
+                    .map_err(|e| match e {
+                        Ok(NotSent(e)) | Err(e) => e,
+                    })
             }
             Err(Ok(NotSent(e)) | Err(e)) => {
                 self.conn = None;
@@ -48,7 +61,13 @@ impl Client {
         }
     }
 
-    fn exchange(&mut self, target: &str) -> Result<Reply, Result<NotSent, String>> {
+    fn exchange(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Reply, Result<NotSent, String>> {
         if self.conn.is_none() {
             let stream = TcpStream::connect(self.addr)
                 .map_err(|e| Err(format!("connect to {}: {e}", self.addr)))?;
@@ -58,9 +77,18 @@ impl Client {
         }
         let addr = self.addr;
         let conn = self.conn.as_mut().expect("connected above");
-        let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
         conn.get_mut()
-            .write_all(request.as_bytes())
+            .write_all(&bytes)
             .map_err(|e| Ok(NotSent(format!("send: {e}"))))?;
 
         let mut line = String::new();

@@ -50,7 +50,7 @@ pub struct FixtureEnv {
 }
 
 impl FixtureEnv {
-    fn script(&self, args: &[&str]) -> Result<(), String> {
+    pub fn script(&self, args: &[&str]) -> Result<(), String> {
         let status = Command::new("bash")
             .arg(self.repo.join("fixtures/fixtures.sh"))
             .args(args)
@@ -66,7 +66,7 @@ impl FixtureEnv {
         }
     }
 
-    fn virsh(&self, args: &[&str]) -> Option<String> {
+    pub fn virsh(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("virsh")
             .args(["-q", "-c", &self.uri])
             .args(args)

@@ -213,15 +213,21 @@ pub fn machine(uri: &str, python: &Path) -> String {
 /// Puts `section` between the markers of `path`, keeping the rest of the
 /// file; a file without markers gets them, with the section, at its end.
 pub fn write_section(path: &Path, section: &str) -> Result<(), String> {
+    write_between(path, BEGIN, END, section)
+}
+
+/// `write_section` between markers of the caller's choosing (another
+/// benchmark's table in the same file).
+pub fn write_between(path: &Path, begin: &str, end: &str, section: &str) -> Result<(), String> {
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let block = format!("{BEGIN}\n{}\n{END}", section.trim_end());
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let block = format!("{begin}\n{}\n{end}", section.trim_end());
+    let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{block}{}", &old[..b], &old[e + END.len()..])
+            format!("{}{block}{}", &old[..b], &old[e + end.len()..])
         }
         _ if old.is_empty() => format!("{block}\n"),
         _ => format!("{}\n\n{block}\n", old.trim_end()),
