@@ -300,7 +300,7 @@ impl Ctx {
             }
             Err(e) => return Err(e),
         }
-        let (digest, len) = target.digest(&name).await?;
+        let (digest, len) = target.digest(&name, row.chunk_bytes).await?;
         if digest != row.sha256 || len != row.bytes {
             tracing::warn!(upload = row.id, target_name = tname, %digest, len,
                            "the object read back differs from the media");
