@@ -296,15 +296,19 @@ fn io_error(e: std::io::Error, reason: &str) -> StepError {
 fn classify(e: object_store::Error, doing: &str) -> StepError {
     use object_store::Error as E;
     let detail = e.to_string();
+    let in_upload = doing == "take a chunk" || doing == "complete the upload";
     match e {
+        // S3 says 404 NoSuchUpload for an upload it no longer has; s3s-fs
+        // says 403. Within an upload that opened, a 403 is taken for the
+        // former: starting over opens a new one, and credentials that are
+        // really refused fail there, fatally.
+        E::PermissionDenied { .. } if in_upload => StepError::Lost { detail },
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => fatal(
             format!("the target refused the credentials when asked to {doing}"),
             detail,
         ),
         // A multipart upload that is not (or no longer) there.
-        E::NotFound { .. } if doing != "open the upload" && doing != "give the object back" => {
-            StepError::Lost { detail }
-        }
+        E::NotFound { .. } if in_upload => StepError::Lost { detail },
         E::NotFound { .. } => retry(format!("the target found nothing to {doing}"), detail),
         E::InvalidPath { .. } => fatal("the object's name is not valid", detail),
         E::Generic { ref source, .. } => {

@@ -322,3 +322,77 @@ fn an_s3_upload_cut_after_a_part_resumes_under_the_same_multipart_id() {
     store_rt.shutdown_background();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The server lost the multipart upload (aborted behind vmshot's back, as a
+/// lifecycle rule or a server restarted empty would): the resume is refused
+/// (S3's `NoSuchUpload`; s3s-fs says `AccessDenied`), starts over under a
+/// new id, and still completes whole.
+#[test]
+fn a_multipart_upload_the_server_lost_starts_over_under_a_new_id() {
+    use object_store::multipart::MultipartStore;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp("s3-lost");
+    let s3 = S3s::start(&dir.join("s3"), "bkt");
+    let bytes: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 239) as u8).collect();
+    let m = media(&dir, "rec/lost.bin", &bytes);
+    let settings = |pause: Duration| UploadSettings {
+        chunk_bytes: 5 << 20,
+        chunk_pause: pause,
+        backoff: Duration::from_millis(50),
+        targets: vec![s3.target("bkt")],
+        ..UploadSettings::default()
+    };
+    let store_rt = tokio::runtime::Runtime::new().unwrap();
+    let store = store_rt
+        .block_on(Store::open(StoreSettings::new(dir.join("s.db"))))
+        .unwrap();
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (id, lost) = first.block_on(async {
+        let uploads = Uploads::start(store.clone(), settings(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let id = uploads.submit(m.clone(), owner()).await.unwrap();
+        for _ in 0..600 {
+            if uploads.status(id).await.unwrap().targets[0].uploaded_chunks == 1 {
+                let row = store.get_upload(id.0).await.unwrap().unwrap();
+                return (id, row.targets[0].multipart_id.clone().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the first part never went: {:?}", uploads.status(id).await);
+    });
+    first.shutdown_background();
+
+    let status = store_rt.block_on(async {
+        let TargetSettings::S3(t) = s3.target("bkt") else {
+            unreachable!()
+        };
+        let client = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(t.endpoint.unwrap())
+            .with_allow_http(true)
+            .with_bucket_name("bkt")
+            .with_region("us-east-1")
+            .with_access_key_id(t.access_key_id)
+            .with_secret_access_key(t.secret_access_key)
+            .build()
+            .unwrap();
+        client
+            .abort_multipart(&object_store::path::Path::from("p/rec/lost.bin"), &lost)
+            .await
+            .unwrap();
+        let uploads = Uploads::start(store.clone(), settings(Duration::ZERO))
+            .await
+            .unwrap();
+        let status = uploads.finished(id).await.unwrap();
+        let row = store.get_upload(id.0).await.unwrap().unwrap();
+        assert_ne!(row.targets[0].multipart_id.as_deref(), Some(lost.as_str()));
+        status
+    });
+    assert_eq!(status.state, UploadState::Completed, "{status:?}");
+    assert_eq!(status.targets[0].attempts, 1, "{status:?}");
+    let object = std::fs::read(dir.join("s3/bkt/p/rec/lost.bin")).unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object)), m.sha256);
+    drop(store);
+    store_rt.shutdown_background();
+    let _ = std::fs::remove_dir_all(&dir);
+}
