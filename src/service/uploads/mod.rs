@@ -401,6 +401,13 @@ impl Uploads {
         Ok(id)
     }
 
+    /// The newest upload of the object `key` with this digest, if any: how
+    /// a caller that kept no id finds its upload again after a restart.
+    pub async fn find(&self, key: &str, sha256: &str) -> Result<Option<UploadId>, Error> {
+        let found = self.inner.store.find_upload(key, sha256).await;
+        Ok(found.map_err(store_error)?.map(UploadId))
+    }
+
     /// The upload's status as the store has it.
     pub async fn status(&self, id: UploadId) -> Result<UploadStatus, Error> {
         let row = self

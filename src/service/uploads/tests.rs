@@ -47,6 +47,35 @@ fn owner() -> Owner {
     }
 }
 
+#[test]
+fn owners_are_seen_by_themselves_their_tenant_and_admins() {
+    let owner = Owner {
+        dialect: "oracle".into(),
+        principal: "alice".into(),
+        project: Some("p1".into()),
+    };
+    let who = |dialect, id: &str, project: Option<&str>, admin: bool| Principal {
+        project: project.map(str::to_owned),
+        roles: if admin {
+            [super::super::scope::ADMIN_ROLE.to_owned()].into()
+        } else {
+            Default::default()
+        },
+        ..Principal::unlimited(dialect, id)
+    };
+    assert!(owner.may_see(&who("oracle", "alice", None, false)));
+    assert!(owner.may_see(&who("marketplace", "partner", Some("p1"), false)));
+    assert!(owner.may_see(&who("marketplace", "root", Some("p2"), true)));
+    assert!(!owner.may_see(&who("marketplace", "partner", Some("p2"), false)));
+    assert!(!owner.may_see(&who("marketplace", "alice", None, false)));
+    assert!(!owner.may_see(&who("oracle", "bob", None, false)));
+    let no_project = Owner {
+        project: None,
+        ..owner
+    };
+    assert!(!no_project.may_see(&who("marketplace", "partner", None, false)));
+}
+
 #[tokio::test]
 async fn a_directory_upload_lands_whole_and_is_checked() {
     let dir = temp("dir");
