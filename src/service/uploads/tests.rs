@@ -139,6 +139,49 @@ async fn a_directory_upload_lands_whole_and_is_checked() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `max_concurrent` bounds the uploads running at once: the next waits
+/// `pending` until one ends, and then goes.
+#[tokio::test]
+async fn uploads_beyond_max_concurrent_wait_their_turn() {
+    let dir = temp("turns");
+    let store = Store::open(StoreSettings::new(dir.join("s.db")))
+        .await
+        .unwrap();
+    let out = dir.join("out");
+    let one_at_a_time = UploadSettings {
+        max_concurrent: 1,
+        chunk_pause: Duration::from_millis(100),
+        ..settings(&out)
+    };
+    let uploads = Uploads::start(store, one_at_a_time).await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let m = media(&sub, &format!("t/{name}.bin"), &[name.as_bytes()[0]; 3000]);
+        ids.push(uploads.submit(m, owner()).await.unwrap());
+    }
+    // The first takes three chunks of 100 ms pauses: the second is seen
+    // waiting while it runs.
+    let mut first = uploads.watch(ids[0]).await.unwrap();
+    first
+        .wait_for(|s| *s != UploadState::Pending)
+        .await
+        .unwrap();
+    let second = uploads.status(ids[1]).await.unwrap().state;
+    assert_eq!(
+        uploads.status(ids[0]).await.unwrap().state,
+        UploadState::Uploading
+    );
+    assert_eq!(second, UploadState::Pending);
+    for id in ids {
+        let done = uploads.finished(id).await.unwrap();
+        assert_eq!(done.state, UploadState::Completed, "{done:?}");
+    }
+    assert_eq!(std::fs::read(out.join("t/b.bin")).unwrap(), [b'b'; 3000]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A restart finds chunks recorded by the run before it and sends only the
 /// rest: the store's rows are what a resume trusts.
 #[tokio::test]
