@@ -353,6 +353,14 @@ impl Uploads {
     /// it; returns at once with its id.
     pub async fn submit(&self, media: Media, owner: Owner) -> Result<UploadId, Error> {
         check_media(&media)?;
+        // The size now, cheaply; the digest is checked when the upload runs.
+        let size = tokio::fs::metadata(&media.path).await.map(|m| m.len());
+        if size.as_ref().ok() != Some(&media.bytes) {
+            return Err(Error::Failed {
+                reason: "the media file is missing or not of the size given".into(),
+                detail: format!("{}: {size:?}", media.path.display()),
+            });
+        }
         let settings = &self.inner.settings;
         let s3 = settings.targets.iter().any(|t| t.kind() == TargetKind::S3);
         if s3 && chunk_count(media.bytes, settings.chunk_bytes) > settings::MAX_PARTS {

@@ -122,6 +122,11 @@ async fn a_directory_upload_lands_whole_and_is_checked() {
     );
     assert!(!out.join("rec/two.bin").exists());
 
+    // A file that is not there, or not of the size given, is refused.
+    let mut short = media(&dir, "rec/three.bin", b"abc");
+    short.bytes = 4;
+    assert!(uploads.submit(short, owner()).await.is_err());
+
     // Names that could climb out of the directory are refused up front.
     for key in ["../x", "/abs", "a//b", "a/./b", "", "sp ace"] {
         let m = media(&dir, key, b"x");
