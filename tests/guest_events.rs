@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::events_guest::EventsGuest;
-use common::host::{ensure_libvirtd, restart_libvirtd, uri, virsh, LibvirtdLock};
+use common::host::{ensure_libvirtd, qemu_pid, restart_libvirtd, uri, virsh, LibvirtdLock};
 use common::image_check::{blue_share, decode_rgb};
 use tokio::sync::broadcast::{self, error::RecvError};
 use vmshot::hypervisor::{DomainEvent, DomainState, GuestEvent, Hypervisor, Inventory, Settings};
@@ -297,7 +297,7 @@ async fn a_guest_told_to_panic_after_some_seconds_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_starved_watchdog_is_a_watchdog_event_then_a_reboot() {
+async fn a_starved_watchdog_is_a_watchdog_event_then_a_reboot_and_a_killed_qemu_a_crash() {
     let _lock = LibvirtdLock::shared();
     let (_hypervisor, inventory) = live_inventory().await;
     let guest = blocking(|| EventsGuest::define("wdt", "")).await;
@@ -328,6 +328,24 @@ async fn a_starved_watchdog_is_a_watchdog_event_then_a_reboot() {
         guest
     })
     .await;
+
+    // Its QEMU killed: a crash seen from outside, then the stop.
+    let pid = qemu_pid(&name);
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    events
+        .next(
+            "QEMU killed",
+            GuestEvent::Crashed { panicked: false },
+            "failed",
+        )
+        .await;
+    events
+        .next("QEMU gone", GuestEvent::Stopped, "failed")
+        .await;
     drop(guest);
 }
 
