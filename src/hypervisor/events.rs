@@ -12,19 +12,20 @@
 //!   guest or virsh reboot  Rebooted                  (QEMU's reset; the guest keeps running)
 //!   virsh reset            Rebooted
 //!   virsh shutdown         Shutdown(guest), Stopped(shutdown)     (if the guest obeys ACPI)
-//!   virsh destroy          Shutdown(host), Stopped(destroyed)
+//!   virsh destroy          Shutdown(host) (mostly), Stopped(destroyed)
 //!   pvpanic, on_crash
 //!     preserve             Crashed{panicked}(panicked)  (paused, panic on screen)
 //!     destroy              Crashed{panicked}(panicked), Stopped(crashed)
-//!     restart              Crashed{panicked}(panicked), Stopped(crashed), Started(booted)
+//!     restart              Crashed{panicked}(panicked), Rebooted     (QEMU is reset, not restarted)
 //!   QEMU dies              Crashed{panicked: false}(failed), Stopped(failed)
 //!   watchdog expires       Watchdog(reset|poweroff|…) then what its action does
 //! ```
 //!
-//! QEMU reports one reboot as a run of resets about 0.1 s apart (the guest's,
-//! then SeaBIOS's own on the way up: three for a guest reboot, two for a
-//! watchdog reset, measured); `Publisher` makes one `Rebooted` of a run, the
-//! first, so that a recording starts once per reboot.
+//! (Each measured on the events guest, fixtures/wake/README.md.) QEMU reports
+//! one reboot as a run of resets 0.01-0.8 s apart (the guest's, then
+//! SeaBIOS's own on the way up: three for a guest reboot or a panic with
+//! on_crash=restart, two for a watchdog reset); `Publisher` makes one
+//! `Rebooted` of a run, the first, so that a recording starts once per reboot.
 //!
 //! Events that come while libvirtd is unreachable are lost: libvirt does not
 //! replay them. After a reconnect the inventory's table (and its `Change`s)
