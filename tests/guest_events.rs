@@ -12,7 +12,10 @@ use common::events_guest::EventsGuest;
 use common::host::{ensure_libvirtd, qemu_pid, restart_libvirtd, uri, virsh, LibvirtdLock};
 use common::image_check::{blue_share, decode_rgb};
 use tokio::sync::broadcast::{self, error::RecvError};
-use vmshot::hypervisor::{DomainEvent, DomainState, GuestEvent, Hypervisor, Inventory, Settings};
+use vmshot::capture::{Frame, Layout};
+use vmshot::hypervisor::{
+    DomainEvent, DomainState, GuestEvent, Hypervisor, Inventory, Mirror, Settings,
+};
 
 /// A TCG boot to the guest's "ready" (6-10 s on a quiet host, 85 s seen on a
 /// 2-CPU host loaded to 13), with room for a busier one.
@@ -210,10 +213,12 @@ async fn a_pvpanic_panic_is_a_panicked_crash_with_the_panic_on_screen() {
         guest
     })
     .await;
-    // Its banner first: blue.
+    // Its banner first: blue. A VNC mirror (what recordings read) follows it.
     let shot = hypervisor.screenshot(&name, 0).await.unwrap();
     let banner = decode_rgb(&shot.payload);
     assert!(blue_share(&banner) > 0.8, "{}", blue_share(&banner));
+    let mirror = Mirror::open(&hypervisor, &name).await.unwrap();
+    assert!(mirror.wait_synced(SOON).await, "{:?}", mirror.failure());
 
     let guest = blocking(move || {
         guest.key("KEY_P");
@@ -260,6 +265,23 @@ async fn a_pvpanic_panic_is_a_panicked_crash_with_the_panic_on_screen() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let again = decode_rgb(&hypervisor.screenshot(&name, 0).await.unwrap().payload);
     assert!(again == screen, "the panic screen changed");
+    // The mirror opened before the panic reaches the same pixels, and so
+    // does one opened on the crashed domain.
+    let start = Instant::now();
+    while mirror.snapshot().map(|s| to_rgb(&s.frame)).as_ref() != Some(&screen) {
+        assert!(
+            start.elapsed() < SOON,
+            "the mirror did not follow the panic"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the mirror showed the panic screen {:.0} ms after the screenshot",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let after = Mirror::open(&hypervisor, &name).await.unwrap();
+    assert!(after.wait_synced(SOON).await, "{:?}", after.failure());
+    assert!(to_rgb(&after.snapshot().unwrap().frame) == screen);
 
     run(&["destroy", &name]).await;
     let seen = events
@@ -400,6 +422,17 @@ async fn run(args: &[&str]) {
         virsh(&args);
     })
     .await;
+}
+
+/// A mirror's BGRX frame as RGB.
+fn to_rgb(frame: &Frame) -> image::RgbImage {
+    assert_eq!(frame.layout, Layout::Bgrx8);
+    let rgb = frame
+        .pixels()
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    image::RgbImage::from_raw(frame.width as u32, frame.height as u32, rgb).unwrap()
 }
 
 /// Share of pixels that are fbcon's red background (170, 0, 0).
