@@ -174,8 +174,19 @@ impl Uploads {
                     }
                 }
                 TargetKind::S3 => {
-                    if t.bucket.as_deref().is_none_or(str::is_empty) {
-                        return bad(format!("s3 target '{}' needs a bucket", t.name));
+                    // S3's rule, checked here rather than met as a 400 at
+                    // the first upload.
+                    let bucket = t.bucket.as_deref().unwrap_or("");
+                    let bucket_ok = (3..=63).contains(&bucket.len())
+                        && bucket.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                        });
+                    if !bucket_ok {
+                        return bad(format!(
+                            "s3 target '{}' needs a bucket of 3 to 63 lowercase letters, \
+                             digits, '.' or '-'",
+                            t.name
+                        ));
                     }
                     if t.credentials_file.is_none() {
                         return bad(format!("s3 target '{}' needs a credentials_file", t.name));
@@ -226,7 +237,7 @@ mod tests {
         let u = c.uploads.unwrap();
         assert_eq!((u.chunk_bytes(), u.max_attempts), (8 << 20, 5));
         assert!(parse("[uploads]\n").unwrap_err().contains("at least one"));
-        let s3 = "[[uploads.targets]]\nname = \"obs\"\nkind = \"s3\"\nbucket = \"b\"\n\
+        let s3 = "[[uploads.targets]]\nname = \"obs\"\nkind = \"s3\"\nbucket = \"bkt\"\n\
                   credentials_file = \"/k\"\nendpoint = \"http://127.0.0.1:9000\"\n";
         assert!(parse(s3).unwrap_err().contains("allow_http"));
         assert!(parse(&format!("{s3}allow_http = true\n")).is_ok());
@@ -241,5 +252,9 @@ mod tests {
         assert!(parse(&dir.replace("local", "a b")).is_err());
         assert!(parse(&format!("{dir}bucket = \"x\"\n")).is_err());
         assert!(parse(&format!("{dir}colour = 1\n")).is_err());
+        let caps = s3.replace("bkt", "Bkt");
+        assert!(parse(&format!("{caps}allow_http = true\n"))
+            .unwrap_err()
+            .contains("bucket"));
     }
 }

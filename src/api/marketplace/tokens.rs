@@ -97,6 +97,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_example_parses() {
+        let tokens = Tokens::parse(include_str!("../../../systemd/marketplace-tokens.toml"));
+        assert_eq!(tokens.unwrap().len(), 1);
+    }
+
+    #[test]
     fn bearer_tokens_name_their_principal() {
         let tokens = Tokens::parse(
             "[[token]]\nid = \"0123456789abcdef\"\nuser = \"p@x\"\nproject = \"p1\"\n",

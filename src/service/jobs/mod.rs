@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use machine::Event;
 
-use super::uploads::{Media as UploadMedia, Owner, TargetKind, UploadId, UploadState};
+use super::uploads::{Media as UploadMedia, Owner, TargetKind, UploadState};
 use super::{Caller, Domain, Error, Interval, Principal, ScreenshotRequest, Screenshots};
 use crate::store::{JobFilter, JobStatus, NewJob, Store, StoreError};
 
@@ -341,13 +341,8 @@ impl Jobs {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         let key = format!("captures/{file}");
-        let id = match self
-            .store
-            .find_upload(&key, sha256)
-            .await
-            .map_err(store_error)?
-        {
-            Some(id) => UploadId(id),
+        let id = match uploads.find(&key, sha256).await? {
+            Some(id) => id,
             None => {
                 let media = UploadMedia {
                     path: path.clone(),

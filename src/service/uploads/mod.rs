@@ -353,6 +353,14 @@ impl Uploads {
     /// it; returns at once with its id.
     pub async fn submit(&self, media: Media, owner: Owner) -> Result<UploadId, Error> {
         check_media(&media)?;
+        // The size now, cheaply; the digest is checked when the upload runs.
+        let size = tokio::fs::metadata(&media.path).await.map(|m| m.len());
+        if size.as_ref().ok() != Some(&media.bytes) {
+            return Err(Error::Failed {
+                reason: "the media file is missing or not of the size given".into(),
+                detail: format!("{}: {size:?}", media.path.display()),
+            });
+        }
         let settings = &self.inner.settings;
         let s3 = settings.targets.iter().any(|t| t.kind() == TargetKind::S3);
         if s3 && chunk_count(media.bytes, settings.chunk_bytes) > settings::MAX_PARTS {
@@ -399,6 +407,13 @@ impl Uploads {
         // but while the runtime shuts down, and then recovery queues it.
         let _ = self.inner.queue.send(id);
         Ok(id)
+    }
+
+    /// The newest upload of the object `key` with this digest, if any: how
+    /// a caller that kept no id finds its upload again after a restart.
+    pub async fn find(&self, key: &str, sha256: &str) -> Result<Option<UploadId>, Error> {
+        let found = self.inner.store.find_upload(key, sha256).await;
+        Ok(found.map_err(store_error)?.map(UploadId))
     }
 
     /// The upload's status as the store has it.

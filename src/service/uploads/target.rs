@@ -13,7 +13,6 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::multipart::{MultipartStore, PartId};
@@ -247,23 +246,27 @@ impl Target {
         }
     }
 
-    /// Reads the object back: its SHA-256 (lowercase hex) and length.
-    pub(super) async fn digest(&self, name: &str) -> Result<(String, u64), StepError> {
+    /// Reads the object back, `chunk` bytes a request (each within the
+    /// request timeout, however large the object): its SHA-256 (lowercase
+    /// hex) and length.
+    pub(super) async fn digest(&self, name: &str, chunk: u64) -> Result<(String, u64), StepError> {
         let path = object_path(name)?;
         let store: &dyn ObjectStore = match &self.kind {
             Kind::S3(s3) => s3.as_ref(),
             Kind::Dir { local, .. } => local.as_ref(),
         };
-        let mut stream = store
-            .get(&path)
-            .await
-            .map_err(|e| classify(e, "give the object back"))?
-            .into_stream();
-        let (mut hasher, mut len) = (Sha256::new(), 0u64);
-        while let Some(bytes) = stream.next().await {
-            let bytes = bytes.map_err(|e| classify(e, "give the object back"))?;
-            len += bytes.len() as u64;
+        let reading = |e| classify(e, "give the object back");
+        let len = store.head(&path).await.map_err(reading)?.size;
+        let mut hasher = Sha256::new();
+        let mut offset = 0;
+        while offset < len {
+            let end = len.min(offset + chunk.max(1));
+            let bytes = store.get_range(&path, offset..end).await.map_err(reading)?;
+            if bytes.len() as u64 != end - offset {
+                return Err(retry("the target gave back a short read", ""));
+            }
             hasher.update(&bytes);
+            offset = end;
         }
         Ok((hex::encode(hasher.finalize()), len))
     }
@@ -293,15 +296,19 @@ fn io_error(e: std::io::Error, reason: &str) -> StepError {
 fn classify(e: object_store::Error, doing: &str) -> StepError {
     use object_store::Error as E;
     let detail = e.to_string();
+    let in_upload = doing == "take a chunk" || doing == "complete the upload";
     match e {
+        // S3 says 404 NoSuchUpload for an upload it no longer has; s3s-fs
+        // says 403. Within an upload that opened, a 403 is taken for the
+        // former: starting over opens a new one, and credentials that are
+        // really refused fail there, fatally.
+        E::PermissionDenied { .. } if in_upload => StepError::Lost { detail },
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => fatal(
             format!("the target refused the credentials when asked to {doing}"),
             detail,
         ),
         // A multipart upload that is not (or no longer) there.
-        E::NotFound { .. } if doing != "open the upload" && doing != "give the object back" => {
-            StepError::Lost { detail }
-        }
+        E::NotFound { .. } if in_upload => StepError::Lost { detail },
         E::NotFound { .. } => retry(format!("the target found nothing to {doing}"), detail),
         E::InvalidPath { .. } => fatal("the object's name is not valid", detail),
         E::Generic { ref source, .. } => {

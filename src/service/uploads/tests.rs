@@ -47,6 +47,35 @@ fn owner() -> Owner {
     }
 }
 
+#[test]
+fn owners_are_seen_by_themselves_their_tenant_and_admins() {
+    let owner = Owner {
+        dialect: "oracle".into(),
+        principal: "alice".into(),
+        project: Some("p1".into()),
+    };
+    let who = |dialect, id: &str, project: Option<&str>, admin: bool| Principal {
+        project: project.map(str::to_owned),
+        roles: if admin {
+            [super::super::scope::ADMIN_ROLE.to_owned()].into()
+        } else {
+            Default::default()
+        },
+        ..Principal::unlimited(dialect, id)
+    };
+    assert!(owner.may_see(&who("oracle", "alice", None, false)));
+    assert!(owner.may_see(&who("marketplace", "partner", Some("p1"), false)));
+    assert!(owner.may_see(&who("marketplace", "root", Some("p2"), true)));
+    assert!(!owner.may_see(&who("marketplace", "partner", Some("p2"), false)));
+    assert!(!owner.may_see(&who("marketplace", "alice", None, false)));
+    assert!(!owner.may_see(&who("oracle", "bob", None, false)));
+    let no_project = Owner {
+        project: None,
+        ..owner
+    };
+    assert!(!no_project.may_see(&who("marketplace", "partner", None, false)));
+}
+
 #[tokio::test]
 async fn a_directory_upload_lands_whole_and_is_checked() {
     let dir = temp("dir");
@@ -93,6 +122,11 @@ async fn a_directory_upload_lands_whole_and_is_checked() {
     );
     assert!(!out.join("rec/two.bin").exists());
 
+    // A file that is not there, or not of the size given, is refused.
+    let mut short = media(&dir, "rec/three.bin", b"abc");
+    short.bytes = 4;
+    assert!(uploads.submit(short, owner()).await.is_err());
+
     // Names that could climb out of the directory are refused up front.
     for key in ["../x", "/abs", "a//b", "a/./b", "", "sp ace"] {
         let m = media(&dir, key, b"x");
@@ -107,6 +141,49 @@ async fn a_directory_upload_lands_whole_and_is_checked() {
         Err(Error::NoSuchUpload { .. })
     ));
     assert_eq!(std::fs::read(out.join("rec/one.bin")).unwrap(), bytes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `max_concurrent` bounds the uploads running at once: the next waits
+/// `pending` until one ends, and then goes.
+#[tokio::test]
+async fn uploads_beyond_max_concurrent_wait_their_turn() {
+    let dir = temp("turns");
+    let store = Store::open(StoreSettings::new(dir.join("s.db")))
+        .await
+        .unwrap();
+    let out = dir.join("out");
+    let one_at_a_time = UploadSettings {
+        max_concurrent: 1,
+        chunk_pause: Duration::from_millis(100),
+        ..settings(&out)
+    };
+    let uploads = Uploads::start(store, one_at_a_time).await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let m = media(&sub, &format!("t/{name}.bin"), &[name.as_bytes()[0]; 3000]);
+        ids.push(uploads.submit(m, owner()).await.unwrap());
+    }
+    // The first takes three chunks of 100 ms pauses: the second is seen
+    // waiting while it runs.
+    let mut first = uploads.watch(ids[0]).await.unwrap();
+    first
+        .wait_for(|s| *s != UploadState::Pending)
+        .await
+        .unwrap();
+    let second = uploads.status(ids[1]).await.unwrap().state;
+    assert_eq!(
+        uploads.status(ids[0]).await.unwrap().state,
+        UploadState::Uploading
+    );
+    assert_eq!(second, UploadState::Pending);
+    for id in ids {
+        let done = uploads.finished(id).await.unwrap();
+        assert_eq!(done.state, UploadState::Completed, "{done:?}");
+    }
+    assert_eq!(std::fs::read(out.join("t/b.bin")).unwrap(), [b'b'; 3000]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -181,5 +258,218 @@ async fn a_restart_resumes_from_the_recorded_chunks() {
     assert_eq!(status.state, UploadState::Completed, "{status:?}");
     assert_eq!(status.targets[0].attempts, 1, "{status:?}");
     assert_eq!(std::fs::read(out.join("r.bin")).unwrap(), bytes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// s3s-fs (built by tests/s3/setup.sh) on a free port over `dir`, with the
+/// bucket `bucket` and a key pair; killed when dropped.
+struct S3s {
+    child: std::process::Child,
+    endpoint: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl S3s {
+    fn start(dir: &std::path::Path, bucket: &str) -> Self {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = repo.join("target/s3s-fs");
+        let built = std::process::Command::new("bash")
+            .arg(repo.join("tests/s3/setup.sh"))
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(built.success(), "tests/s3/setup.sh failed");
+        std::fs::create_dir_all(dir.join(bucket)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (access_key, secret_key) = (
+            "AKUNITTEST0000000001".to_owned(),
+            uuid::Uuid::new_v4().to_string(),
+        );
+        let child = std::process::Command::new(root.join("bin/s3s-fs"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", &access_key, "--secret-key", &secret_key])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            endpoint: format!("http://{addr}"),
+            access_key,
+            secret_key,
+        }
+    }
+
+    fn target(&self, bucket: &str) -> TargetSettings {
+        TargetSettings::S3(S3Target {
+            name: "obs".into(),
+            endpoint: Some(self.endpoint.clone()),
+            bucket: bucket.into(),
+            region: "us-east-1".into(),
+            prefix: "p/".into(),
+            access_key_id: self.access_key.clone(),
+            secret_access_key: self.secret_key.clone(),
+            allow_http: true,
+        })
+    }
+}
+
+impl Drop for S3s {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three 5 MiB parts to a real S3 server; the uploader's runtime is torn
+/// down after the first part (what a crash leaves: the store's rows and an
+/// open multipart upload on the server), and a new `Uploads` on the same
+/// store finishes it under the same multipart upload id, with the object
+/// read back whole.
+#[test]
+fn an_s3_upload_cut_after_a_part_resumes_under_the_same_multipart_id() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let dir = temp("s3");
+    let s3 = S3s::start(&dir.join("s3"), "bkt");
+    let bytes: Vec<u8> = (0..(11u32 << 20) + 123).map(|i| (i % 241) as u8).collect();
+    let m = media(&dir, "rec/big.bin", &bytes);
+    let settings = |pause: Duration| UploadSettings {
+        chunk_bytes: 5 << 20,
+        chunk_pause: pause,
+        backoff: Duration::from_millis(50),
+        targets: vec![s3.target("bkt")],
+        ..UploadSettings::default()
+    };
+    let store_rt = tokio::runtime::Runtime::new().unwrap();
+    let store = store_rt
+        .block_on(Store::open(StoreSettings::new(dir.join("s.db"))))
+        .unwrap();
+
+    // The first uploader, on a runtime of its own, stopped after a part.
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (id, multipart) = first.block_on(async {
+        let uploads = Uploads::start(store.clone(), settings(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let id = uploads.submit(m.clone(), owner()).await.unwrap();
+        for _ in 0..600 {
+            if uploads.status(id).await.unwrap().targets[0].uploaded_chunks == 1 {
+                let row = store.get_upload(id.0).await.unwrap().unwrap();
+                return (id, row.targets[0].multipart_id.clone().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the first part never went: {:?}", uploads.status(id).await);
+    });
+    first.shutdown_background();
+
+    let status = store_rt.block_on(async {
+        let uploads = Uploads::start(store.clone(), settings(Duration::ZERO))
+            .await
+            .unwrap();
+        let status = uploads.finished(id).await.unwrap();
+        let row = store.get_upload(id.0).await.unwrap().unwrap();
+        assert_eq!(
+            row.targets[0].multipart_id.as_deref(),
+            Some(multipart.as_str())
+        );
+        status
+    });
+    assert_eq!(status.state, UploadState::Completed, "{status:?}");
+    let t = &status.targets[0];
+    assert_eq!((t.uploaded_chunks, t.total_chunks, t.attempts), (3, 3, 0));
+    assert_eq!(t.uri.as_deref(), Some("s3://bkt/p/rec/big.bin"));
+    let object = std::fs::read(dir.join("s3/bkt/p/rec/big.bin")).unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object)), m.sha256);
+    drop(store);
+    store_rt.shutdown_background();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The server lost the multipart upload (aborted behind vmshot's back, as a
+/// lifecycle rule or a server restarted empty would): the resume is refused
+/// (S3's `NoSuchUpload`; s3s-fs says `AccessDenied`), starts over under a
+/// new id, and still completes whole.
+#[test]
+fn a_multipart_upload_the_server_lost_starts_over_under_a_new_id() {
+    use object_store::multipart::MultipartStore;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp("s3-lost");
+    let s3 = S3s::start(&dir.join("s3"), "bkt");
+    let bytes: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 239) as u8).collect();
+    let m = media(&dir, "rec/lost.bin", &bytes);
+    let settings = |pause: Duration| UploadSettings {
+        chunk_bytes: 5 << 20,
+        chunk_pause: pause,
+        backoff: Duration::from_millis(50),
+        targets: vec![s3.target("bkt")],
+        ..UploadSettings::default()
+    };
+    let store_rt = tokio::runtime::Runtime::new().unwrap();
+    let store = store_rt
+        .block_on(Store::open(StoreSettings::new(dir.join("s.db"))))
+        .unwrap();
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (id, lost) = first.block_on(async {
+        let uploads = Uploads::start(store.clone(), settings(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let id = uploads.submit(m.clone(), owner()).await.unwrap();
+        for _ in 0..600 {
+            if uploads.status(id).await.unwrap().targets[0].uploaded_chunks == 1 {
+                let row = store.get_upload(id.0).await.unwrap().unwrap();
+                return (id, row.targets[0].multipart_id.clone().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the first part never went: {:?}", uploads.status(id).await);
+    });
+    first.shutdown_background();
+
+    let status = store_rt.block_on(async {
+        let TargetSettings::S3(t) = s3.target("bkt") else {
+            unreachable!()
+        };
+        let client = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(t.endpoint.unwrap())
+            .with_allow_http(true)
+            .with_bucket_name("bkt")
+            .with_region("us-east-1")
+            .with_access_key_id(t.access_key_id)
+            .with_secret_access_key(t.secret_access_key)
+            .build()
+            .unwrap();
+        client
+            .abort_multipart(&object_store::path::Path::from("p/rec/lost.bin"), &lost)
+            .await
+            .unwrap();
+        let uploads = Uploads::start(store.clone(), settings(Duration::ZERO))
+            .await
+            .unwrap();
+        let status = uploads.finished(id).await.unwrap();
+        let row = store.get_upload(id.0).await.unwrap().unwrap();
+        assert_ne!(row.targets[0].multipart_id.as_deref(), Some(lost.as_str()));
+        status
+    });
+    assert_eq!(status.state, UploadState::Completed, "{status:?}");
+    assert_eq!(status.targets[0].attempts, 1, "{status:?}");
+    let object = std::fs::read(dir.join("s3/bkt/p/rec/lost.bin")).unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object)), m.sha256);
+    drop(store);
+    store_rt.shutdown_background();
     let _ = std::fs::remove_dir_all(&dir);
 }

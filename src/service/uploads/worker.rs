@@ -87,11 +87,14 @@ impl Owner {
 
 impl Ctx {
     async fn upload(self: Arc<Self>, id: UploadId) {
-        if let Err(e) = self.upload_targets(id).await {
-            // The store did not answer: the rows say where it stood, and the
-            // next start resumes from there.
+        // Only the store can fail a run (a target's failure is the target's
+        // state): the rows say where it stood, so the run starts again from
+        // them, after a pause, until the store answers. Its watchers keep
+        // waiting meanwhile rather than see an end that did not happen.
+        while let Err(e) = self.upload_targets(id).await {
             tracing::warn!(upload = %id, error = %e, detail = e.detail().unwrap_or(""),
-                           "upload stopped");
+                           "upload interrupted; it starts again from the store's rows");
+            tokio::time::sleep(self.settings.max_backoff).await;
         }
     }
 
@@ -300,7 +303,7 @@ impl Ctx {
             }
             Err(e) => return Err(e),
         }
-        let (digest, len) = target.digest(&name).await?;
+        let (digest, len) = target.digest(&name, row.chunk_bytes).await?;
         if digest != row.sha256 || len != row.bytes {
             tracing::warn!(upload = row.id, target_name = tname, %digest, len,
                            "the object read back differs from the media");
