@@ -135,7 +135,7 @@ fn the_sdk_lists_an_empty_project_and_sees_each_refusal_as_huaweis() {
     assert_eq!(refused(&lines[5]).1, "WKS.0001");
     let (status, code, _) = refused(&lines[6]);
     assert_eq!(
-        (status, code),
+        (status, code.as_str()),
         (404, "WKS.0202"),
         "deleting what is not there"
     );
