@@ -604,9 +604,9 @@ fn the_list_filters_pages_and_sorts_and_starts_are_refused_in_workspaces_words()
         (vec![second.clone()], 2),
         "a page of one"
     );
-    assert_eq!(ids(3), [second.clone()]);
-    assert_eq!(ids(4), [first.clone()]);
-    assert_eq!(ids(5), [second.clone()]);
+    assert_eq!(ids(3), [second.as_str()]);
+    assert_eq!(ids(4), [first.as_str()]);
+    assert_eq!(ids(5), [second.as_str()]);
     assert_eq!(total(6), 0);
     assert_eq!((ids(7).len(), total(7)), (0, 2), "limit 0 counts");
     assert_eq!(total(8), 0, "outside the window");
