@@ -202,6 +202,11 @@ fn signatures_are_checked_for_time_replay_and_project_and_tokens_stand_in() {
             {"call": "raw", "method": "GET", "path": list, "sign": false,
              "headers": {"X-Auth-Token": "huawei-test-token-unknown-000001"}},
             {"call": "raw", "method": "GET", "path": list, "sign": false},
+            // Signed for another host: not to be replayed here.
+            {"call": "raw", "method": "GET", "path": list, "query": {"limit": 4},
+             "headers": {"Host": "vmshot.elsewhere.example"}},
+            // A body past the server's limit (64 KiB).
+            {"call": "raw", "method": "POST", "path": list, "body": "x".repeat(70_000)},
         ]),
     );
     let replies: Vec<(u64, Value)> = lines.iter().map(raw_reply).collect();
@@ -236,6 +241,9 @@ fn signatures_are_checked_for_time_replay_and_project_and_tokens_stand_in() {
     auth(&replies[8], "expired");
     auth(&replies[9], "not valid");
     auth(&replies[10], "no Authorization");
+    auth(&replies[11], "signed for the host");
+    assert_eq!(replies[12].0, 413, "{:?}", replies[12]);
+    assert_eq!(replies[12].1["error_code"], "APIGW.0201");
 }
 
 /// A raw call's body bytes and one header.
