@@ -5,7 +5,9 @@
 //! an events file of JSON lines; a static screen costs almost nothing; a
 //! SESSION follows its domain's start and stop; the budget refuses past its
 //! limits; a recording cut by `kill -9` is closed at the next start, still
-//! playable. Needs ffmpeg (scripts/setup-host.sh installs it).
+//! playable; a guest panic (pvpanic) and a reboot of the events guest
+//! (tests/common/events_guest.rs) each trigger an armed OPERATION recording
+//! that holds the seconds before the event. Needs ffmpeg (scripts/setup-host.sh installs it).
 
 mod common;
 
@@ -20,14 +22,15 @@ use time::OffsetDateTime;
 use vmshot::capture::{MirrorPolicy, Output};
 use vmshot::hypervisor::{Hypervisor, Settings as HvSettings};
 use vmshot::service::recordings::{
-    FileKind, Kind, ListFilter, RecordingSettings, Recordings, StartRecording, Status,
+    FileKind, Kind, ListFilter, RecordingSettings, Recordings, StartRecording, Status, Trigger,
 };
 use vmshot::service::{Caller, Error, Principal, Screenshots, Settings};
 use vmshot::store::{Store, StoreSettings};
 
+use common::events_guest::EventsGuest;
 use common::fixtures::{self, NO_BOOT_DEVICE, PATTERN};
 use common::host::{uri, virsh, LibvirtdLock};
-use common::image_check::{decode_rgb, psnr};
+use common::image_check::{blue_share, decode_rgb, psnr, red_share};
 use common::owned::Owned;
 
 /// A service with a store and recordings in `dir`, as the daemon builds it.
@@ -633,4 +636,123 @@ async fn a_recording_cut_by_kill_9_is_closed_playable_at_the_next_start() {
     assert!(text.ends_with('\n'));
     // Recovering again finds nothing to do.
     assert_eq!(recordings.recover().await.unwrap(), 0);
+}
+
+/// Arms an OPERATION recording on a booted events guest, makes the event
+/// with `key`, and returns the finished recording with its frames decoded
+/// and its events file, once the `after` seconds are recorded.
+async fn operation(
+    tag: &str,
+    trigger: Trigger,
+    key: &str,
+) -> (
+    vmshot::service::recordings::Recording,
+    Vec<image::RgbImage>,
+    Vec<serde_json::Value>,
+) {
+    let dir = fixtures::tempdir();
+    let service = service(&dir, |_| {}).await;
+    let recordings = service.recordings().unwrap();
+    let tag = tag.to_owned();
+    let guest = tokio::task::spawn_blocking(move || {
+        let guest = EventsGuest::define(&tag, "");
+        guest.start();
+        guest.wait_ready(1, Duration::from_secs(120));
+        guest
+    })
+    .await
+    .unwrap();
+    let mut req = asked(Kind::Operation);
+    req.triggers = vec![trigger];
+    req.before = Some(Duration::from_secs(3));
+    req.after = Some(Duration::from_secs(3));
+    let armed = recordings.start(&admin(), &guest.name, req).await.unwrap();
+    assert_eq!(armed.status, Status::Recording);
+    // The banner's clock ticks every second: the ring fills with frames.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let key = key.to_owned();
+    let guest = tokio::task::spawn_blocking(move || {
+        guest.key(&key);
+        guest
+    })
+    .await
+    .unwrap();
+    let done = wait_for(&recordings, &armed.id, Duration::from_secs(60), |r| {
+        r.status != Status::Recording
+    })
+    .await;
+    assert_eq!(
+        (done.status, done.reason.as_deref()),
+        (Status::RecCompleted, None),
+        "{done:?}"
+    );
+    let rdir = dir.join("recordings");
+    let (vpath, lines) = check_files(&rdir, &done, 1024, 768);
+    let frames = decode(&vpath, 1024, 768);
+    drop(guest);
+    (done, frames, lines)
+}
+
+/// The frame lines before and after the trigger line.
+fn around_trigger(lines: &[serde_json::Value], trigger: &str) -> (usize, usize, u64) {
+    let at = lines
+        .iter()
+        .position(|l| l["type"] == "trigger")
+        .expect("a trigger line");
+    assert_eq!(lines[at]["trigger"], trigger);
+    let ms = lines[at]["ms"].as_u64().unwrap();
+    let frames: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["type"] == "frame")
+        .map(|l| l["ms"].as_u64().unwrap())
+        .collect();
+    let before = frames.iter().filter(|f| **f < ms).count();
+    (before, frames.len() - before, ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_panic_triggers_an_operation_recording_with_the_seconds_before_it() {
+    let _lock = LibvirtdLock::shared();
+    let (done, frames, lines) = operation("rec-panic", Trigger::Panic, "KEY_P").await;
+    let (before, after, ms) = around_trigger(&lines, "PANIC");
+    eprintln!(
+        "panic: {before} frames before, {after} after, trigger at {ms} ms, {} frames, {:?}",
+        done.frames, done.duration
+    );
+    assert!(before >= 2, "the ring's frames: {before}");
+    assert!(
+        (2_000..=3_600).contains(&ms),
+        "trigger {ms} ms after the start"
+    );
+    assert!(
+        done.duration >= Duration::from_secs(5),
+        "{:?}",
+        done.duration
+    );
+    // Before: the guest's blue banner; at the end: the red panic notice.
+    assert!(blue_share(&frames[0]) > 0.5, "{}", blue_share(&frames[0]));
+    let last = frames.last().unwrap();
+    assert!(red_share(last) > 0.5, "{}", red_share(last));
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "lifecycle" && l["event"] == "panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_reboot_triggers_an_operation_recording_with_the_seconds_before_it() {
+    let _lock = LibvirtdLock::shared();
+    let (done, frames, lines) = operation("rec-reboot", Trigger::Reboot, "KEY_R").await;
+    let (before, after, ms) = around_trigger(&lines, "REBOOT");
+    eprintln!(
+        "reboot: {before} frames before, {after} after, trigger at {ms} ms, {} frames",
+        done.frames
+    );
+    assert!(before >= 2, "the ring's frames: {before}");
+    assert!(after >= 1, "the reboot's frames: {after}");
+    assert!(blue_share(&frames[0]) > 0.5, "{}", blue_share(&frames[0]));
+    // After the reset the banner is gone (SeaBIOS, then the boot).
+    assert!(
+        frames[before..].iter().any(|f| blue_share(f) < 0.2),
+        "no frame of the reboot"
+    );
 }

@@ -222,7 +222,9 @@ impl Inventory {
 
     /// Guest events (starts, stops, reboots, panics, watchdogs; see `events`)
     /// from now on, in the order libvirt delivered them, across reconnects.
-    /// One that lags behind loses events (`RecvError::Lagged`).
+    /// One that lags behind loses events (`RecvError::Lagged`). An event may
+    /// come before the table shows what it did (the table waits for a
+    /// re-read): who needs the new state waits for its `Change`.
     pub fn events(&self) -> broadcast::Receiver<DomainEvent> {
         self.shared.events.subscribe()
     }

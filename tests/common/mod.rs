@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod events_guest;
 pub mod fixtures;
 pub mod host;
 pub mod http;
