@@ -577,6 +577,15 @@ fn the_list_filters_pages_and_sorts_and_starts_are_refused_in_workspaces_words()
         (409, Some("WKS.0410")),
         "{body}"
     );
+    // A running recording cannot be deleted.
+    let running = huawei(
+        &url,
+        PROJECT_A_KEY,
+        Some(PROJECT_A),
+        &json!([{"call": "delete", "ids": [first]}]),
+    );
+    let (status, code, _) = refused(&running[0]);
+    assert_eq!((status, code.as_str()), (409, "WKS.0409"));
     stop(&d, &first);
     stop(&d, &second);
 
