@@ -668,3 +668,49 @@ fn a_signature_seen_before_a_kill_9_is_refused_after_it() {
         "{body}"
     );
 }
+
+#[test]
+fn a_key_past_its_share_of_remembered_signatures_is_throttled_alone() {
+    let dir = tempdir();
+    // Five keys in the test key file: one signature each.
+    let extra = sections(&dir).replace("[huawei]\n", "[huawei]\nmax_nonces = 5\n");
+    let d = Daemon::start("", &extra);
+    let lines = huawei(
+        &endpoint(&d),
+        PROJECT_A_KEY,
+        Some(PROJECT_A),
+        &json!([{"call": "list", "params": {"limit": 1}}, {"call": "list", "params": {"limit": 2}}]),
+    );
+    assert_eq!(lines[0]["ok"], true, "{}", lines[0]);
+    // The SDK's session treats a 429 as retryable (urllib3's Retry with
+    // retry_times = 0): it raises before reading the body, so the status is
+    // all it reports. The body says why.
+    assert_eq!(
+        (&lines[1]["exception"], &lines[1]["status_code"]),
+        (&json!("ClientRequestException"), &json!(429)),
+        "{}",
+        lines[1]
+    );
+    let (status, body) = raw_reply(&raw(
+        &d,
+        PROJECT_A_KEY,
+        PROJECT_A,
+        json!({"call": "raw", "method": "GET", "path": "/v2/{project}/screen-records"}),
+    ));
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (429, Some("APIGW.0308")),
+        "{body}"
+    );
+    let other = huawei(
+        &endpoint(&d),
+        PROJECT_B_KEY,
+        Some(PROJECT_B),
+        &json!([{"call": "list"}]),
+    );
+    assert_eq!(
+        other[0]["ok"], true,
+        "another key is unaffected: {}",
+        other[0]
+    );
+}
