@@ -470,12 +470,12 @@ async fn the_budget_refuses_past_its_limits_and_delete_removes_files() {
     let _lock = LibvirtdLock::shared();
     fixtures::up();
     let dir = fixtures::tempdir();
-    let service = service(&dir, |s| {
+    let limited = service(&dir, |s| {
         s.max_concurrent = 1;
         s.max_recording_bytes = 1;
     })
     .await;
-    let recordings = service.recordings().unwrap();
+    let recordings = limited.recordings().unwrap();
     let domain = NO_BOOT_DEVICE.domain();
     let first = recordings
         .start(&admin(), &domain, asked(Kind::Full))
@@ -544,6 +544,29 @@ async fn the_budget_refuses_past_its_limits_and_delete_removes_files() {
         Err(Error::NoSuchRecording { .. })
     ));
     recordings.stop(&admin(), &second.id).await.unwrap();
+    // The disk budget: one byte for all recordings. The first start finds
+    // nothing on disk and goes; its first frame takes it past the budget,
+    // and it ends there; the next start is refused.
+    let dir = fixtures::tempdir();
+    let tight = service(&dir, |s| s.max_disk_bytes = 1).await;
+    let tight = tight.recordings().unwrap();
+    assert_eq!(tight.recover().await.unwrap(), 0);
+    let first = tight
+        .start(&admin(), &domain, asked(Kind::Full))
+        .await
+        .unwrap();
+    let ended = wait_for(&tight, &first.id, Duration::from_secs(30), |r| {
+        r.status != Status::Recording
+    })
+    .await;
+    assert!(
+        ended.reason.as_deref().unwrap().contains("disk budget"),
+        "{ended:?}"
+    );
+    match tight.start(&admin(), &domain, asked(Kind::Full)).await {
+        Err(e @ Error::OverBudget { .. }) => assert!(e.to_string().contains("disk budget"), "{e}"),
+        other => panic!("{other:?}"),
+    }
     // Bad parameters are refused before anything starts.
     let mut bad = asked(Kind::Full);
     bad.fps = Some(1000.0);

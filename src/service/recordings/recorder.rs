@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Semaphore};
 
 use super::pool::{Progress, Seat};
 use super::{Inner, Kind, Trigger};
@@ -66,6 +66,10 @@ pub(super) struct Ended {
 /// Where the frames come from now.
 struct Source {
     capturer: capture::Capturer,
+    /// Screenshots all recordings may have in flight: their share of
+    /// libvirt's calls, so that recordings without a mirror cannot crowd
+    /// out the screenshots callers ask for.
+    grabs: Arc<Semaphore>,
     uuid: String,
     mirror: Option<(Mirror, watch::Receiver<u64>)>,
     last_generation: Option<u64>,
@@ -84,9 +88,10 @@ enum Got {
 }
 
 impl Source {
-    fn new(capturer: capture::Capturer, uuid: String) -> Self {
+    fn new(capturer: capture::Capturer, grabs: Arc<Semaphore>, uuid: String) -> Self {
         Self {
             capturer,
+            grabs,
             uuid,
             mirror: None,
             last_generation: None,
@@ -157,6 +162,9 @@ impl Source {
             );
         }
         tokio::time::sleep_until(not_before.into()).await;
+        let Ok(_grab) = self.grabs.clone().try_acquire_owned() else {
+            return self.gap("the recordings' screenshots are all in flight".into());
+        };
         let at = Instant::now();
         match self.capturer.frame(&self.uuid).await {
             Ok(frame) => {
@@ -169,15 +177,17 @@ impl Source {
                 Got::Frame(frame, at)
             }
             Err(capture::Error::Hypervisor(hypervisor::Error::NotFound { .. })) => Got::Gone,
-            Err(e) => {
-                let reason = crate::service::Error::from(e).to_string();
-                if self.gap.as_deref() == Some(reason.as_str()) {
-                    Got::Nothing
-                } else {
-                    self.gap = Some(reason.clone());
-                    Got::Gap(reason)
-                }
-            }
+            Err(e) => self.gap(crate::service::Error::from(e).to_string()),
+        }
+    }
+
+    /// A gap, once for as long as its reason lasts.
+    fn gap(&mut self, reason: String) -> Got {
+        if self.gap.as_deref() == Some(reason.as_str()) {
+            Got::Nothing
+        } else {
+            self.gap = Some(reason.clone());
+            Got::Gap(reason)
         }
     }
 }
@@ -284,7 +294,11 @@ impl Recorder {
             wall: OffsetDateTime::now_utc(),
         };
         let plan = self.plan.clone();
-        let mut source = Source::new(self.inner.capturer.clone(), self.uuid.clone());
+        let mut source = Source::new(
+            self.inner.capturer.clone(),
+            self.inner.grabs.clone(),
+            self.uuid.clone(),
+        );
         let deadline = started + plan.max_duration;
         let mut not_before = started;
         let mut dropped = 0u64;
