@@ -289,7 +289,9 @@ impl Recorder {
     /// Records until the end; returns how it ended and the seat to close.
     pub async fn run(mut self) -> (Ended, Seat) {
         let started = Instant::now();
-        let mut clock = Clock {
+        // The events file counts from the start (arming, for OPERATION); the
+        // record's start is its video's origin, which a trigger moves.
+        let clock = Clock {
             origin: started,
             wall: OffsetDateTime::now_utc(),
         };
@@ -306,6 +308,7 @@ impl Recorder {
         // OPERATION: the ring while armed, then the end once triggered.
         let mut ring: VecDeque<(Instant, Frame)> = VecDeque::new();
         let mut after_until: Option<Instant> = None;
+        let mut video_origin = started;
         let armed = plan.kind == Kind::Operation;
         let mut events = self.events.take();
         self.line(
@@ -366,7 +369,7 @@ impl Recorder {
                                 ring.pop_front();
                             }
                             let origin = ring.front().map_or(from, |(at, _)| (*at).min(from));
-                            clock = Clock { origin, wall: clock.wall_at(origin) };
+                            video_origin = origin;
                             self.line(&clock, now, "trigger", serde_json::json!({"trigger": t.as_str()}));
                             for (at, frame) in ring.drain(..) {
                                 if !self.seat.frame(frame, clock.since(at), rfc3339(clock.wall_at(at))) {
@@ -374,7 +377,7 @@ impl Recorder {
                                 }
                             }
                             after_until = Some(now + plan.after);
-                            self.inner.mark_triggered(&self.id, clock.wall).await;
+                            self.inner.mark_triggered(&self.id, clock.wall_at(origin)).await;
                         }
                     }
                 }
@@ -422,9 +425,9 @@ impl Recorder {
         self.line(&clock, end, "end", serde_json::json!({"reason": reason}));
         let ended = Ended {
             reason,
-            start: clock.wall,
+            start: clock.wall_at(video_origin),
             end: clock.wall_at(end),
-            duration: clock.since(end),
+            duration: end.saturating_duration_since(video_origin),
         };
         (ended, self.seat)
     }
