@@ -779,7 +779,7 @@ async fn a_guest_reboot_triggers_an_operation_recording_with_the_seconds_before_
 fn cut_recording(dir: &Path) -> String {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "recording_child", "--ignored", "--nocapture"])
-        .env("VMSHOT_RECORDING_CHILD", &dir)
+        .env("VMSHOT_RECORDING_CHILD", dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
