@@ -317,6 +317,8 @@ pub(super) struct Inner {
     active: Mutex<HashMap<String, Active>>,
     /// Bytes of the closed recordings' files (the store's sum, kept current).
     closed_bytes: AtomicU64,
+    /// Screenshots recordings without a mirror may have in flight at once.
+    grabs: Arc<tokio::sync::Semaphore>,
 }
 
 fn store_error(e: StoreError) -> Error {
@@ -397,6 +399,7 @@ impl Recordings {
                 pool,
                 active: Mutex::new(HashMap::new()),
                 closed_bytes: AtomicU64::new(0),
+                grabs: Arc::new(tokio::sync::Semaphore::new(MAX_GRABS)),
             }),
         })
     }
@@ -1027,5 +1030,8 @@ const MAX_TEXT: usize = 255;
 const MAX_FPS: f64 = 30.0;
 /// OPERATION's before and after, at most.
 const MAX_AROUND: Duration = Duration::from_secs(300);
+/// libvirt screenshots all recordings may have in flight (the daemon's call
+/// pool has 8 by default): the rest is the callers'.
+const MAX_GRABS: usize = 2;
 /// How long `stop` waits for the files to close.
 const STOP_WITHIN: Duration = Duration::from_secs(30);
