@@ -135,7 +135,7 @@ fn the_sdk_lists_an_empty_project_and_sees_each_refusal_as_huaweis() {
     assert_eq!(refused(&lines[5]).1, "WKS.0001");
     let (status, code, _) = refused(&lines[6]);
     assert_eq!(
-        (status, code),
+        (status, code.as_str()),
         (404, "WKS.0202"),
         "deleting what is not there"
     );
@@ -202,6 +202,11 @@ fn signatures_are_checked_for_time_replay_and_project_and_tokens_stand_in() {
             {"call": "raw", "method": "GET", "path": list, "sign": false,
              "headers": {"X-Auth-Token": "huawei-test-token-unknown-000001"}},
             {"call": "raw", "method": "GET", "path": list, "sign": false},
+            // Signed for another host: not to be replayed here.
+            {"call": "raw", "method": "GET", "path": list, "query": {"limit": 4},
+             "headers": {"Host": "vmshot.elsewhere.example"}},
+            // A body past the server's limit (64 KiB).
+            {"call": "raw", "method": "POST", "path": list, "body": "x".repeat(70_000)},
         ]),
     );
     let replies: Vec<(u64, Value)> = lines.iter().map(raw_reply).collect();
@@ -236,6 +241,9 @@ fn signatures_are_checked_for_time_replay_and_project_and_tokens_stand_in() {
     auth(&replies[8], "expired");
     auth(&replies[9], "not valid");
     auth(&replies[10], "no Authorization");
+    auth(&replies[11], "signed for the host");
+    assert_eq!(replies[12].0, 413, "{:?}", replies[12]);
+    assert_eq!(replies[12].1["error_code"], "APIGW.0201");
 }
 
 /// A raw call's body bytes and one header.
@@ -481,4 +489,228 @@ fn find_file(dir: &Path, name: &str) -> Vec<u8> {
         }
     }
     panic!("no {name} under {}", dir.display());
+}
+
+/// Starts a recording of `desktop` of `kind`; its id.
+fn start(d: &Daemon, desktop: &str, kind: &str) -> String {
+    let line = raw(
+        d,
+        PROJECT_A_KEY,
+        PROJECT_A,
+        json!({"call": "raw", "method": "POST", "path": "/v2/{project}/screen-records",
+               "body": {"desktop_id": desktop, "type": kind, "interval_seconds": 1}}),
+    );
+    let (status, body) = raw_reply(&line);
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn stop(d: &Daemon, id: &str) {
+    let line = raw(
+        d,
+        PROJECT_A_KEY,
+        PROJECT_A,
+        json!({"call": "raw", "method": "POST", "path": format!("/v2/{{project}}/screen-records/{id}/stop")}),
+    );
+    let (status, body) = raw_reply(&line);
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("REC_COMPLETED")),
+        "{body}"
+    );
+}
+
+#[test]
+fn the_list_filters_pages_and_sorts_and_starts_are_refused_in_workspaces_words() {
+    let _lock = common::host::LibvirtdLock::shared();
+    common::host::ensure_libvirtd();
+    common::fixtures::up();
+    let dir = tempdir();
+    let pid = std::process::id();
+    let one = common::owned::Owned::running(&format!("vmshot-hw-one-{pid}"), PROJECT_A);
+    let two = common::owned::Owned::running(&format!("vmshot-hw-two-{pid}"), PROJECT_A);
+    let extra = sections(&dir).replace("[recordings]\n", "[recordings]\nmax_concurrent = 2\n");
+    let d = Daemon::start("", &extra);
+    let url = endpoint(&d);
+
+    let first = start(&d, &one.uuid, "FULL");
+    let second = start(&d, &two.name, "INTERVAL");
+    // Past the budget (two at once), and what cannot be recorded.
+    let records = "/v2/{project}/screen-records";
+    let refusals = huawei(
+        &url,
+        PROJECT_A_KEY,
+        Some(PROJECT_A),
+        &json!([
+            {"call": "raw", "method": "POST", "path": records, "body": {"desktop_id": one.uuid, "type": "SESSION"}},
+            {"call": "raw", "method": "POST", "path": records, "body": {"desktop_id": "no-such-desktop"}},
+            {"call": "raw", "method": "POST", "path": records, "body": {"desktop_id": one.uuid, "fps": 100}},
+            {"call": "raw", "method": "POST", "path": records, "body": "{not json"},
+        ]),
+    );
+    let codes: Vec<(u64, String)> = refusals
+        .iter()
+        .map(raw_reply)
+        .map(|(s, b)| (s, b["error_code"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (429, "WKS.0429"),
+            (404, "WKS.0202"),
+            (400, "WKS.0001"),
+            (400, "WKS.0001")
+        ]
+        .map(|(s, c)| (s, c.to_owned()))
+    );
+    // A shut-off desktop (the admin sees the unowned fixture).
+    let off = raw(
+        &d,
+        ADMIN_KEY,
+        PROJECT_B,
+        json!({"call": "raw", "method": "POST", "path": records,
+        "body": {"desktop_id": common::fixtures::SHUT_OFF}}),
+    );
+    let (status, body) = raw_reply(&off);
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (409, Some("WKS.0410")),
+        "{body}"
+    );
+    // A running recording cannot be deleted.
+    let running = huawei(
+        &url,
+        PROJECT_A_KEY,
+        Some(PROJECT_A),
+        &json!([{"call": "delete", "ids": [first]}]),
+    );
+    let (status, code, _) = refused(&running[0]);
+    assert_eq!((status, code.as_str()), (409, "WKS.0409"));
+    stop(&d, &first);
+    stop(&d, &second);
+
+    let lines = huawei(
+        &url,
+        PROJECT_A_KEY,
+        Some(PROJECT_A),
+        &json!([
+            {"call": "list", "params": {"sort_field": "start_time", "sort_type": "asc"}},
+            {"call": "list", "params": {"sort_field": "start_time", "sort_type": "desc"}},
+            {"call": "list", "params": {"limit": 1, "offset": 1, "sort_type": "asc"}},
+            {"call": "list", "params": {"type": "INTERVAL"}},
+            {"call": "list", "params": {"desktop_names": one.name}},
+            {"call": "list", "params": {"desktop_id": two.uuid}},
+            {"call": "list", "params": {"status": "RECORDING"}},
+            {"call": "list", "params": {"limit": 0}},
+            {"call": "list", "params": {"start_time": "2020-01-01 00:00:00", "end_time": "2020-01-02 00:00:00"}},
+        ]),
+    );
+    let ids = |i: usize| -> Vec<String> {
+        lines[i]["body"]["screen_records"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", lines[i]))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let total = |i: usize| lines[i]["body"]["total_count"].as_u64().unwrap();
+    assert_eq!(ids(0), [first.clone(), second.clone()], "oldest first");
+    assert_eq!(ids(1), [second.clone(), first.clone()], "newest first");
+    assert_eq!(
+        (ids(2), total(2)),
+        (vec![second.clone()], 2),
+        "a page of one"
+    );
+    assert_eq!(ids(3), [second.as_str()]);
+    assert_eq!(ids(4), [first.as_str()]);
+    assert_eq!(ids(5), [second.as_str()]);
+    assert_eq!(total(6), 0);
+    assert_eq!((ids(7).len(), total(7)), (0, 2), "limit 0 counts");
+    assert_eq!(total(8), 0, "outside the window");
+    let detail = &lines[0]["body"]["screen_records"][1];
+    assert_eq!(detail["type"], "INTERVAL");
+    assert_eq!(detail["desktop_name"], two.name);
+    assert_eq!(detail["username"], "5e7f9a1b-0000-4000-8000-00000000aaaa");
+}
+
+#[test]
+fn a_signature_seen_before_a_kill_9_is_refused_after_it() {
+    let dir = tempdir();
+    // The same port and store across the restart: the replayed request is
+    // the same bytes, signed host included.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\npath = \"{}\"\n\n{}",
+        dir.join("vmshot.db").display(),
+        sections(&dir)
+    );
+    let call = json!({"call": "raw", "method": "GET", "path": "/v2/{project}/screen-records",
+                      "date": sdk_date(0), "query": {"limit": 7}});
+    let mut d = Daemon::start("", &extra);
+    assert_eq!(
+        raw_reply(&raw(&d, PROJECT_A_KEY, PROJECT_A, call.clone())).0,
+        200
+    );
+    d.kill_9();
+    let d = Daemon::start("", &extra);
+    let (status, body) = raw_reply(&raw(&d, PROJECT_A_KEY, PROJECT_A, call));
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (401, Some("APIGW.0301")),
+        "{body}"
+    );
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("replay"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_key_past_its_share_of_remembered_signatures_is_throttled_alone() {
+    let dir = tempdir();
+    // Five keys in the test key file: one signature each.
+    let extra = sections(&dir).replace("[huawei]\n", "[huawei]\nmax_nonces = 5\n");
+    let d = Daemon::start("", &extra);
+    let lines = huawei(
+        &endpoint(&d),
+        PROJECT_A_KEY,
+        Some(PROJECT_A),
+        &json!([{"call": "list", "params": {"limit": 1}}, {"call": "list", "params": {"limit": 2}}]),
+    );
+    assert_eq!(lines[0]["ok"], true, "{}", lines[0]);
+    // The SDK's session treats a 429 as retryable (urllib3's Retry with
+    // retry_times = 0): it raises before reading the body, so the status is
+    // all it reports. The body says why.
+    assert_eq!(
+        (&lines[1]["exception"], &lines[1]["status_code"]),
+        (&json!("ClientRequestException"), &json!(429)),
+        "{}",
+        lines[1]
+    );
+    let (status, body) = raw_reply(&raw(
+        &d,
+        PROJECT_A_KEY,
+        PROJECT_A,
+        json!({"call": "raw", "method": "GET", "path": "/v2/{project}/screen-records"}),
+    ));
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (429, Some("APIGW.0308")),
+        "{body}"
+    );
+    let other = huawei(
+        &endpoint(&d),
+        PROJECT_B_KEY,
+        Some(PROJECT_B),
+        &json!([{"call": "list"}]),
+    );
+    assert_eq!(
+        other[0]["ok"], true,
+        "another key is unaffected: {}",
+        other[0]
+    );
 }

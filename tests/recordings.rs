@@ -5,7 +5,9 @@
 //! an events file of JSON lines; a static screen costs almost nothing; a
 //! SESSION follows its domain's start and stop; the budget refuses past its
 //! limits; a recording cut by `kill -9` is closed at the next start, still
-//! playable. Needs ffmpeg (scripts/setup-host.sh installs it).
+//! playable; a guest panic (pvpanic) and a reboot of the events guest
+//! (tests/common/events_guest.rs) each trigger an armed OPERATION recording
+//! that holds the seconds before the event. Needs ffmpeg (scripts/setup-host.sh installs it).
 
 mod common;
 
@@ -20,14 +22,16 @@ use time::OffsetDateTime;
 use vmshot::capture::{MirrorPolicy, Output};
 use vmshot::hypervisor::{Hypervisor, Settings as HvSettings};
 use vmshot::service::recordings::{
-    FileKind, Kind, ListFilter, RecordingSettings, Recordings, StartRecording, Status,
+    FileKind, Kind, ListFilter, RecordingSettings, Recordings, StartRecording, Status, Trigger,
 };
 use vmshot::service::{Caller, Error, Principal, Screenshots, Settings};
 use vmshot::store::{Store, StoreSettings};
 
+use common::daemon::Daemon;
+use common::events_guest::EventsGuest;
 use common::fixtures::{self, NO_BOOT_DEVICE, PATTERN};
 use common::host::{uri, virsh, LibvirtdLock};
-use common::image_check::{decode_rgb, psnr};
+use common::image_check::{blue_share, decode_rgb, psnr, red_share};
 use common::owned::Owned;
 
 /// A service with a store and recordings in `dir`, as the daemon builds it.
@@ -467,12 +471,12 @@ async fn the_budget_refuses_past_its_limits_and_delete_removes_files() {
     let _lock = LibvirtdLock::shared();
     fixtures::up();
     let dir = fixtures::tempdir();
-    let service = service(&dir, |s| {
+    let limited = service(&dir, |s| {
         s.max_concurrent = 1;
         s.max_recording_bytes = 1;
     })
     .await;
-    let recordings = service.recordings().unwrap();
+    let recordings = limited.recordings().unwrap();
     let domain = NO_BOOT_DEVICE.domain();
     let first = recordings
         .start(&admin(), &domain, asked(Kind::Full))
@@ -541,6 +545,29 @@ async fn the_budget_refuses_past_its_limits_and_delete_removes_files() {
         Err(Error::NoSuchRecording { .. })
     ));
     recordings.stop(&admin(), &second.id).await.unwrap();
+    // The disk budget: one byte for all recordings. The first start finds
+    // nothing on disk and goes; its first frame takes it past the budget,
+    // and it ends there; the next start is refused.
+    let dir = fixtures::tempdir();
+    let tight = service(&dir, |s| s.max_disk_bytes = 1).await;
+    let tight = tight.recordings().unwrap();
+    assert_eq!(tight.recover().await.unwrap(), 0);
+    let first = tight
+        .start(&admin(), &domain, asked(Kind::Full))
+        .await
+        .unwrap();
+    let ended = wait_for(&tight, &first.id, Duration::from_secs(30), |r| {
+        r.status != Status::Recording
+    })
+    .await;
+    assert!(
+        ended.reason.as_deref().unwrap().contains("disk budget"),
+        "{ended:?}"
+    );
+    match tight.start(&admin(), &domain, asked(Kind::Full)).await {
+        Err(e @ Error::OverBudget { .. }) => assert!(e.to_string().contains("disk budget"), "{e}"),
+        other => panic!("{other:?}"),
+    }
     // Bad parameters are refused before anything starts.
     let mut bad = asked(Kind::Full);
     bad.fps = Some(1000.0);
@@ -575,32 +602,14 @@ async fn a_recording_cut_by_kill_9_is_closed_playable_at_the_next_start() {
     let _lock = LibvirtdLock::shared();
     fixtures::up();
     let dir = fixtures::tempdir();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "recording_child", "--ignored", "--nocapture"])
-        .env("VMSHOT_RECORDING_CHILD", &dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let id = loop {
-        let line = lines.next().expect("the child says its recording").unwrap();
-        if let Some(id) = line.strip_prefix("RECORDING ") {
-            break id.to_owned();
-        }
+    let id = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || cut_recording(&dir))
+            .await
+            .unwrap()
     };
     let rdir = dir.join("recordings");
     let events = rdir.join(format!("{id}.events.jsonl"));
-    // Wait until a few frames are on disk, then kill it mid-recording.
-    let until = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&events).map_or(0, |t| t.matches("\"type\":\"frame\"").count())
-        < 5
-    {
-        assert!(Instant::now() < until, "the child recorded no frames");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
     // The row says RECORDING, as the crash left it.
     let service = service(&dir, |_| {}).await;
     let recordings = service.recordings().unwrap();
@@ -632,5 +641,206 @@ async fn a_recording_cut_by_kill_9_is_closed_playable_at_the_next_start() {
     let text = std::fs::read_to_string(&events).unwrap();
     assert!(text.ends_with('\n'));
     // Recovering again finds nothing to do.
+    assert_eq!(recordings.recover().await.unwrap(), 0);
+}
+
+/// Arms an OPERATION recording on a booted events guest, makes the event
+/// with `key`, and returns the finished recording with its frames decoded
+/// and its events file, once the `after` seconds are recorded.
+async fn operation(
+    tag: &str,
+    trigger: Trigger,
+    key: &str,
+) -> (
+    vmshot::service::recordings::Recording,
+    Vec<image::RgbImage>,
+    Vec<serde_json::Value>,
+) {
+    let dir = fixtures::tempdir();
+    let service = service(&dir, |_| {}).await;
+    let recordings = service.recordings().unwrap();
+    let tag = tag.to_owned();
+    let guest = tokio::task::spawn_blocking(move || {
+        let guest = EventsGuest::define(&tag, "");
+        guest.start();
+        guest.wait_ready(1, Duration::from_secs(120));
+        guest
+    })
+    .await
+    .unwrap();
+    let mut req = asked(Kind::Operation);
+    req.triggers = vec![trigger];
+    req.before = Some(Duration::from_secs(3));
+    req.after = Some(Duration::from_secs(3));
+    let armed = recordings.start(&admin(), &guest.name, req).await.unwrap();
+    assert_eq!(armed.status, Status::Recording);
+    // The banner's clock ticks every second: the ring fills with frames.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let key = key.to_owned();
+    let guest = tokio::task::spawn_blocking(move || {
+        guest.key(&key);
+        guest
+    })
+    .await
+    .unwrap();
+    let done = wait_for(&recordings, &armed.id, Duration::from_secs(60), |r| {
+        r.status != Status::Recording
+    })
+    .await;
+    assert_eq!(
+        (done.status, done.reason.as_deref()),
+        (Status::RecCompleted, None),
+        "{done:?}"
+    );
+    let rdir = dir.join("recordings");
+    let (vpath, lines) = check_files(&rdir, &done, 1024, 768);
+    let frames = decode(&vpath, 1024, 768);
+    drop(guest);
+    (done, frames, lines)
+}
+
+/// The frame lines before and after the trigger line.
+fn around_trigger(lines: &[serde_json::Value], trigger: &str) -> (usize, usize, u64) {
+    let at = lines
+        .iter()
+        .position(|l| l["type"] == "trigger")
+        .expect("a trigger line");
+    assert_eq!(lines[at]["trigger"], trigger);
+    let ms = lines[at]["ms"].as_u64().unwrap();
+    let frames: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["type"] == "frame")
+        .map(|l| l["ms"].as_u64().unwrap())
+        .collect();
+    let before = frames.iter().filter(|f| **f < ms).count();
+    (before, frames.len() - before, ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_panic_triggers_an_operation_recording_with_the_seconds_before_it() {
+    let _lock = LibvirtdLock::shared();
+    let (done, frames, lines) = operation("rec-panic", Trigger::Panic, "KEY_P").await;
+    let (before, after, ms) = around_trigger(&lines, "PANIC");
+    eprintln!(
+        "panic: {before} frames before, {after} after, trigger at {ms} ms, {} frames, {:?}",
+        done.frames, done.duration
+    );
+    assert!(before >= 2, "the ring's frames: {before}");
+    // The events file counts from the arming (5 s before the key); the
+    // record starts `before` ahead of the trigger.
+    assert!(ms >= 5_000, "trigger {ms} ms after the arming");
+    let trigger_t = lines.iter().find(|l| l["type"] == "trigger").unwrap()["t"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let trigger_t =
+        OffsetDateTime::parse(&trigger_t, &time::format_description::well_known::Rfc3339).unwrap();
+    let ahead = trigger_t - done.start_time;
+    assert!(
+        (time::Duration::milliseconds(2_000)..=time::Duration::milliseconds(3_100))
+            .contains(&ahead),
+        "the record starts {ahead} before the trigger"
+    );
+    assert!(
+        done.duration >= Duration::from_secs(5),
+        "{:?}",
+        done.duration
+    );
+    // Before: the guest's blue banner; at the end: the red panic notice.
+    assert!(blue_share(&frames[0]) > 0.5, "{}", blue_share(&frames[0]));
+    let last = frames.last().unwrap();
+    assert!(red_share(last) > 0.5, "{}", red_share(last));
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "lifecycle" && l["event"] == "panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_reboot_triggers_an_operation_recording_with_the_seconds_before_it() {
+    let _lock = LibvirtdLock::shared();
+    let (done, frames, lines) = operation("rec-reboot", Trigger::Reboot, "KEY_R").await;
+    let (before, after, ms) = around_trigger(&lines, "REBOOT");
+    eprintln!(
+        "reboot: {before} frames before, {after} after, trigger at {ms} ms, {} frames",
+        done.frames
+    );
+    assert!(before >= 2, "the ring's frames: {before}");
+    assert!(after >= 1, "the reboot's frames: {after}");
+    assert!(blue_share(&frames[0]) > 0.5, "{}", blue_share(&frames[0]));
+    // After the reset the banner is gone (SeaBIOS, then the boot).
+    assert!(
+        frames[before..].iter().any(|f| blue_share(f) < 0.2),
+        "no frame of the reboot"
+    );
+}
+
+/// A recording by a child process, killed with SIGKILL once a few frames
+/// are on disk: its id. The store and files are in `dir`.
+fn cut_recording(dir: &Path) -> String {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "recording_child", "--ignored", "--nocapture"])
+        .env("VMSHOT_RECORDING_CHILD", dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let id = loop {
+        let line = lines.next().expect("the child says its recording").unwrap();
+        if let Some(id) = line.strip_prefix("RECORDING ") {
+            break id.to_owned();
+        }
+    };
+    let rdir = dir.join("recordings");
+    let events = rdir.join(format!("{id}.events.jsonl"));
+    // Wait until a few frames are on disk, then kill it mid-recording.
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&events).map_or(0, |t| t.matches("\"type\":\"frame\"").count())
+        < 5
+    {
+        assert!(Instant::now() < until, "the child recorded no frames");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_closes_a_cut_recording_before_it_serves() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let dir = fixtures::tempdir();
+    let id = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || cut_recording(&dir))
+            .await
+            .unwrap()
+    };
+    let extra = format!(
+        "[store]\npath = \"{}\"\n\n[recordings]\ndir = \"{}\"\n",
+        dir.join("vmshot.db").display(),
+        dir.join("recordings").display()
+    );
+    let mut daemon = tokio::task::spawn_blocking(move || Daemon::start("", &extra))
+        .await
+        .unwrap();
+    // It is listening: the recovery ran before.
+    assert_eq!(daemon.stop(), 0);
+    assert!(
+        daemon.logs().contains("recordings recovered"),
+        "{}",
+        daemon.logs()
+    );
+    let service = service(&dir, |_| {}).await;
+    let recordings = service.recordings().unwrap();
+    let rec = recordings.get(&admin(), &id).await.unwrap();
+    assert_eq!(rec.status, Status::RecCompleted, "{rec:?}");
+    assert!(rec.reason.as_deref().unwrap().contains("cut short"));
+    let video = rec.video.as_ref().unwrap();
+    assert_eq!(
+        Some(sha256_file(&dir.join("recordings").join(&video.name))),
+        video.sha256
+    );
     assert_eq!(recordings.recover().await.unwrap(), 0);
 }

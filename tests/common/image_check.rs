@@ -59,3 +59,12 @@ pub fn lit_share(img: &RgbImage) -> f64 {
     let lit = img.pixels().filter(|p| p.0.iter().any(|c| *c > 24)).count();
     lit as f64 / f64::from(img.width() * img.height())
 }
+
+/// Share of pixels that are strongly red (the events guest's panic notice).
+pub fn red_share(img: &RgbImage) -> f64 {
+    let red = img
+        .pixels()
+        .filter(|p| p[0] > 120 && p[1] < 80 && p[2] < 80)
+        .count();
+    red as f64 / f64::from(img.width() * img.height())
+}

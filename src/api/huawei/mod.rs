@@ -568,3 +568,90 @@ fn set_headers(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::recordings::{Kind, MediaFile, Status};
+    use crate::service::Domain;
+
+    #[tokio::test]
+    async fn without_recordings_the_dialect_refuses_to_mount() {
+        let shared = Shared {
+            service: Arc::new(Screenshots::on_test_driver()),
+            server: crate::config::Server::default(),
+        };
+        let section: toml::Table = toml::from_str("credentials_file = \"/nonexistent\"").unwrap();
+        let err = mount(&section, &shared).err().expect("refused").to_string();
+        assert!(
+            err.starts_with("[huawei]: ") && err.contains("[recordings]"),
+            "{err}"
+        );
+        let off: toml::Table = toml::from_str("enabled = false").unwrap();
+        assert!(mount(&off, &shared).unwrap().is_none());
+    }
+
+    fn recording(instance_id: Option<&str>, video: Option<MediaFile>) -> Recording {
+        let at = time::macros::datetime!(2026-11-30 11:00:00.250 UTC);
+        Recording {
+            id: "5b8c0d3e-0000-4000-8000-000000000001".into(),
+            domain: Domain {
+                name: "web1".into(),
+                uuid: "6f1c2a8e-9d3b-4c5e-8a7f-1b2c3d4e5f60".into(),
+                state: None,
+                instance_id: instance_id.map(str::to_owned),
+                project: Some("p".into()),
+                user: None,
+            },
+            kind: Kind::Interval,
+            status: Status::Recording,
+            reason: None,
+            dialect: NAME.into(),
+            principal: "HPUAKEY".into(),
+            project: Some("p".into()),
+            request_id: "r".into(),
+            start_time: at,
+            end_time: None,
+            updated_at: at,
+            duration: Duration::from_millis(61_900),
+            frames: 7,
+            video,
+            events: None,
+            upload_id: None,
+        }
+    }
+
+    #[test]
+    fn a_record_shows_the_desktop_by_the_name_callers_use() {
+        let running = view(&recording(None, None));
+        assert_eq!(
+            running.desktop_id.as_deref(),
+            Some("6f1c2a8e-9d3b-4c5e-8a7f-1b2c3d4e5f60")
+        );
+        assert_eq!(running.desktop_name.as_deref(), Some("web1"));
+        assert_eq!(
+            running.username.as_deref(),
+            Some("HPUAKEY"),
+            "who started it"
+        );
+        assert_eq!(
+            (running.kind.as_str(), running.status.as_str()),
+            ("INTERVAL", "RECORDING")
+        );
+        assert_eq!((running.size, running.video_file_sha256), (None, None));
+        assert_eq!(
+            running.start_time.as_deref(),
+            Some("2026-11-30T11:00:00.250Z")
+        );
+        assert_eq!((running.end_time, running.duration), (None, Some(61)));
+        let video = MediaFile {
+            name: "x.mp4".into(),
+            bytes: 1234,
+            sha256: Some("ab".repeat(32)),
+        };
+        let tagged = view(&recording(Some("i-web1"), Some(video)));
+        assert_eq!(tagged.desktop_id.as_deref(), Some("i-web1"));
+        assert_eq!(tagged.size, Some(1234));
+        assert_eq!(tagged.video_filename.as_deref(), Some("x.mp4"));
+    }
+}

@@ -168,6 +168,7 @@ impl HuaweiError {
         let wire = match e {
             E::NotFound { .. } => Self::not_found(what, id),
             E::NoSuchRecording { id } => Self::not_found("screen record", id),
+            E::NoSuchUpload { id } => Self::not_found("upload", &id.to_string()),
             E::Conflict { reason } => Self::conflict(echo(reason)),
             E::Invalid { reason } => Self::bad_parameter(echo(reason)),
             E::OverBudget { what } => {

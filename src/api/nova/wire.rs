@@ -458,7 +458,9 @@ impl NovaError {
                 409,
                 format!("Instance {id} has no display device: there is no screen to capture."),
             ),
-            E::NoSuchScreen { .. } | E::NoSuchUpload { .. } | E::Invalid { .. } => Self::bad_request(format!("{err}.")),
+            E::NoSuchScreen { .. } | E::NoSuchUpload { .. } | E::Invalid { .. } => {
+                Self::bad_request(format!("{err}."))
+            }
             E::NoSuchRecording { .. } => Self::new(404, format!("{err}.")),
             E::Conflict { .. } => Self::new(409, format!("{err}.")),
             E::OverBudget { .. } => Self::unavailable(format!("{err}.")),

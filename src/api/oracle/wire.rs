@@ -471,9 +471,7 @@ impl OracleError {
             E::NoSuchScreen { .. }
             | E::NoSuchMarker { .. }
             | E::NoSuchUpload { .. }
-            | E::Invalid { .. } => {
-                Self::bad_request(format!("{err}."))
-            }
+            | E::Invalid { .. } => Self::bad_request(format!("{err}.")),
             E::NoSuchRecording { .. } => Self::not_found(instance),
             E::Conflict { reason } => Self::conflict(format!("{reason}.")),
             E::OverBudget { .. } => Self::unavailable(format!("{err}.")),

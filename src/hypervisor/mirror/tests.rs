@@ -137,6 +137,51 @@ async fn mirrors_the_screen_and_counts_real_changes() {
 }
 
 #[tokio::test]
+async fn subscribers_wake_on_a_changed_screen_and_on_death_only() {
+    let (mirror, mut server) = connected(4, 2, quick()).await;
+    let mut changes = mirror.changes();
+    server
+        .write_all(&fill(0, 0, 4, 2, [1, 2, 3, 0]))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .expect("the first complete screen is a change")
+        .unwrap();
+    assert_eq!(*changes.borrow_and_update(), mirror.generation());
+    request(&mut server).await;
+
+    // The same pixels: answered, and no wake-up.
+    server
+        .write_all(&fill(0, 0, 4, 2, [1, 2, 3, 0]))
+        .await
+        .unwrap();
+    request(&mut server).await;
+    assert!(
+        !changes.has_changed().unwrap(),
+        "woken for an unchanged screen"
+    );
+
+    server
+        .write_all(&fill(2, 1, 1, 1, [7, 7, 7, 0]))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .expect("a changed pixel wakes")
+        .unwrap();
+    assert_eq!(*changes.borrow_and_update(), mirror.generation());
+
+    // The server goes: subscribers wake to find the mirror dead.
+    drop(server);
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .expect("its death wakes")
+        .unwrap();
+    assert!(!mirror.is_alive());
+}
+
+#[tokio::test]
 async fn skips_bell_colour_map_and_clipboard() {
     let (mirror, mut server) = connected(2, 2, quick()).await;
     let mut stream = vec![2]; // Bell

@@ -317,6 +317,8 @@ pub(super) struct Inner {
     active: Mutex<HashMap<String, Active>>,
     /// Bytes of the closed recordings' files (the store's sum, kept current).
     closed_bytes: AtomicU64,
+    /// Screenshots recordings without a mirror may have in flight at once.
+    grabs: Arc<tokio::sync::Semaphore>,
 }
 
 fn store_error(e: StoreError) -> Error {
@@ -397,6 +399,7 @@ impl Recordings {
                 pool,
                 active: Mutex::new(HashMap::new()),
                 closed_bytes: AtomicU64::new(0),
+                grabs: Arc::new(tokio::sync::Semaphore::new(MAX_GRABS)),
             }),
         })
     }
@@ -796,6 +799,51 @@ impl Recordings {
         })
     }
 
+    /// The uploads service's seam: moves a finished recording through the
+    /// upload statuses (`Event::UploadStarted` carries the upload's id,
+    /// kept on the row), as the machine allows; a refused move is a
+    /// `Conflict`. No scope check: the caller is the host's own service.
+    pub async fn upload_moved(&self, id: &str, event: Event) -> Result<Recording, Error> {
+        let upload = match &event {
+            Event::UploadStarted { upload_id } => Some(upload_id.clone()),
+            _ => None,
+        };
+        if upload.as_ref().is_some_and(|u| u.len() > MAX_TEXT) {
+            return Err(Error::Invalid {
+                reason: "the upload id is too long".into(),
+            });
+        }
+        let row = self
+            .inner
+            .store
+            .update_recording(id, move |r| {
+                let from = r.status.parse::<Status>().map_err(|e| e.to_string())?;
+                let (status, reason) = machine::apply(from, &event).map_err(|e| e.to_string())?;
+                r.status = status.as_str().to_owned();
+                if reason.is_some() || status == Status::Uploading {
+                    r.reason = reason;
+                }
+                if let Some(upload) = upload {
+                    r.upload_id = Some(upload);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => Error::NoSuchRecording {
+                    id: id.chars().take(64).collect(),
+                },
+                e => store_error(e),
+            })?;
+        Ok(to_recording(row))
+    }
+
+    /// Where one of a recording's files is on disk (for the uploads service,
+    /// which reads it whole; dialects use `open`). Never shown to callers.
+    pub fn path_of(&self, file: &MediaFile) -> PathBuf {
+        self.inner.path(&file.name)
+    }
+
     /// Stops every running recording and waits, at most `within`, for their
     /// files to close (at shutdown).
     pub async fn stop_all(&self, within: Duration) {
@@ -982,5 +1030,8 @@ const MAX_TEXT: usize = 255;
 const MAX_FPS: f64 = 30.0;
 /// OPERATION's before and after, at most.
 const MAX_AROUND: Duration = Duration::from_secs(300);
+/// libvirt screenshots all recordings may have in flight (the daemon's call
+/// pool has 8 by default): the rest is the callers'.
+const MAX_GRABS: usize = 2;
 /// How long `stop` waits for the files to close.
 const STOP_WITHIN: Duration = Duration::from_secs(30);

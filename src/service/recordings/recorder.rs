@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Semaphore};
 
 use super::pool::{Progress, Seat};
 use super::{Inner, Kind, Trigger};
@@ -66,6 +66,10 @@ pub(super) struct Ended {
 /// Where the frames come from now.
 struct Source {
     capturer: capture::Capturer,
+    /// Screenshots all recordings may have in flight: their share of
+    /// libvirt's calls, so that recordings without a mirror cannot crowd
+    /// out the screenshots callers ask for.
+    grabs: Arc<Semaphore>,
     uuid: String,
     mirror: Option<(Mirror, watch::Receiver<u64>)>,
     last_generation: Option<u64>,
@@ -84,9 +88,10 @@ enum Got {
 }
 
 impl Source {
-    fn new(capturer: capture::Capturer, uuid: String) -> Self {
+    fn new(capturer: capture::Capturer, grabs: Arc<Semaphore>, uuid: String) -> Self {
         Self {
             capturer,
+            grabs,
             uuid,
             mirror: None,
             last_generation: None,
@@ -157,6 +162,9 @@ impl Source {
             );
         }
         tokio::time::sleep_until(not_before.into()).await;
+        let Ok(_grab) = self.grabs.clone().try_acquire_owned() else {
+            return self.gap("the recordings' screenshots are all in flight".into());
+        };
         let at = Instant::now();
         match self.capturer.frame(&self.uuid).await {
             Ok(frame) => {
@@ -169,15 +177,17 @@ impl Source {
                 Got::Frame(frame, at)
             }
             Err(capture::Error::Hypervisor(hypervisor::Error::NotFound { .. })) => Got::Gone,
-            Err(e) => {
-                let reason = crate::service::Error::from(e).to_string();
-                if self.gap.as_deref() == Some(reason.as_str()) {
-                    Got::Nothing
-                } else {
-                    self.gap = Some(reason.clone());
-                    Got::Gap(reason)
-                }
-            }
+            Err(e) => self.gap(crate::service::Error::from(e).to_string()),
+        }
+    }
+
+    /// A gap, once for as long as its reason lasts.
+    fn gap(&mut self, reason: String) -> Got {
+        if self.gap.as_deref() == Some(reason.as_str()) {
+            Got::Nothing
+        } else {
+            self.gap = Some(reason.clone());
+            Got::Gap(reason)
         }
     }
 }
@@ -279,12 +289,18 @@ impl Recorder {
     /// Records until the end; returns how it ended and the seat to close.
     pub async fn run(mut self) -> (Ended, Seat) {
         let started = Instant::now();
-        let mut clock = Clock {
+        // The events file counts from the start (arming, for OPERATION); the
+        // record's start is its video's origin, which a trigger moves.
+        let clock = Clock {
             origin: started,
             wall: OffsetDateTime::now_utc(),
         };
         let plan = self.plan.clone();
-        let mut source = Source::new(self.inner.capturer.clone(), self.uuid.clone());
+        let mut source = Source::new(
+            self.inner.capturer.clone(),
+            self.inner.grabs.clone(),
+            self.uuid.clone(),
+        );
         let deadline = started + plan.max_duration;
         let mut not_before = started;
         let mut dropped = 0u64;
@@ -292,6 +308,7 @@ impl Recorder {
         // OPERATION: the ring while armed, then the end once triggered.
         let mut ring: VecDeque<(Instant, Frame)> = VecDeque::new();
         let mut after_until: Option<Instant> = None;
+        let mut video_origin = started;
         let armed = plan.kind == Kind::Operation;
         let mut events = self.events.take();
         self.line(
@@ -352,7 +369,7 @@ impl Recorder {
                                 ring.pop_front();
                             }
                             let origin = ring.front().map_or(from, |(at, _)| (*at).min(from));
-                            clock = Clock { origin, wall: clock.wall_at(origin) };
+                            video_origin = origin;
                             self.line(&clock, now, "trigger", serde_json::json!({"trigger": t.as_str()}));
                             for (at, frame) in ring.drain(..) {
                                 if !self.seat.frame(frame, clock.since(at), rfc3339(clock.wall_at(at))) {
@@ -360,7 +377,7 @@ impl Recorder {
                                 }
                             }
                             after_until = Some(now + plan.after);
-                            self.inner.mark_triggered(&self.id, clock.wall).await;
+                            self.inner.mark_triggered(&self.id, clock.wall_at(origin)).await;
                         }
                     }
                 }
@@ -408,9 +425,9 @@ impl Recorder {
         self.line(&clock, end, "end", serde_json::json!({"reason": reason}));
         let ended = Ended {
             reason,
-            start: clock.wall,
+            start: clock.wall_at(video_origin),
             end: clock.wall_at(end),
-            duration: clock.since(end),
+            duration: end.saturating_duration_since(video_origin),
         };
         (ended, self.seat)
     }
