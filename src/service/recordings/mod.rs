@@ -466,6 +466,18 @@ impl Recordings {
         instance: &str,
         req: StartRecording,
     ) -> Result<Recording, Error> {
+        self.start_in(who, instance, &BTreeMap::new(), req).await
+    }
+
+    /// `start`, with the dialect's own instance id → domain table, as
+    /// `Screenshots::find_instance` takes it.
+    pub async fn start_in(
+        &self,
+        who: &Principal,
+        instance: &str,
+        table: &BTreeMap<String, String>,
+        req: StartRecording,
+    ) -> Result<Recording, Error> {
         let plan = self.plan(&req)?;
         if req.caller.request_id.len() > MAX_TEXT || req.caller.user.len() > MAX_TEXT {
             return Err(Error::Invalid {
@@ -473,7 +485,7 @@ impl Recordings {
             });
         }
         let hv = self.inner.capturer.hypervisor();
-        let domain = super::find_instance(hv, who, instance, &BTreeMap::new()).await?;
+        let domain = super::find_instance(hv, who, instance, table).await?;
         let running = domain.state.is_none_or(|s| s.has_console());
         if !running && plan.kind != Kind::Session {
             return Err(Error::NotRunning {
