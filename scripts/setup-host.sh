@@ -12,7 +12,7 @@ fi
 packages=(
     qemu-system-x86 libvirt-daemon-system libvirt-clients  # the hypervisor under test
     libvirt-dev libturbojpeg0-dev pkg-config gcc            # building vmshot (virt, turbojpeg, rusqlite's bundled SQLite)
-    binutils libc6-dev                                      # fixtures/pattern (as, ld), fixtures/wake (libc.a)
+    binutils libc6-dev                                      # fixtures/pattern (as, ld), fixtures/wake (libc.a; linux-libc-dev: input, watchdog)
     procps                                                  # the tests' pgrep, pkill, kill
     python3-venv                                            # tests/sdk: the clouds' SDKs from PyPI
     systemd                                                 # systemd-analyze, for the unit's tests

@@ -9,14 +9,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::events_guest::EventsGuest;
-use common::host::{ensure_libvirtd, restart_libvirtd, uri, virsh, LibvirtdLock};
+use common::host::{ensure_libvirtd, qemu_pid, restart_libvirtd, uri, virsh, LibvirtdLock};
 use common::image_check::{blue_share, decode_rgb};
 use tokio::sync::broadcast::{self, error::RecvError};
-use vmshot::hypervisor::{DomainEvent, DomainState, GuestEvent, Hypervisor, Inventory, Settings};
+use vmshot::capture::{Frame, Layout};
+use vmshot::hypervisor::{
+    DomainEvent, DomainState, GuestEvent, Hypervisor, Inventory, Mirror, Settings,
+};
 
-/// A TCG boot to the guest's "ready" (6-9 s on a quiet host), with room for a
-/// busy one.
-const BOOT: Duration = Duration::from_secs(120);
+/// A TCG boot to the guest's "ready" (6-10 s on a quiet host, 85 s seen on a
+/// 2-CPU host loaded to 13), with room for a busier one.
+const BOOT: Duration = Duration::from_secs(240);
 /// From a virsh call (or a key) to its event.
 const SOON: Duration = Duration::from_secs(30);
 
@@ -210,10 +213,12 @@ async fn a_pvpanic_panic_is_a_panicked_crash_with_the_panic_on_screen() {
         guest
     })
     .await;
-    // Its banner first: blue.
+    // Its banner first: blue. A VNC mirror (what recordings read) follows it.
     let shot = hypervisor.screenshot(&name, 0).await.unwrap();
     let banner = decode_rgb(&shot.payload);
     assert!(blue_share(&banner) > 0.8, "{}", blue_share(&banner));
+    let mirror = Mirror::open(&hypervisor, &name).await.unwrap();
+    assert!(mirror.wait_synced(SOON).await, "{:?}", mirror.failure());
 
     let guest = blocking(move || {
         guest.key("KEY_P");
@@ -260,6 +265,23 @@ async fn a_pvpanic_panic_is_a_panicked_crash_with_the_panic_on_screen() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let again = decode_rgb(&hypervisor.screenshot(&name, 0).await.unwrap().payload);
     assert!(again == screen, "the panic screen changed");
+    // The mirror opened before the panic reaches the same pixels, and so
+    // does one opened on the crashed domain.
+    let start = Instant::now();
+    while mirror.snapshot().map(|s| to_rgb(&s.frame)).as_ref() != Some(&screen) {
+        assert!(
+            start.elapsed() < SOON,
+            "the mirror did not follow the panic"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the mirror showed the panic screen {:.0} ms after the screenshot",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let after = Mirror::open(&hypervisor, &name).await.unwrap();
+    assert!(after.wait_synced(SOON).await, "{:?}", after.failure());
+    assert!(to_rgb(&after.snapshot().unwrap().frame) == screen);
 
     run(&["destroy", &name]).await;
     let seen = events
@@ -297,7 +319,7 @@ async fn a_guest_told_to_panic_after_some_seconds_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_starved_watchdog_is_a_watchdog_event_then_a_reboot() {
+async fn a_starved_watchdog_is_a_watchdog_event_then_a_reboot_and_a_killed_qemu_a_crash() {
     let _lock = LibvirtdLock::shared();
     let (_hypervisor, inventory) = live_inventory().await;
     let guest = blocking(|| EventsGuest::define("wdt", "")).await;
@@ -328,6 +350,24 @@ async fn a_starved_watchdog_is_a_watchdog_event_then_a_reboot() {
         guest
     })
     .await;
+
+    // Its QEMU killed: a crash seen from outside, then the stop.
+    let pid = qemu_pid(&name);
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    events
+        .next(
+            "QEMU killed",
+            GuestEvent::Crashed { panicked: false },
+            "failed",
+        )
+        .await;
+    events
+        .next("QEMU gone", GuestEvent::Stopped, "failed")
+        .await;
     drop(guest);
 }
 
@@ -382,6 +422,17 @@ async fn run(args: &[&str]) {
         virsh(&args);
     })
     .await;
+}
+
+/// A mirror's BGRX frame as RGB.
+fn to_rgb(frame: &Frame) -> image::RgbImage {
+    assert_eq!(frame.layout, Layout::Bgrx8);
+    let rgb = frame
+        .pixels()
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    image::RgbImage::from_raw(frame.width as u32, frame.height as u32, rgb).unwrap()
 }
 
 /// Share of pixels that are fbcon's red background (170, 0, 0).

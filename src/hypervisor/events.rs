@@ -12,19 +12,20 @@
 //!   guest or virsh reboot  Rebooted                  (QEMU's reset; the guest keeps running)
 //!   virsh reset            Rebooted
 //!   virsh shutdown         Shutdown(guest), Stopped(shutdown)     (if the guest obeys ACPI)
-//!   virsh destroy          Shutdown(host), Stopped(destroyed)
+//!   virsh destroy          Shutdown(host) (mostly), Stopped(destroyed)
 //!   pvpanic, on_crash
 //!     preserve             Crashed{panicked}(panicked)  (paused, panic on screen)
 //!     destroy              Crashed{panicked}(panicked), Stopped(crashed)
-//!     restart              Crashed{panicked}(panicked), Stopped(crashed), Started(booted)
-//!   QEMU dies              Stopped(failed)
+//!     restart              Crashed{panicked}(panicked), Rebooted     (QEMU is reset, not restarted)
+//!   QEMU dies              Crashed{panicked: false}(failed), Stopped(failed)
 //!   watchdog expires       Watchdog(reset|poweroff|…) then what its action does
 //! ```
 //!
-//! QEMU reports one reboot as a run of resets about 0.1 s apart (the guest's,
-//! then SeaBIOS's own on the way up: three for a guest reboot, two for a
-//! watchdog reset, measured); `Publisher` makes one `Rebooted` of a run, the
-//! first, so that a recording starts once per reboot.
+//! (Each measured on the events guest, fixtures/wake/README.md.) QEMU reports
+//! one reboot as a run of resets 0.01-0.8 s apart (the guest's, then
+//! SeaBIOS's own on the way up: three for a guest reboot or a panic with
+//! on_crash=restart, two for a watchdog reset); `Publisher` makes one
+//! `Rebooted` of a run, the first, so that a recording starts once per reboot.
 //!
 //! Events that come while libvirtd is unreachable are lost: libvirt does not
 //! replay them. After a reconnect the inventory's table (and its `Change`s)
@@ -54,8 +55,8 @@ pub enum GuestEvent {
     /// reset); it keeps running.
     Rebooted,
     /// The guest crashed. `panicked`: the guest itself reported a panic
-    /// (pvpanic, Hyper-V crash MSRs, s390 diag), as opposed to a crash seen
-    /// from outside.
+    /// (pvpanic, Hyper-V crash MSRs, s390 diag); else its QEMU died (detail
+    /// `failed`; a `Stopped` follows).
     Crashed { panicked: bool },
     /// The guest's watchdog device expired; `detail` names its action.
     Watchdog,
@@ -72,7 +73,7 @@ pub struct DomainEvent {
     /// `restored`, `from_snapshot`, `recreated`; for `Stopped` `shutdown`,
     /// `destroyed`, `crashed`, `migrated`, `saved`, `failed`,
     /// `from_snapshot`, `recreated`; for `Shutdown` `finished`, `guest`,
-    /// `host`; for `Crashed` `panicked`, `crashloaded`; for `Watchdog` the
+    /// `host`; for `Crashed` `panicked`, `crashloaded`, `failed`; for `Watchdog` the
     /// action: `none`, `pause`, `reset`, `poweroff`, `shutdown`, `debug`,
     /// `inject_nmi`; for `Rebooted` `reset`. `unknown` for a newer libvirt's
     /// word this build does not know.
@@ -82,10 +83,24 @@ pub struct DomainEvent {
     pub at: SystemTime,
 }
 
-/// A lifecycle event (`VIR_DOMAIN_EVENT_*`, with its detail) as a
-/// `GuestEvent`; `None` for those a recording has no use for (defined,
-/// undefined, paused, resumed, PM suspend and wake-up).
-pub fn from_lifecycle(event: c_int, detail: c_int) -> Option<(GuestEvent, &'static str)> {
+/// A lifecycle event (`VIR_DOMAIN_EVENT_*`, with its detail) as the
+/// `GuestEvent`s it means, in order: none for those a recording has no use
+/// for (defined, undefined, paused, resumed, PM suspend and wake-up); two for
+/// a QEMU that died (`Stopped(failed)`), which is a crash seen from outside
+/// first (`Crashed { panicked: false }`), so that it can start a recording
+/// as a guest's panic does, and a stop.
+pub fn from_lifecycle(event: c_int, detail: c_int) -> Vec<(GuestEvent, &'static str)> {
+    match lifecycle_event(event, detail) {
+        None => Vec::new(),
+        Some(stop @ (GuestEvent::Stopped, "failed")) => {
+            vec![(GuestEvent::Crashed { panicked: false }, "failed"), stop]
+        }
+        Some(one) => vec![one],
+    }
+}
+
+/// The one `GuestEvent` a lifecycle event is, if any.
+fn lifecycle_event(event: c_int, detail: c_int) -> Option<(GuestEvent, &'static str)> {
     let (event, detail) = (u32::try_from(event).ok()?, u32::try_from(detail).ok());
     let word = |words: &[(u32, &'static str)]| {
         detail
@@ -228,7 +243,29 @@ mod tests {
     use super::*;
 
     fn lifecycle(event: u32, detail: u32) -> Option<(GuestEvent, &'static str)> {
-        from_lifecycle(event as c_int, detail as c_int)
+        let mut events = from_lifecycle(event as c_int, detail as c_int);
+        assert!(events.len() <= 1, "{events:?}");
+        events.pop()
+    }
+
+    #[test]
+    fn a_qemu_that_died_is_a_crash_then_a_stop() {
+        use sys::*;
+        assert_eq!(
+            from_lifecycle(
+                VIR_DOMAIN_EVENT_STOPPED as c_int,
+                VIR_DOMAIN_EVENT_STOPPED_FAILED as c_int
+            ),
+            [
+                (GuestEvent::Crashed { panicked: false }, "failed"),
+                (GuestEvent::Stopped, "failed")
+            ]
+        );
+        // After a panic with on_crash=destroy, the crash came first already.
+        assert_eq!(
+            lifecycle(VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_CRASHED),
+            Some((GuestEvent::Stopped, "crashed"))
+        );
     }
 
     #[test]
@@ -255,7 +292,6 @@ mod tests {
             (VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN, "shutdown"),
             (VIR_DOMAIN_EVENT_STOPPED_DESTROYED, "destroyed"),
             (VIR_DOMAIN_EVENT_STOPPED_CRASHED, "crashed"),
-            (VIR_DOMAIN_EVENT_STOPPED_FAILED, "failed"),
             (VIR_DOMAIN_EVENT_STOPPED_SAVED, "saved"),
         ] {
             assert_eq!(
@@ -333,10 +369,10 @@ mod tests {
         );
         assert_eq!(
             from_lifecycle(VIR_DOMAIN_EVENT_STOPPED as c_int, -1),
-            Some((GuestEvent::Stopped, "unknown"))
+            [(GuestEvent::Stopped, "unknown")]
         );
         assert_eq!(lifecycle(99, 0), None);
-        assert_eq!(from_lifecycle(-1, 0), None);
+        assert_eq!(from_lifecycle(-1, 0), []);
     }
 
     #[test]

@@ -706,7 +706,7 @@ unsafe extern "C" fn on_lifecycle(
     detail: c_int,
     opaque: *mut c_void,
 ) {
-    if let Some((event, detail)) = events::from_lifecycle(event, detail) {
+    for (event, detail) in events::from_lifecycle(event, detail) {
         publish(dom, opaque, event, detail);
     }
     notify(dom, opaque);
