@@ -31,8 +31,8 @@
 //!
 //! Restart recovery: `queued` and `pending` resume (as `queued`): no pixel
 //! was taken yet, so running them later is what the client would have got
-//! from a busy host. `in-progress` and `uploading` end in `error` "vmshot
-//! restarted during <state>": a grab had begun, and a new one would be a
+//! from a busy host. `in-progress` and `uploading` end in `error` `"vmshot
+//! restarted during <state>"`: a grab had begun, and a new one would be a
 //! different picture under the same job, with possibly half-written media.
 //! A job with a cancel requested ends cancelled instead of resuming.
 

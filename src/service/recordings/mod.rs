@@ -26,6 +26,19 @@
 //! `OverBudget`; a recording stops by itself at `max_recording_bytes` or
 //! `max_duration`; all encoding shares `encoder_threads` threads, and a
 //! frame that finds its thread busy is dropped and written as a gap.
+//! Recordings without a mirror share `MAX_GRABS` libvirt screenshots in flight.
+//!
+//! The events file, one JSON object a line, each with `t` (RFC 3339, UTC),
+//! `ms` (since the recording started; for OPERATION, since it was armed)
+//! and `type`: `start` (kind, domain, period), `frame` (width, height, the
+//! bytes the video grew by), `lifecycle` (the guest event and libvirt's
+//! detail), `trigger` (OPERATION), `resize` (the screen's new size, scaled
+//! to the recording's), `gap` (a reason; `frames_dropped` when the encoders
+//! were busy) and `end` (the reason, `null` for a stop).
+//!
+//! Not yet: retention by age (recordings go by `delete` only), and a sweep
+//! of files whose row is gone (a crash between `delete`'s row and file
+//! removal leaves an orphan file).
 
 mod machine;
 mod pool;
@@ -466,6 +479,18 @@ impl Recordings {
         instance: &str,
         req: StartRecording,
     ) -> Result<Recording, Error> {
+        self.start_in(who, instance, &BTreeMap::new(), req).await
+    }
+
+    /// `start`, with the dialect's own instance id → domain table, as
+    /// `Screenshots::find_instance` takes it.
+    pub async fn start_in(
+        &self,
+        who: &Principal,
+        instance: &str,
+        table: &BTreeMap<String, String>,
+        req: StartRecording,
+    ) -> Result<Recording, Error> {
         let plan = self.plan(&req)?;
         if req.caller.request_id.len() > MAX_TEXT || req.caller.user.len() > MAX_TEXT {
             return Err(Error::Invalid {
@@ -473,7 +498,7 @@ impl Recordings {
             });
         }
         let hv = self.inner.capturer.hypervisor();
-        let domain = super::find_instance(hv, who, instance, &BTreeMap::new()).await?;
+        let domain = super::find_instance(hv, who, instance, table).await?;
         let running = domain.state.is_none_or(|s| s.has_console());
         if !running && plan.kind != Kind::Session {
             return Err(Error::NotRunning {

@@ -395,3 +395,38 @@ fn run(rx: mpsc::Receiver<Msg>, queued: Arc<AtomicUsize>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BGRX frame whose pixel (x, y) is (x, y, x + y) in RGB.
+    fn ramp(width: usize, height: usize) -> Frame {
+        let mut buf = Vec::with_capacity(width * height * 4);
+        for y in 0..height {
+            for x in 0..width {
+                buf.extend_from_slice(&[(x + y) as u8, y as u8, x as u8, 0]);
+            }
+        }
+        Frame::new(width, height, Layout::Bgrx8, buf, 0)
+    }
+
+    #[test]
+    fn odd_sides_are_cropped_and_other_sizes_scaled_to_the_recordings() {
+        let mut out = Vec::new();
+        // Same size: the pixels, as RGB.
+        to_rgb(&ramp(4, 2), 4, 2, &mut out);
+        assert_eq!(&out[..6], &[0, 0, 0, 1, 0, 1]);
+        assert_eq!(&out[3 * 4..3 * 5], &[0, 1, 1]);
+        // One more column and row (an odd side made even): a crop.
+        to_rgb(&ramp(5, 3), 4, 2, &mut out);
+        let mut want = Vec::new();
+        to_rgb(&ramp(4, 2), 4, 2, &mut want);
+        assert_eq!(out, want);
+        // Twice the size: every other pixel.
+        to_rgb(&ramp(8, 4), 4, 2, &mut out);
+        assert_eq!(out.len(), 4 * 2 * 3);
+        assert_eq!(&out[3..6], &[2, 0, 2]);
+        assert_eq!(&out[3 * 4..3 * 5], &[0, 2, 2]);
+    }
+}

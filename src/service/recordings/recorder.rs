@@ -32,12 +32,17 @@ use super::{Inner, Kind, Trigger};
 use crate::capture::{self, Frame};
 use crate::hypervisor::{self, DomainEvent, GuestEvent, Mirror};
 
-/// How often a recording without a mirror asks for one again.
-const MIRROR_RETRY: Duration = Duration::from_secs(5);
+/// How often a recording without a mirror asks for one again: cheap (the
+/// registry opens one in the background, and after a failure waits its own
+/// `retry_after`), and the sooner it has one, the sooner it stops taking
+/// screenshots.
+const MIRROR_RETRY: Duration = Duration::from_secs(1);
 /// How often a recording tells the mirror registry it still uses its mirror.
 const MIRROR_TOUCH: Duration = Duration::from_secs(30);
-/// Bytes of frames an OPERATION ring holds at most (a 1024x768 screen is 3 MiB).
-const RING_BYTES: usize = 64 << 20;
+/// Bytes of frames an OPERATION ring holds at most (a 1024x768 screen is 3
+/// MiB, so ten changed screens; an unchanged one costs nothing more, as
+/// snapshots share the mirror's pixels): the memory of every armed watcher.
+const RING_BYTES: usize = 32 << 20;
 
 /// What the recording does, settled from the request and the defaults.
 #[derive(Debug, Clone)]

@@ -131,3 +131,53 @@ pub(super) fn salvage(
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vmshot-rec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn named(name: &str) -> Option<FileColumns> {
+        Some(FileColumns {
+            name: name.into(),
+            bytes: 0,
+            sha256: None,
+        })
+    }
+
+    #[test]
+    fn a_torn_events_line_is_cut_and_the_digest_is_the_files() {
+        let dir = dir("torn");
+        let whole = "{\"type\":\"start\",\"ms\":0}\n{\"type\":\"frame\",\"ms\":500}\n\
+                     {\"type\":\"frame\",\"ms\":1000}\n";
+        std::fs::write(dir.join("e.jsonl"), format!("{whole}{{\"type\":\"fra")).unwrap();
+        // A video without even its init segment holds nothing playable.
+        std::fs::write(dir.join("v.mp4"), b"\0\0\0\x20ftypis").unwrap();
+        let found = salvage(&dir, (named("v.mp4"), named("e.jsonl")));
+        assert_eq!(std::fs::read_to_string(dir.join("e.jsonl")).unwrap(), whole);
+        let (bytes, sha) = found.events.clone().unwrap();
+        assert_eq!(bytes, whole.len() as u64);
+        assert_eq!(sha, hex::encode(Sha256::digest(whole.as_bytes())));
+        assert_eq!((found.frames, found.last_ms), (2, 1000));
+        assert!(found.video.is_none());
+        assert!(
+            !dir.join("v.mp4").exists(),
+            "an unplayable video is removed"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_files_leave_a_row_without_files() {
+        let dir = dir("missing");
+        let found = salvage(&dir, (named("v.mp4"), named("e.jsonl")));
+        assert!(found.video.is_none() && found.events.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
