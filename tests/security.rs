@@ -48,9 +48,12 @@ fn screenshot(d: &Daemon, instance: &str, extra: &[(&str, &str)]) -> (u16, Strin
     }
 }
 
-fn rss_kib(pid: i32) -> u64 {
+/// The daemon's private memory (heap and stacks), where kept nonces would
+/// live. VmRSS also counts the binary's code pages, which the first request
+/// faults in: megabytes in a debug build, and nothing to do with nonces.
+fn anon_rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -103,27 +106,35 @@ fn each_key_has_its_own_share_of_nonces() {
 #[test]
 fn four_thousand_of_the_longest_nonces_cost_little_memory() {
     let d = Daemon::start("", "");
-    let before = rss_kib(d.pid());
-    let started = Instant::now();
-    for i in 0..4_000 {
-        let nonce = format!("{i:064}");
+    let signed_post = |nonce: &str| {
         let query = signed_query(
             "POST",
             KEY_ID,
             SECRET,
-            &[("Action", "NoSuchAction"), ("SignatureNonce", &nonce)],
+            &[("Action", "NoSuchAction"), ("SignatureNonce", nonce)],
         );
-        let reply = send(d.addr, "POST", &format!("/?{query}"), &[], b"");
+        send(d.addr, "POST", &format!("/?{query}"), &[], b"")
+    };
+    // One request first, so the pages every request needs are counted before.
+    assert_eq!(signed_post("warm-up").status, 404);
+    let before = anon_rss_kib(d.pid());
+    let started = Instant::now();
+    for i in 0..4_000 {
+        let reply = signed_post(&format!("{i:064}"));
         assert_eq!(reply.status, 404, "{}", reply.text());
     }
-    let after = rss_kib(d.pid());
+    let after = anon_rss_kib(d.pid());
     eprintln!(
-        "4000 signed POSTs with 64-character nonces in {:.1} s: RSS {} KiB -> {} KiB",
+        "4000 signed POSTs with 64-character nonces in {:.1} s: RssAnon {} KiB -> {} KiB",
         started.elapsed().as_secs_f64(),
         before,
         after
     );
-    assert!(after < before + 8 * 1024, "RSS {before} KiB -> {after} KiB");
+    // About 1.7 MiB measured here (debug build); 4 MiB leaves headroom.
+    assert!(
+        after < before + 4 * 1024,
+        "RssAnon {before} KiB -> {after} KiB"
+    );
 }
 
 fn uuid_of(domain: &str) -> String {
