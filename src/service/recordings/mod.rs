@@ -44,17 +44,19 @@ mod machine;
 mod pool;
 mod recorder;
 mod recover;
+mod ship;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use super::uploads::{TargetStatus, Uploads};
 use super::{Caller, Domain, Error, Principal};
 use crate::capture::Capturer;
 use crate::store::{FileColumns, RecordingQuery, RecordingRow, Store, StoreError};
@@ -332,6 +334,12 @@ pub(super) struct Inner {
     closed_bytes: AtomicU64,
     /// Screenshots recordings without a mirror may have in flight at once.
     grabs: Arc<tokio::sync::Semaphore>,
+    /// With `[uploads]`: where finished recordings are shipped (set once,
+    /// by `Screenshots::with_uploads`).
+    uploads: OnceLock<Uploads>,
+    /// Recordings whose upload task runs (`ship`), or is about to: not to
+    /// be deleted under it.
+    shipping: Mutex<HashSet<String>>,
 }
 
 fn store_error(e: StoreError) -> Error {
@@ -347,6 +355,10 @@ fn store_error(e: StoreError) -> Error {
 impl Inner {
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shipping(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.shipping.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes on disk: closed recordings and what the running ones wrote.
@@ -413,6 +425,8 @@ impl Recordings {
                 active: Mutex::new(HashMap::new()),
                 closed_bytes: AtomicU64::new(0),
                 grabs: Arc::new(tokio::sync::Semaphore::new(MAX_GRABS)),
+                uploads: OnceLock::new(),
+                shipping: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -768,6 +782,17 @@ impl Recordings {
         let mut doomed = Vec::new();
         for id in ids {
             let rec = self.get(who, id).await?;
+            if rec.status == Status::Uploading || self.inner.shipping().contains(&rec.id) {
+                // Its files are read by the upload until it ends; refused
+                // rather than cancelled, so that an upload the store
+                // acknowledged always ends in its own words.
+                return Err(Error::Conflict {
+                    reason: format!(
+                        "recording '{}' is being uploaded: delete it once its upload ended",
+                        rec.id
+                    ),
+                });
+            }
             if !machine::deletable(rec.status) {
                 return Err(Error::Conflict {
                     reason: format!("recording '{}' is {}: stop it first", rec.id, rec.status),
@@ -861,6 +886,50 @@ impl Recordings {
                 e => store_error(e),
             })?;
         Ok(to_recording(row))
+    }
+
+    /// Ships finished recordings through `uploads` from now on (once; the
+    /// daemon calls it as it builds the service).
+    pub(crate) fn attach_uploads(&self, uploads: Uploads) {
+        let _ = self.inner.uploads.set(uploads);
+    }
+
+    /// After `recover`, with uploads: every recording left REC_COMPLETED
+    /// (never submitted: a crash came between, or uploads were turned on
+    /// since) is submitted, and every one left UPLOADING waits for its
+    /// uploads again (the uploads service resumes them). Returns how many.
+    pub async fn resume_uploads(&self) -> Result<usize, Error> {
+        let Some(uploads) = self.inner.uploads.get() else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for status in [Status::Uploading, Status::RecCompleted] {
+            let rows = self
+                .inner
+                .store
+                .recordings_in(status.as_str())
+                .await
+                .map_err(store_error)?;
+            for row in rows {
+                if self.inner.shipping().contains(&row.id)
+                    || self.inner.active().contains_key(&row.id)
+                {
+                    continue;
+                }
+                ship::spawn(self.inner.clone(), uploads.clone(), row.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The targets of the recording's upload (its video's), for the
+    /// dialects' views; empty without uploads or before one started.
+    pub async fn upload_targets(&self, rec: &Recording) -> Vec<TargetStatus> {
+        match self.inner.uploads.get() {
+            Some(uploads) => ship::targets(uploads, rec.upload_id.as_deref()).await,
+            None => Vec::new(),
+        }
     }
 
     /// Where one of a recording's files is on disk (for the uploads service,
@@ -960,6 +1029,12 @@ async fn finish(inner: Arc<Inner>, recorder: Recorder, finished: watch::Sender<b
             (Event::Fail("writing the recording failed".into()), None)
         }
     };
+    // Marked before the row says REC_COMPLETED: a delete between the two
+    // would pull the files from under the upload.
+    let uploads = inner.uploads.get().cloned();
+    if uploads.is_some() {
+        inner.shipping().insert(id.clone());
+    }
     let bytes = files.as_ref().map_or(0, |c| {
         c.events_bytes + c.video.as_ref().map_or(0, |v| v.bytes)
     });
@@ -997,8 +1072,17 @@ async fn finish(inner: Arc<Inner>, recorder: Recorder, finished: watch::Sender<b
         Ok(row) => {
             inner.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
             tracing::info!(recording = %id, status = %row.status, frames = row.frames, "recording ended");
+            match uploads {
+                Some(uploads) if row.status == Status::RecCompleted.as_str() => {
+                    ship::spawn(inner.clone(), uploads, id.clone())
+                }
+                _ => {
+                    inner.shipping().remove(&id);
+                }
+            }
         }
         Err(e) => {
+            inner.shipping().remove(&id);
             tracing::error!(recording = %id, error = %e, "recording's end not stored; the next start closes it")
         }
     }
