@@ -688,4 +688,41 @@ mod tests {
         assert_eq!(tagged.size, Some(1234));
         assert_eq!(tagged.video_filename.as_deref(), Some("x.mp4"));
     }
+
+    fn target(name: &str, kind: TargetKind, bucket: Option<&str>, dir: &str) -> TargetStatus {
+        TargetStatus {
+            target: name.into(),
+            kind,
+            state: crate::service::uploads::UploadState::Completed,
+            uploaded_chunks: 1,
+            total_chunks: 1,
+            bytes_done: 1,
+            attempts: 0,
+            uri: None,
+            bucket: bucket.map(Into::into),
+            directory: Some(dir.into()),
+            error: None,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_upload_fields_name_the_first_bucket_else_the_directory_else_nothing() {
+        let plain = view(&recording(None, None));
+        let none = uploaded(plain.clone(), &[]);
+        assert_eq!(
+            (none.obs_bucket, none.file_directory, none.upload_type),
+            (None, None, None)
+        );
+        let local = target("local", TargetKind::Dir, None, "recordings");
+        let obs = target("obs", TargetKind::S3, Some("bkt"), "vmshot/recordings");
+        let both = uploaded(plain.clone(), &[local.clone(), obs]);
+        assert_eq!(both.obs_bucket.as_deref(), Some("bkt"));
+        assert_eq!(both.file_directory.as_deref(), Some("vmshot/recordings"));
+        assert_eq!(both.upload_type.as_deref(), Some("OBS"));
+        let dir = uploaded(plain, &[local]);
+        assert_eq!(dir.obs_bucket, None);
+        assert_eq!(dir.file_directory.as_deref(), Some("recordings"));
+        assert_eq!(dir.upload_type.as_deref(), Some("LOCAL"));
+    }
 }

@@ -128,6 +128,17 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_refused_at_submission_fails_a_completed_recording() {
+        let (status, reason) =
+            apply(Status::RecCompleted, &Event::UploadFailed("gone".into())).unwrap();
+        assert_eq!(
+            (status, reason.as_deref()),
+            (Status::UploadFailed, Some("gone"))
+        );
+        assert!(apply(Status::RecCompleted, &Event::UploadDone).is_err());
+    }
+
+    #[test]
     fn a_stop_after_the_end_is_refused_in_words() {
         let e = apply(Status::RecCompleted, &Event::Complete { reason: None }).unwrap_err();
         assert_eq!(

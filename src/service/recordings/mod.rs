@@ -11,9 +11,11 @@
 //!
 //! One owner per piece of state: the row's status moves only through
 //! `machine`, written by the recorder's `finish` (or by `recover` at start,
-//! or by the uploads service for the upload moves); the `active` map holds
-//! the running recordings, each inserted by `start` and removed by its own
-//! recorder once its end is stored.
+//! or by `ship`, which follows the uploads for the upload moves: the
+//! uploads service owns the uploads, `ship` only waits for them); the
+//! `active` map holds the running recordings, each inserted by `start` and
+//! removed by its own recorder once its end is stored; `shipping` holds the
+//! recordings a `ship` task follows (not deletable meanwhile).
 //!
 //! Durability: a started recording's row is committed before `start`
 //! answers. The files are written a frame (a line) at a time, so `kill -9`
@@ -38,7 +40,9 @@
 //!
 //! Not yet: retention by age (recordings go by `delete` only), and a sweep
 //! of files whose row is gone (a crash between `delete`'s row and file
-//! removal leaves an orphan file).
+//! removal leaves an orphan file); a second try of an `UPLOAD_FAILED`
+//! recording's upload (the machine allows it, no call makes it); removing
+//! the local files once uploaded.
 
 mod machine;
 mod pool;

@@ -173,3 +173,17 @@ pub(super) async fn targets(uploads: &Uploads, column: Option<&str>) -> Vec<Targ
         None => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_gives_the_ids_in_order() {
+        assert_eq!(ids(Some("12,13")), [UploadId(12), UploadId(13)]);
+        assert_eq!(ids(Some("7")), [UploadId(7)]);
+        assert!(ids(None).is_empty());
+        assert!(ids(Some("")).is_empty());
+        assert_eq!(key("a.mp4"), "recordings/a.mp4");
+    }
+}
