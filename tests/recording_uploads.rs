@@ -257,3 +257,50 @@ fn kill_9_while_uploading_resumes_and_completes() {
         assert!(local == bytes, "{name}: the directory's copy differs");
     }
 }
+
+/// A recording cut by `kill -9` while RECORDING: the next start closes it
+/// (REC_COMPLETED, cut) and, with uploads on, ships it like any other.
+#[test]
+fn a_recording_cut_by_kill_9_is_closed_then_uploaded() {
+    let _lock = LibvirtdLock::shared();
+    common::host::ensure_libvirtd();
+    let dir = tempdir();
+    let guest = Owned::running(&format!("vmshot-ru-d-{}", std::process::id()), PROJECT_A);
+    let out = dir.join("uploads");
+    let uploads = format!("[uploads]\nchunk_kib = 4\n\n{}", dir_target(&out));
+    let mut first = Daemon::start("", &config(&dir, &uploads));
+    let started = call(
+        &first,
+        "POST",
+        "",
+        Some(json!({"desktop_id": guest.uuid, "type": "FULL", "fps": 2})),
+    );
+    assert_eq!(started.status, 200, "{}", started.text());
+    let id = started.json()["id"].as_str().unwrap().to_owned();
+    record_until(&first, &id, "a frame recorded", |r| {
+        r["size"].as_u64() > Some(0)
+    });
+    first.kill_9();
+
+    let second = Daemon::start("", &config(&dir, &uploads));
+    let done = record_until(&second, &id, "the upload's end", |r| {
+        !matches!(
+            r["status"].as_str(),
+            Some("RECORDING" | "REC_COMPLETED" | "UPLOADING")
+        )
+    });
+    assert_eq!(
+        done["status"],
+        "UPLOAD_COMPLETED",
+        "{done}\n{}",
+        second.logs()
+    );
+    assert!(
+        done["reason"].as_str().unwrap_or_default().contains("cut"),
+        "{done}"
+    );
+    for (name, bytes) in files(&dir, &done) {
+        let local = std::fs::read(out.join("recordings").join(&name)).unwrap();
+        assert!(local == bytes, "{name}: the directory's copy differs");
+    }
+}

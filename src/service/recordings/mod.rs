@@ -324,6 +324,9 @@ struct Active {
     stop: watch::Sender<bool>,
     /// True once the recorder has written the row's end.
     finished: watch::Receiver<bool>,
+    /// The row as that end wrote it (before an upload moves it on), for
+    /// `stop` to answer.
+    ended: Arc<OnceLock<Recording>>,
     progress: Arc<Progress>,
 }
 
@@ -536,6 +539,7 @@ impl Recordings {
         let id = uuid::Uuid::new_v4().to_string();
         let (stop, stop_rx) = watch::channel(false);
         let (finished_tx, finished) = watch::channel(false);
+        let ended = Arc::new(OnceLock::new());
         let progress = Arc::new(Progress::default());
         {
             // The slot is taken before the row exists, so two starts cannot
@@ -554,6 +558,7 @@ impl Recordings {
                 Active {
                     stop,
                     finished,
+                    ended: ended.clone(),
                     progress: progress.clone(),
                 },
             );
@@ -642,14 +647,15 @@ impl Recordings {
             events: domain_events,
             stop: stop_rx,
         };
-        tokio::spawn(finish(self.inner.clone(), recorder, finished_tx));
+        tokio::spawn(finish(self.inner.clone(), recorder, finished_tx, ended));
         tracing::info!(recording = %id, domain = %domain.name, kind = %row.kind, "recording started");
         Ok(to_recording(row))
     }
 
     /// Stops a running recording; its files are closed and digested before
-    /// this returns it `REC_COMPLETED`. A recording that has ended is a
-    /// `Conflict`.
+    /// this returns it `REC_COMPLETED` (as its end wrote it: with uploads,
+    /// the row may be `UPLOADING` by then). A recording that has ended is
+    /// a `Conflict`.
     pub async fn stop(&self, who: &Principal, id: &str) -> Result<Recording, Error> {
         let rec = self.get(who, id).await?;
         let finished = {
@@ -657,12 +663,12 @@ impl Recordings {
             match active.get(&rec.id) {
                 Some(a) => {
                     a.stop.send_replace(true);
-                    Some(a.finished.clone())
+                    Some((a.finished.clone(), a.ended.clone()))
                 }
                 None => None,
             }
         };
-        let Some(mut finished) = finished else {
+        let Some((mut finished, ended)) = finished else {
             if rec.status == Status::Recording {
                 // Its recorder is closing it now.
                 return self.get(who, id).await;
@@ -673,7 +679,10 @@ impl Recordings {
         };
         // Closing flushes the last frame and fsyncs: bounded by the disk.
         let _ = tokio::time::timeout(STOP_WITHIN, finished.wait_for(|f| *f)).await;
-        self.get(who, id).await
+        match ended.get() {
+            Some(rec) => Ok(rec.clone()),
+            None => self.get(who, id).await,
+        }
     }
 
     /// The recording `id` if `who` may see its domain (an admin sees all); one
@@ -874,7 +883,10 @@ impl Recordings {
                 let from = r.status.parse::<Status>().map_err(|e| e.to_string())?;
                 let (status, reason) = machine::apply(from, &event).map_err(|e| e.to_string())?;
                 r.status = status.as_str().to_owned();
-                if reason.is_some() || status == Status::Uploading {
+                // A new upload clears the last one's failure; how the
+                // recording ended (cut, its domain stopped) stays.
+                if reason.is_some() || (status == Status::Uploading && from == Status::UploadFailed)
+                {
                     r.reason = reason;
                 }
                 if let Some(upload) = upload {
@@ -1017,7 +1029,12 @@ impl Recordings {
 
 /// Runs the recorder, then writes how it ended: the machine's move, the
 /// files' sizes and digests, in one transaction; then frees its slot.
-async fn finish(inner: Arc<Inner>, recorder: Recorder, finished: watch::Sender<bool>) {
+async fn finish(
+    inner: Arc<Inner>,
+    recorder: Recorder,
+    finished: watch::Sender<bool>,
+    answer: Arc<OnceLock<Recording>>,
+) {
     let id = recorder.id.clone();
     let (ended, seat) = recorder.run().await;
     let closed = seat.close(ended.duration).await;
@@ -1076,10 +1093,10 @@ async fn finish(inner: Arc<Inner>, recorder: Recorder, finished: watch::Sender<b
         Ok(row) => {
             inner.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
             tracing::info!(recording = %id, status = %row.status, frames = row.frames, "recording ended");
+            let shipped = uploads.is_some() && row.status == Status::RecCompleted.as_str();
+            let _ = answer.set(to_recording(row));
             match uploads {
-                Some(uploads) if row.status == Status::RecCompleted.as_str() => {
-                    ship::spawn(inner.clone(), uploads, id.clone())
-                }
+                Some(uploads) if shipped => ship::spawn(inner.clone(), uploads, id.clone()),
                 _ => {
                     inner.shipping().remove(&id);
                 }
