@@ -15,8 +15,8 @@
 //! ```
 //!
 //! RECORDING is only ever the first status. REC_FAILED and UPLOAD_COMPLETED
-//! are final. The upload moves belong to the uploads service: this module
-//! only says which are allowed.
+//! are final. The upload moves belong to `ship` (which follows the uploads
+//! service): this module only says which are allowed.
 
 use super::Status;
 

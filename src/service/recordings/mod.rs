@@ -862,8 +862,8 @@ impl Recordings {
         })
     }
 
-    /// The uploads service's seam: moves a finished recording through the
-    /// upload statuses (`Event::UploadStarted` carries the upload's id,
+    /// `ship`'s seam (it follows the uploads service): moves a finished
+    /// recording through the upload statuses (`Event::UploadStarted` carries the upload's id,
     /// kept on the row), as the machine allows; a refused move is a
     /// `Conflict`. No scope check: the caller is the host's own service.
     pub async fn upload_moved(&self, id: &str, event: Event) -> Result<Recording, Error> {
