@@ -20,6 +20,10 @@ use super::{machine::Event, FileKind, Inner, Recordings, Status};
 use crate::service::uploads::{Media, Owner, TargetStatus, UploadId, UploadState, Uploads};
 use crate::service::Error;
 
+/// Tries of a recording's shipping (1, 2, 4, 8 s apart) before it is left
+/// to the next start.
+const TRIES: u32 = 5;
+
 /// The object key of a recording's file.
 pub(super) fn key(name: &str) -> String {
     format!("recordings/{name}")
@@ -41,9 +45,22 @@ pub(super) fn spawn(inner: Arc<Inner>, uploads: Uploads, id: String) {
         let recordings = Recordings {
             inner: inner.clone(),
         };
-        if let Err(e) = ship(&recordings, &uploads, &id).await {
-            // Left as it is: the next start takes it again.
-            tracing::warn!(recording = %id, error = %e, "recording's upload not followed to its end");
+        // Each try is idempotent (uploads found again by key and digest, the
+        // row's status says which moves remain): a store that did not answer
+        // is tried again a few times, then left to the next start.
+        let mut wait = std::time::Duration::from_secs(1);
+        for attempt in 1..=TRIES {
+            match ship(&recordings, &uploads, &id).await {
+                Ok(()) => break,
+                Err(e) if attempt == TRIES => {
+                    tracing::warn!(recording = %id, error = %e, "recording's upload not followed to its end; the next start takes it again");
+                }
+                Err(e) => {
+                    tracing::warn!(recording = %id, error = %e, "recording's upload: trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
         }
         inner.shipping().remove(&id);
     });
