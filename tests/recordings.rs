@@ -850,3 +850,19 @@ async fn the_daemon_closes_a_cut_recording_before_it_serves() {
     );
     assert_eq!(recordings.recover().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_watchdog_triggers_an_operation_recording() {
+    let _lock = LibvirtdLock::shared();
+    let (done, frames, lines) = operation("rec-watchdog", Trigger::Watchdog, "KEY_W").await;
+    let (before, after, ms) = around_trigger(&lines, "WATCHDOG");
+    eprintln!(
+        "watchdog: {before} frames before, {after} after, trigger at {ms} ms, {} frames",
+        done.frames
+    );
+    assert!(before >= 2, "the ring's frames: {before}");
+    assert!(blue_share(&frames[0]) > 0.5, "{}", blue_share(&frames[0]));
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "lifecycle" && l["event"] == "watchdog"));
+}

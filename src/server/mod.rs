@@ -225,6 +225,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             Ok(n) => tracing::info!(closed = n, "recordings recovered"),
             Err(e) => tracing::error!(error = %e, "recordings' recovery failed"),
         }
+        // After the recovery, which may have just closed some: those and
+        // any left uploading are (re)taken by the uploads.
+        match recordings.resume_uploads().await {
+            Ok(n) => tracing::info!(recordings = n, "recordings' uploads resumed"),
+            Err(e) => tracing::error!(error = %e, "recordings' uploads not resumed"),
+        }
     }
     let s = &config.server;
     let tls = match (&s.tls_cert, &s.tls_key) {

@@ -41,6 +41,7 @@ use super::registry::{load_keys, Mount, MountError, Registration, Shared};
 use super::{HostNames, LocalAddr};
 use crate::auth::{KeyStore, Nonce, NonceCache};
 use crate::service::recordings::{ListFilter, OpenFile, Recording, Recordings, StartRecording};
+use crate::service::uploads::{TargetKind, TargetStatus};
 use crate::service::{self, Caller, Principal, Screenshots};
 
 use config::Section;
@@ -199,7 +200,7 @@ impl Dialect for Huawei {
                     .await
                     .map_err(|e| HuaweiError::from_core(&e, "screen record", &id))?;
                 record.domain = Some(found.domain.name.clone());
-                Ok(wire::json(StatusCode::OK, &view(&found)))
+                Ok(wire::json(StatusCode::OK, &self.view(&found).await))
             }
             Route::Stop { id, .. } => {
                 record.instance = Some(id.clone());
@@ -209,7 +210,7 @@ impl Dialect for Huawei {
                     .await
                     .map_err(|e| HuaweiError::from_core(&e, "screen record", &id))?;
                 record.domain = Some(stopped.domain.name.clone());
-                Ok(wire::json(StatusCode::OK, &view(&stopped)))
+                Ok(wire::json(StatusCode::OK, &self.view(&stopped).await))
             }
             Route::Download {
                 id,
@@ -403,7 +404,10 @@ impl Huawei {
             .list(who, &filter)
             .await
             .map_err(|e| HuaweiError::from_core(&e, "screen record", "-"))?;
-        let records: Vec<RecordView> = page.items.iter().map(view).collect();
+        let mut records: Vec<RecordView> = Vec::with_capacity(page.items.len());
+        for r in &page.items {
+            records.push(self.view(r).await);
+        }
         Ok(wire::json(
             StatusCode::OK,
             &json!({"screen_records": records, "total_count": page.total}),
@@ -424,7 +428,37 @@ fn bare(s: &str) -> String {
     s.replace('-', "").to_ascii_lowercase()
 }
 
-/// The core's recording, as `ScreenRecordDetail`.
+impl Huawei {
+    /// `view`, with where the recording was uploaded, if it was.
+    async fn view(&self, r: &Recording) -> RecordView {
+        let targets = self.recordings.upload_targets(r).await;
+        uploaded(view(r), &targets)
+    }
+}
+
+/// Where the upload puts the recording, as Workspace names it: the first S3
+/// target's bucket and folder (`upload_type` "OBS"), else the first
+/// directory target's folder under it ("LOCAL"); never a host path. A
+/// recording without uploads keeps the three null.
+fn uploaded(mut view: RecordView, targets: &[TargetStatus]) -> RecordView {
+    let s3 = targets.iter().find(|t| t.kind == TargetKind::S3);
+    let Some(target) = s3.or_else(|| targets.first()) else {
+        return view;
+    };
+    view.obs_bucket = target.bucket.clone();
+    view.file_directory = target.directory.clone();
+    view.upload_type = Some(
+        match target.kind {
+            TargetKind::S3 => "OBS",
+            TargetKind::Dir => "LOCAL",
+        }
+        .to_owned(),
+    );
+    view
+}
+
+/// The core's recording, as `ScreenRecordDetail` (without its upload: see
+/// `uploaded`).
 fn view(r: &Recording) -> RecordView {
     let domain = &r.domain;
     RecordView {
@@ -442,7 +476,7 @@ fn view(r: &Recording) -> RecordView {
         kind: r.kind.as_str().to_owned(),
         status: r.status.as_str().to_owned(),
         policy_id: None,
-        // Filled once uploads exist.
+        // From the upload, if any (`uploaded`).
         obs_bucket: None,
         file_directory: None,
         video_filename: r.video.as_ref().map(|v| v.name.clone()),
@@ -653,5 +687,42 @@ mod tests {
         assert_eq!(tagged.desktop_id.as_deref(), Some("i-web1"));
         assert_eq!(tagged.size, Some(1234));
         assert_eq!(tagged.video_filename.as_deref(), Some("x.mp4"));
+    }
+
+    fn target(name: &str, kind: TargetKind, bucket: Option<&str>, dir: &str) -> TargetStatus {
+        TargetStatus {
+            target: name.into(),
+            kind,
+            state: crate::service::uploads::UploadState::Completed,
+            uploaded_chunks: 1,
+            total_chunks: 1,
+            bytes_done: 1,
+            attempts: 0,
+            uri: None,
+            bucket: bucket.map(Into::into),
+            directory: Some(dir.into()),
+            error: None,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_upload_fields_name_the_first_bucket_else_the_directory_else_nothing() {
+        let plain = view(&recording(None, None));
+        let none = uploaded(plain.clone(), &[]);
+        assert_eq!(
+            (none.obs_bucket, none.file_directory, none.upload_type),
+            (None, None, None)
+        );
+        let local = target("local", TargetKind::Dir, None, "recordings");
+        let obs = target("obs", TargetKind::S3, Some("bkt"), "vmshot/recordings");
+        let both = uploaded(plain.clone(), &[local.clone(), obs]);
+        assert_eq!(both.obs_bucket.as_deref(), Some("bkt"));
+        assert_eq!(both.file_directory.as_deref(), Some("vmshot/recordings"));
+        assert_eq!(both.upload_type.as_deref(), Some("OBS"));
+        let dir = uploaded(plain, &[local]);
+        assert_eq!(dir.obs_bucket, None);
+        assert_eq!(dir.file_directory.as_deref(), Some("recordings"));
+        assert_eq!(dir.upload_type.as_deref(), Some("LOCAL"));
     }
 }

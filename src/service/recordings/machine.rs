@@ -9,11 +9,14 @@
 //!       │ the encoder or the files failed                             retry │     │ failed
 //!       ▼                                                                   │     ▼
 //!   REC_FAILED                                                              └── UPLOAD_FAILED
+//!
+//!   (REC_COMPLETED goes straight to UPLOAD_FAILED when its upload is
+//!   refused at submission: a file gone or changed.)
 //! ```
 //!
 //! RECORDING is only ever the first status. REC_FAILED and UPLOAD_COMPLETED
-//! are final. The upload moves belong to the uploads service: this module
-//! only says which are allowed.
+//! are final. The upload moves belong to `ship` (which follows the uploads
+//! service): this module only says which are allowed.
 
 use super::Status;
 
@@ -53,7 +56,10 @@ pub fn apply(from: Status, event: &Event) -> Result<(Status, Option<String>), Re
         (RecCompleted | UploadFailed, Event::UploadStarted { .. }) => Ok((Uploading, None)),
         (_, Event::UploadStarted { .. }) => refuse("be uploaded now"),
         (Uploading, Event::UploadDone) => Ok((UploadCompleted, None)),
-        (Uploading, Event::UploadFailed(reason)) => Ok((UploadFailed, Some(reason.clone()))),
+        // From REC_COMPLETED too: an upload refused at its submission.
+        (Uploading | RecCompleted, Event::UploadFailed(reason)) => {
+            Ok((UploadFailed, Some(reason.clone())))
+        }
         (_, Event::UploadDone | Event::UploadFailed(_)) => refuse("end an upload: none runs"),
     }
 }
@@ -119,6 +125,17 @@ mod tests {
                 &Status::UploadFailed
             ]
         );
+    }
+
+    #[test]
+    fn an_upload_refused_at_submission_fails_a_completed_recording() {
+        let (status, reason) =
+            apply(Status::RecCompleted, &Event::UploadFailed("gone".into())).unwrap();
+        assert_eq!(
+            (status, reason.as_deref()),
+            (Status::UploadFailed, Some("gone"))
+        );
+        assert!(apply(Status::RecCompleted, &Event::UploadDone).is_err());
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //!
 //! One owner per piece of state: the row's status moves only through
 //! `machine`, written by the recorder's `finish` (or by `recover` at start,
-//! or by the uploads service for the upload moves); the `active` map holds
-//! the running recordings, each inserted by `start` and removed by its own
-//! recorder once its end is stored.
+//! or by `ship`, which follows the uploads for the upload moves: the
+//! uploads service owns the uploads, `ship` only waits for them); the
+//! `active` map holds the running recordings, each inserted by `start` and
+//! removed by its own recorder once its end is stored; `shipping` holds the
+//! recordings a `ship` task follows (not deletable meanwhile).
 //!
 //! Durability: a started recording's row is committed before `start`
 //! answers. The files are written a frame (a line) at a time, so `kill -9`
@@ -38,23 +40,27 @@
 //!
 //! Not yet: retention by age (recordings go by `delete` only), and a sweep
 //! of files whose row is gone (a crash between `delete`'s row and file
-//! removal leaves an orphan file).
+//! removal leaves an orphan file); a second try of an `UPLOAD_FAILED`
+//! recording's upload (the machine allows it, no call makes it); removing
+//! the local files once uploaded.
 
 mod machine;
 mod pool;
 mod recorder;
 mod recover;
+mod ship;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use super::uploads::{TargetStatus, Uploads};
 use super::{Caller, Domain, Error, Principal};
 use crate::capture::Capturer;
 use crate::store::{FileColumns, RecordingQuery, RecordingRow, Store, StoreError};
@@ -318,6 +324,9 @@ struct Active {
     stop: watch::Sender<bool>,
     /// True once the recorder has written the row's end.
     finished: watch::Receiver<bool>,
+    /// The row as that end wrote it (before an upload moves it on), for
+    /// `stop` to answer.
+    ended: Arc<OnceLock<Recording>>,
     progress: Arc<Progress>,
 }
 
@@ -332,6 +341,12 @@ pub(super) struct Inner {
     closed_bytes: AtomicU64,
     /// Screenshots recordings without a mirror may have in flight at once.
     grabs: Arc<tokio::sync::Semaphore>,
+    /// With `[uploads]`: where finished recordings are shipped (set once,
+    /// by `Screenshots::with_uploads`).
+    uploads: OnceLock<Uploads>,
+    /// Recordings whose upload task runs (`ship`), or is about to: not to
+    /// be deleted under it.
+    shipping: Mutex<HashSet<String>>,
 }
 
 fn store_error(e: StoreError) -> Error {
@@ -347,6 +362,10 @@ fn store_error(e: StoreError) -> Error {
 impl Inner {
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shipping(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.shipping.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes on disk: closed recordings and what the running ones wrote.
@@ -413,6 +432,8 @@ impl Recordings {
                 active: Mutex::new(HashMap::new()),
                 closed_bytes: AtomicU64::new(0),
                 grabs: Arc::new(tokio::sync::Semaphore::new(MAX_GRABS)),
+                uploads: OnceLock::new(),
+                shipping: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -518,6 +539,7 @@ impl Recordings {
         let id = uuid::Uuid::new_v4().to_string();
         let (stop, stop_rx) = watch::channel(false);
         let (finished_tx, finished) = watch::channel(false);
+        let ended = Arc::new(OnceLock::new());
         let progress = Arc::new(Progress::default());
         {
             // The slot is taken before the row exists, so two starts cannot
@@ -536,6 +558,7 @@ impl Recordings {
                 Active {
                     stop,
                     finished,
+                    ended: ended.clone(),
                     progress: progress.clone(),
                 },
             );
@@ -624,14 +647,15 @@ impl Recordings {
             events: domain_events,
             stop: stop_rx,
         };
-        tokio::spawn(finish(self.inner.clone(), recorder, finished_tx));
+        tokio::spawn(finish(self.inner.clone(), recorder, finished_tx, ended));
         tracing::info!(recording = %id, domain = %domain.name, kind = %row.kind, "recording started");
         Ok(to_recording(row))
     }
 
     /// Stops a running recording; its files are closed and digested before
-    /// this returns it `REC_COMPLETED`. A recording that has ended is a
-    /// `Conflict`.
+    /// this returns it `REC_COMPLETED` (as its end wrote it: with uploads,
+    /// the row may be `UPLOADING` by then). A recording that has ended is
+    /// a `Conflict`.
     pub async fn stop(&self, who: &Principal, id: &str) -> Result<Recording, Error> {
         let rec = self.get(who, id).await?;
         let finished = {
@@ -639,12 +663,12 @@ impl Recordings {
             match active.get(&rec.id) {
                 Some(a) => {
                     a.stop.send_replace(true);
-                    Some(a.finished.clone())
+                    Some((a.finished.clone(), a.ended.clone()))
                 }
                 None => None,
             }
         };
-        let Some(mut finished) = finished else {
+        let Some((mut finished, ended)) = finished else {
             if rec.status == Status::Recording {
                 // Its recorder is closing it now.
                 return self.get(who, id).await;
@@ -655,7 +679,10 @@ impl Recordings {
         };
         // Closing flushes the last frame and fsyncs: bounded by the disk.
         let _ = tokio::time::timeout(STOP_WITHIN, finished.wait_for(|f| *f)).await;
-        self.get(who, id).await
+        match ended.get() {
+            Some(rec) => Ok(rec.clone()),
+            None => self.get(who, id).await,
+        }
     }
 
     /// The recording `id` if `who` may see its domain (an admin sees all); one
@@ -768,6 +795,17 @@ impl Recordings {
         let mut doomed = Vec::new();
         for id in ids {
             let rec = self.get(who, id).await?;
+            if rec.status == Status::Uploading || self.inner.shipping().contains(&rec.id) {
+                // Its files are read by the upload until it ends; refused
+                // rather than cancelled, so that an upload the store
+                // acknowledged always ends in its own words.
+                return Err(Error::Conflict {
+                    reason: format!(
+                        "recording '{}' is being uploaded: delete it once its upload ended",
+                        rec.id
+                    ),
+                });
+            }
             if !machine::deletable(rec.status) {
                 return Err(Error::Conflict {
                     reason: format!("recording '{}' is {}: stop it first", rec.id, rec.status),
@@ -824,8 +862,8 @@ impl Recordings {
         })
     }
 
-    /// The uploads service's seam: moves a finished recording through the
-    /// upload statuses (`Event::UploadStarted` carries the upload's id,
+    /// `ship`'s seam (it follows the uploads service): moves a finished
+    /// recording through the upload statuses (`Event::UploadStarted` carries the upload's id,
     /// kept on the row), as the machine allows; a refused move is a
     /// `Conflict`. No scope check: the caller is the host's own service.
     pub async fn upload_moved(&self, id: &str, event: Event) -> Result<Recording, Error> {
@@ -845,7 +883,10 @@ impl Recordings {
                 let from = r.status.parse::<Status>().map_err(|e| e.to_string())?;
                 let (status, reason) = machine::apply(from, &event).map_err(|e| e.to_string())?;
                 r.status = status.as_str().to_owned();
-                if reason.is_some() || status == Status::Uploading {
+                // A new upload clears the last one's failure; how the
+                // recording ended (cut, its domain stopped) stays.
+                if reason.is_some() || (status == Status::Uploading && from == Status::UploadFailed)
+                {
                     r.reason = reason;
                 }
                 if let Some(upload) = upload {
@@ -861,6 +902,50 @@ impl Recordings {
                 e => store_error(e),
             })?;
         Ok(to_recording(row))
+    }
+
+    /// Ships finished recordings through `uploads` from now on (once; the
+    /// daemon calls it as it builds the service).
+    pub(crate) fn attach_uploads(&self, uploads: Uploads) {
+        let _ = self.inner.uploads.set(uploads);
+    }
+
+    /// After `recover`, with uploads: every recording left REC_COMPLETED
+    /// (never submitted: a crash came between, or uploads were turned on
+    /// since) is submitted, and every one left UPLOADING waits for its
+    /// uploads again (the uploads service resumes them). Returns how many.
+    pub async fn resume_uploads(&self) -> Result<usize, Error> {
+        let Some(uploads) = self.inner.uploads.get() else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for status in [Status::Uploading, Status::RecCompleted] {
+            let rows = self
+                .inner
+                .store
+                .recordings_in(status.as_str())
+                .await
+                .map_err(store_error)?;
+            for row in rows {
+                if self.inner.shipping().contains(&row.id)
+                    || self.inner.active().contains_key(&row.id)
+                {
+                    continue;
+                }
+                ship::spawn(self.inner.clone(), uploads.clone(), row.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The targets of the recording's upload (its video's), for the
+    /// dialects' views; empty without uploads or before one started.
+    pub async fn upload_targets(&self, rec: &Recording) -> Vec<TargetStatus> {
+        match self.inner.uploads.get() {
+            Some(uploads) => ship::targets(uploads, rec.upload_id.as_deref()).await,
+            None => Vec::new(),
+        }
     }
 
     /// Where one of a recording's files is on disk (for the uploads service,
@@ -944,7 +1029,12 @@ impl Recordings {
 
 /// Runs the recorder, then writes how it ended: the machine's move, the
 /// files' sizes and digests, in one transaction; then frees its slot.
-async fn finish(inner: Arc<Inner>, recorder: Recorder, finished: watch::Sender<bool>) {
+async fn finish(
+    inner: Arc<Inner>,
+    recorder: Recorder,
+    finished: watch::Sender<bool>,
+    answer: Arc<OnceLock<Recording>>,
+) {
     let id = recorder.id.clone();
     let (ended, seat) = recorder.run().await;
     let closed = seat.close(ended.duration).await;
@@ -960,6 +1050,12 @@ async fn finish(inner: Arc<Inner>, recorder: Recorder, finished: watch::Sender<b
             (Event::Fail("writing the recording failed".into()), None)
         }
     };
+    // Marked before the row says REC_COMPLETED: a delete between the two
+    // would pull the files from under the upload.
+    let uploads = inner.uploads.get().cloned();
+    if uploads.is_some() {
+        inner.shipping().insert(id.clone());
+    }
     let bytes = files.as_ref().map_or(0, |c| {
         c.events_bytes + c.video.as_ref().map_or(0, |v| v.bytes)
     });
@@ -997,8 +1093,17 @@ async fn finish(inner: Arc<Inner>, recorder: Recorder, finished: watch::Sender<b
         Ok(row) => {
             inner.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
             tracing::info!(recording = %id, status = %row.status, frames = row.frames, "recording ended");
+            let shipped = uploads.is_some() && row.status == Status::RecCompleted.as_str();
+            let _ = answer.set(to_recording(row));
+            match uploads {
+                Some(uploads) if shipped => ship::spawn(inner.clone(), uploads, id.clone()),
+                _ => {
+                    inner.shipping().remove(&id);
+                }
+            }
         }
         Err(e) => {
+            inner.shipping().remove(&id);
             tracing::error!(recording = %id, error = %e, "recording's end not stored; the next start closes it")
         }
     }

@@ -488,7 +488,11 @@ impl Screenshots {
     }
 
     /// The service with uploads on (see `Uploads::start`).
+    /// Finished recordings are uploaded too, from now on.
     pub fn with_uploads(mut self, uploads: Uploads) -> Self {
+        if let Some(recordings) = &self.recordings {
+            recordings.attach_uploads(uploads.clone());
+        }
         self.uploads = Some(uploads);
         self
     }
