@@ -69,30 +69,37 @@ fn psnr(a: &[u8], b: &[u8]) -> f64 {
 }
 
 fn ffprobe_json(path: &Path) -> serde_json::Value {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(path)
+    let mut cmd = Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-count_frames",
+        "-show_streams",
+        "-show_format",
+        "-of",
+        "json",
+    ])
+    .arg(path);
+    serde_json::from_slice(&quiet_output(&mut cmd, "ffprobe")).unwrap()
+}
+
+/// Runs `cmd` (`what` names it) and returns its stdout; it must succeed and
+/// say nothing on stderr, where ffmpeg's tools report a damaged stream.
+fn quiet_output(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
         .output()
-        .expect("ffprobe runs (apt-get install ffmpeg)");
+        .unwrap_or_else(|e| panic!("{what} runs (apt-get install ffmpeg): {e}"));
     assert!(
         out.status.success(),
-        "ffprobe: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
         out.stderr.is_empty(),
-        "ffprobe complains: {}",
+        "{what} complains: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
 }
 
 /// Presentation times of the video's frames, in seconds.
@@ -121,34 +128,21 @@ fn frame_times(path: &Path) -> Vec<f64> {
 
 /// Every frame decoded to RGB, each at its own time (no frame rate imposed).
 fn decode(path: &Path, width: usize, height: usize) -> Vec<Vec<u8>> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args([
-            "-fps_mode",
-            "passthrough",
-            "-enc_time_base",
-            "-1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "ffmpeg complains: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout.len() % (width * height * 3), 0);
-    out.stdout
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-i"]).arg(path).args([
+        "-fps_mode",
+        "passthrough",
+        "-enc_time_base",
+        "-1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]);
+    let stdout = quiet_output(&mut cmd, "ffmpeg");
+    assert_eq!(stdout.len() % (width * height * 3), 0);
+    stdout
         .chunks(width * height * 3)
         .map(<[u8]>::to_vec)
         .collect()
