@@ -47,13 +47,13 @@ const OTHER_TOKEN: &str = "marketplace-other-tenant-0002";
 const TOKENS: &str = r#"
 [[token]]
 id = "marketplace-admin-token-0001"
-user = "publisher@example.com"
+user_id = "publisher@example.com"
 roles = ["admin"]
 
 [[token]]
 id = "marketplace-other-tenant-0002"
-user = "other@example.com"
-project = "9e9e9e9e-0000-4000-8000-000000000000"
+user_id = "other@example.com"
+project_id = "9e9e9e9e-0000-4000-8000-000000000000"
 "#;
 
 fn secret_file(dir: &Path, name: &str, text: &str) -> String {

@@ -3,6 +3,8 @@
 
 mod keys;
 mod nonce;
+mod tokens;
 
 pub use keys::{AccessKey, KeyStore, KeysError};
 pub use nonce::{Nonce, NonceCache};
+pub use tokens::{StaticTokens, TokenError, TokenRules};

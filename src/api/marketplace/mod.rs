@@ -13,7 +13,6 @@
 //! one that does not exist. Errors are `{"errorCode", "errorMessage"}`.
 
 mod config;
-mod tokens;
 mod wire;
 
 use axum::http::request::Parts;
@@ -22,16 +21,24 @@ use axum::response::{IntoResponse, Response};
 
 use super::pipeline::{Dialect, Incoming, Record, Refusal};
 use super::registry::{Mount, MountError, Registration, Shared};
+use crate::auth::{StaticTokens, TokenRules};
 use crate::service::uploads::{UploadId, Uploads};
+use crate::service::Principal;
 
 use config::Section;
-use tokens::Tokens;
 use wire::{MachineImageUploadRequest, MarketError};
 
 const NAME: &str = "marketplace";
 const PREFIX: &str = "/appstore/publisher/v1/machineimages/";
 /// The id's longest spelling: a positive i64 has at most 19 digits.
 const MAX_ID_DIGITS: usize = 19;
+/// Bearer tokens from a file (`auth::StaticTokens`): with a project a token
+/// sees that tenant's uploads, with role `admin` every upload on the host.
+const TOKEN_RULES: TokenRules = TokenRules {
+    max_len: 512,
+    project_required: false,
+    roles: None,
+};
 
 pub const REGISTRATION: Registration = Registration {
     name: NAME,
@@ -56,7 +63,7 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         .tokens_file
         .as_deref()
         .unwrap_or(std::path::Path::new(""));
-    let tokens = Tokens::load(file).map_err(&in_section)?;
+    let tokens = StaticTokens::load(file, TOKEN_RULES).map_err(&in_section)?;
     tracing::info!(tokens = tokens.len(), "marketplace dialect");
     Ok(Some(Mount::new(
         format!("Oracle Marketplace upload status ({PREFIX}{{uploadRequestId}})"),
@@ -69,7 +76,19 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
 
 pub struct Marketplace {
     uploads: Uploads,
-    tokens: Tokens,
+    tokens: StaticTokens,
+}
+
+impl Marketplace {
+    /// Who `Authorization: Bearer <token>` is, if anyone.
+    fn principal(&self, authorization: Option<&str>) -> Option<Principal> {
+        let holder = self.tokens.holder(bearer(authorization)?).ok()?;
+        Some(holder.principal(NAME))
+    }
+}
+
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization?.strip_prefix("Bearer ")?.trim().into()
 }
 
 impl Dialect for Marketplace {
@@ -96,7 +115,6 @@ impl Dialect for Marketplace {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let who = self
-            .tokens
             .principal(authorization)
             .ok_or_else(MarketError::not_authorized)?;
         record.principal = Some(who.id.clone());
@@ -178,6 +196,20 @@ fn parse_id(raw: &str) -> Result<UploadId, MarketError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_token_file_parses() {
+        let text = include_str!("../../../systemd/marketplace-tokens.toml");
+        assert_eq!(StaticTokens::parse(text, TOKEN_RULES).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_bearer_authorizations_carry_a_token() {
+        assert_eq!(bearer(Some("Bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("bearer abc")), None);
+        assert_eq!(bearer(None), None);
+    }
 
     #[test]
     fn ids_are_positive_integers_in_digits() {

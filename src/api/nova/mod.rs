@@ -26,12 +26,13 @@ use axum::response::{IntoResponse, Response};
 
 use super::pipeline::{Dialect, Incoming, Record, Refusal};
 use super::registry::{Mount, MountError, Registration, Shared};
+use crate::auth::StaticTokens;
 use crate::service::actions::{Actions, InstanceAction, Page as ActionsPage};
 
 use config::Section;
 use microversion::Version;
 use params::Route;
-use token::{Caller, Keystone, StaticTokens, TokenError, Tokens, Validate};
+use token::{Caller, Keystone, TokenError, Tokens, Validate, STATIC_RULES};
 use wire::{ActionView, EventView, NovaError, Page, Reader};
 
 const NAME: &str = "nova";
@@ -60,7 +61,7 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
     })?;
     let (tokens, www_authenticate) = match (&config.tokens_file, &config.keystone) {
         (Some(file), _) => {
-            let tokens = StaticTokens::load(file).map_err(&in_section)?;
+            let tokens = StaticTokens::load(file, STATIC_RULES).map_err(&in_section)?;
             tracing::info!(tokens = tokens.len(), "nova dialect, static tokens");
             (Tokens::Static(tokens), None)
         }

@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::config::read_secret_text;
+use crate::auth::{self, StaticTokens, TokenRules};
 use crate::service::Principal;
 
 /// The dialect's name on principals it vouches for.
@@ -97,8 +96,8 @@ impl Validate for Tokens {
     }
 }
 
-/// Tokens are kept and looked up by their SHA-256 only, so neither memory nor
-/// a lookup's timing holds a usable token.
+/// Keystone's cache is keyed by SHA-256, so neither memory nor a lookup's
+/// timing holds a usable token.
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -109,89 +108,33 @@ fn expired(expires_at: Option<OffsetDateTime>) -> bool {
 
 // ------------------------------------------------------------------- static
 
-/// `[[token]] id = "…", user_id, project_id, roles = ["member"], expires =
-/// "2030-01-01T00:00:00Z"` (optional, RFC 3339).
-pub struct StaticTokens {
-    tokens: HashMap<[u8; 32], Caller>,
-}
+/// Nova's static token file (`auth::StaticTokens`): every token names its
+/// project and carries Keystone's default roles only.
+pub const STATIC_RULES: TokenRules = TokenRules {
+    max_len: MAX_TOKEN,
+    project_required: true,
+    roles: Some(&["admin", "member", "reader"]),
+};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenFile {
-    #[serde(default)]
-    token: Vec<TokenEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenEntry {
-    id: String,
-    user_id: String,
-    project_id: String,
-    roles: Vec<String>,
-    expires: Option<String>,
-}
-
-/// Says how many, never which.
-impl std::fmt::Debug for StaticTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StaticTokens({})", self.tokens.len())
-    }
-}
-
-impl StaticTokens {
-    pub fn load(path: &Path) -> Result<Self, String> {
-        // Tokens are secrets: the same ownership and mode checks as key files.
-        let text = read_secret_text(path).map_err(|e| e.to_string())?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let file: TokenFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
-        let mut tokens = HashMap::new();
-        for (i, t) in file.token.into_iter().enumerate() {
-            if t.id.len() < 16 {
-                return Err(format!("token {}: an id of at least 16 characters", i + 1));
-            }
-            let known = ["admin", "member", "reader"];
-            if let Some(role) = t.roles.iter().find(|r| !known.contains(&r.as_str())) {
-                return Err(format!(
-                    "token {}: unknown role '{role}' (admin, member, reader)",
-                    i + 1
-                ));
-            }
-            let expires_at = t
-                .expires
-                .map(|e| {
-                    OffsetDateTime::parse(&e, &time::format_description::well_known::Rfc3339)
-                        .map_err(|err| format!("token {}: expires '{e}': {err}", i + 1))
-                })
-                .transpose()?;
-            let caller = Caller {
-                user_id: t.user_id,
-                project_id: t.project_id,
-                roles: t.roles.into_iter().collect(),
-                expires_at,
-            };
-            if tokens.insert(digest(&t.id), caller).is_some() {
-                return Err(format!("token {}: the same id twice", i + 1));
-            }
+impl From<auth::TokenError> for TokenError {
+    fn from(e: auth::TokenError) -> Self {
+        match e {
+            auth::TokenError::Invalid => Self::Invalid,
+            auth::TokenError::Expired => Self::Expired,
         }
-        Ok(Self { tokens })
-    }
-
-    pub fn len(&self) -> usize {
-        self.tokens.len()
     }
 }
 
 impl Validate for StaticTokens {
     async fn validate(&self, token: &str) -> Result<Caller, TokenError> {
-        let caller = self.tokens.get(&digest(token)).ok_or(TokenError::Invalid)?;
-        if expired(caller.expires_at) {
-            return Err(TokenError::Expired);
-        }
-        Ok(caller.clone())
+        let holder = self.holder(token)?;
+        Ok(Caller {
+            user_id: holder.user_id.clone(),
+            // Present: STATIC_RULES requires it.
+            project_id: holder.project_id.clone().unwrap_or_default(),
+            roles: holder.roles.clone(),
+            expires_at: holder.expires_at,
+        })
     }
 }
 
@@ -448,7 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn static_tokens() {
-        let tokens = Tokens::Static(StaticTokens::parse(FILE).unwrap());
+        let tokens = Tokens::Static(StaticTokens::parse(FILE, STATIC_RULES).unwrap());
         let admin = tokens.validate("0123456789abcdef-admin").await.unwrap();
         assert!(admin.is_admin());
         let p = admin.principal();
@@ -472,17 +415,12 @@ mod tests {
     }
 
     #[test]
-    fn static_files_are_checked() {
-        let bad = |s: &str| StaticTokens::parse(s).unwrap_err();
-        assert!(
-            bad("[[token]]\nid = \"short\"\nuser_id = \"u\"\nproject_id = \"p\"\nroles = []")
-                .contains("16")
-        );
-        assert!(bad("[[token]]\nid = \"0123456789abcdefg\"\nuser_id = \"u\"\nproject_id = \"p\"\nroles = [\"root\"]").contains("root"));
-        assert!(bad("[[token]]\nid = \"0123456789abcdefg\"\nuser_id = \"u\"\nproject_id = \"p\"\nroles = []\nexpires = \"soon\"").contains("soon"));
-        assert!(bad("[[token]]\nid = \"0123456789abcdefg\"\nuser_id = \"u\"\nproject_id = \"p\"\nroles = []\nextra = 1").contains("extra"));
-        let twice = "[[token]]\nid = \"0123456789abcdefg\"\nuser_id = \"u\"\nproject_id = \"p\"\nroles = []\n".repeat(2);
-        assert!(bad(&twice).contains("twice"));
+    fn static_tokens_need_a_project_and_known_roles() {
+        let bad = |s: &str| StaticTokens::parse(s, STATIC_RULES).unwrap_err();
+        let one =
+            |rest: &str| format!("[[token]]\nid = \"0123456789abcdefg\"\nuser_id = \"u\"\n{rest}");
+        assert!(bad(&one("project_id = \"p\"\nroles = [\"root\"]")).contains("root"));
+        assert!(bad(&one("roles = []")).contains("project_id"));
     }
 
     /// Keystone's answer as keystone 30.0.0 gave it on this machine.
@@ -626,8 +564,11 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let tokens =
-            StaticTokens::parse(include_str!("../../../systemd/nova-tokens.toml")).unwrap();
+        let tokens = StaticTokens::parse(
+            include_str!("../../../systemd/nova-tokens.toml"),
+            STATIC_RULES,
+        )
+        .unwrap();
         assert_eq!(tokens.len(), 1);
     }
 }

@@ -33,6 +33,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::pipeline::{self, Dialect, Incoming, Record, Refusal};
+use super::range::Span;
 use super::registry::{Mount, MountError, Registration, Shared};
 use crate::service::jobs::{CancellationState, Job, JobSettings, JobState, Jobs, Submit};
 use crate::service::{self, Interval, Principal};
@@ -467,21 +468,21 @@ impl Oracle {
         let range = head
             .headers
             .get(header::RANGE)
-            .and_then(|v| v.to_str().ok())
-            .map(|r| single_range(r, len));
-        let (status, body, content_range) = match range {
-            None | Some(Span::Ignored) => (StatusCode::OK, bytes, None),
-            Some(Span::Unsatisfiable) => {
+            .and_then(|v| v.to_str().ok());
+        let span = Span::of(range, len);
+        let content_range = span.content_range(len);
+        let (status, body) = match span {
+            Span::Whole => (StatusCode::OK, bytes),
+            Span::Unsatisfiable => {
                 let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                if let Some(v) = content_range.and_then(|r| HeaderValue::from_str(&r).ok()) {
                     response.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
                 return Ok(response);
             }
-            Some(Span::Bytes(a, b)) => (
+            Span::Bytes(a, b) => (
                 StatusCode::PARTIAL_CONTENT,
                 bytes[a as usize..=b as usize].to_vec(),
-                Some(format!("bytes {a}-{b}/{len}")),
             ),
         };
         let content_type = if media.path.extension().is_some_and(|e| e == "png") {
@@ -564,50 +565,6 @@ fn capitalized(e: &SessionError) -> String {
     }
 }
 
-/// What a `Range` header asks of a body of `len` bytes.
-#[derive(Debug, PartialEq, Eq)]
-enum Span {
-    /// First and last byte, inclusive.
-    Bytes(u64, u64),
-    /// Outside the body: 416.
-    Unsatisfiable,
-    /// Not one byte range (several, or another unit): the whole body, as
-    /// RFC 9110 lets a server answer.
-    Ignored,
-}
-
-fn single_range(header: &str, len: u64) -> Span {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return Span::Ignored;
-    };
-    if spec.contains(',') {
-        return Span::Ignored;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return Span::Ignored;
-    };
-    let (first, last) = (first.trim(), last.trim());
-    let parsed = match (first.is_empty(), last.is_empty()) {
-        // bytes=-N: the last N bytes.
-        (true, false) => match last.parse::<u64>() {
-            Ok(0) => return Span::Unsatisfiable,
-            Ok(n) => Some((len.saturating_sub(n), len.saturating_sub(1))),
-            Err(_) => None,
-        },
-        (false, true) => first.parse().ok().map(|a| (a, len.saturating_sub(1))),
-        (false, false) => match (first.parse::<u64>(), last.parse::<u64>()) {
-            (Ok(a), Ok(b)) if a <= b => Some((a, b.min(len.saturating_sub(1)))),
-            _ => None,
-        },
-        (true, true) => None,
-    };
-    match parsed {
-        None => Span::Ignored,
-        Some((a, _)) if len == 0 || a >= len => Span::Unsatisfiable,
-        Some((a, b)) => Span::Bytes(a, b),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,17 +584,5 @@ mod tests {
             err.starts_with("[oracle]: ") && err.contains("[store]"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn one_byte_range_at_a_time() {
-        assert_eq!(single_range("bytes=0-9", 100), Span::Bytes(0, 9));
-        assert_eq!(single_range("bytes=90-", 100), Span::Bytes(90, 99));
-        assert_eq!(single_range("bytes=-10", 100), Span::Bytes(90, 99));
-        assert_eq!(single_range("bytes=50-500", 100), Span::Bytes(50, 99));
-        assert_eq!(single_range("bytes=100-", 100), Span::Unsatisfiable);
-        assert_eq!(single_range("bytes=0-1,5-6", 100), Span::Ignored);
-        assert_eq!(single_range("items=0-1", 100), Span::Ignored);
-        assert_eq!(single_range("bytes=9-0", 100), Span::Ignored);
     }
 }
