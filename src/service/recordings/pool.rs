@@ -3,7 +3,9 @@
 //! recordings together), each owning the open files of the recordings
 //! assigned to it: the video (`record::VideoWriter`) and the events file,
 //! both hashed as they are written. Nothing here runs on tokio's threads or
-//! under the capture gate, so recordings cannot starve screenshots.
+//! under the capture gate, and the threads run at `ENCODER_NICE`, so
+//! recordings cannot starve screenshots or the guests' vCPUs: on a busy host
+//! they fall behind and drop frames (gaps) instead.
 //!
 //! Frames are bounded: a thread takes at most `QUEUED_FRAMES` waiting
 //! frames; past that `frame` refuses and the recorder writes a gap (frames
@@ -30,6 +32,9 @@ use crate::record::{VideoWriter, Written};
 
 /// Frames waiting for one encoder thread, at most.
 const QUEUED_FRAMES: usize = 8;
+/// The encoder threads' nice value: below QEMU's vCPUs and vmshot's own
+/// request threads (both 0) for the CPU.
+const ENCODER_NICE: libc::c_int = 10;
 
 /// What a recording has written so far, read by its recorder for the
 /// budget and by `get` for a running recording's sizes.
@@ -92,6 +97,17 @@ pub(super) struct Pool {
     lanes: Arc<Vec<Lane>>,
 }
 
+/// Sets the calling thread's nice value to `ENCODER_NICE`. On Linux,
+/// `setpriority(PRIO_PROCESS, 0)` applies to the calling thread alone.
+fn lower_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, ENCODER_NICE) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        tracing::warn!(error = %err, "the encoder thread keeps its priority");
+    }
+}
+
 /// A recording's place on one thread.
 pub(super) struct Seat {
     pool: Pool,
@@ -108,7 +124,10 @@ impl Pool {
             let counter = queued.clone();
             std::thread::Builder::new()
                 .name(format!("vmshot-rec-{n}"))
-                .spawn(move || run(rx, counter))?;
+                .spawn(move || {
+                    lower_priority();
+                    run(rx, counter)
+                })?;
             lanes.push(Lane {
                 tx,
                 queued,
@@ -409,6 +428,42 @@ mod tests {
             }
         }
         Frame::new(width, height, Layout::Bgrx8, buf, 0)
+    }
+
+    /// Nice values of this process's threads named `vmshot-rec-*`
+    /// (/proc/self/task/*/stat: the name in parentheses, then field 19).
+    fn encoder_nices() -> Vec<i64> {
+        let mut nices = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let stat =
+                std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            if head.contains("(vmshot-rec-") {
+                nices.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+            }
+        }
+        nices
+    }
+
+    #[test]
+    fn encoder_threads_yield_the_cpu() {
+        let _pool = Pool::new(2).unwrap();
+        // A thread lowers itself once it runs: poll until both have.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let nices = encoder_nices();
+            let lowered = nices
+                .iter()
+                .filter(|n| **n == i64::from(ENCODER_NICE))
+                .count();
+            if lowered >= 2 && lowered == nices.len() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{nices:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
