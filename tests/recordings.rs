@@ -5,9 +5,10 @@
 //! an events file of JSON lines; a static screen costs almost nothing; a
 //! SESSION follows its domain's start and stop; the budget refuses past its
 //! limits; a recording cut by `kill -9` is closed at the next start, still
-//! playable; a guest panic (pvpanic) and a reboot of the events guest
-//! (tests/common/events_guest.rs) each trigger an armed OPERATION recording
-//! that holds the seconds before the event. Needs ffmpeg (scripts/setup-host.sh installs it).
+//! playable; a guest panic (pvpanic), a reboot, a starved watchdog, a killed
+//! QEMU and a shutdown of the events guest (tests/common/events_guest.rs)
+//! each trigger an armed OPERATION recording that holds the seconds before
+//! the event. Needs ffmpeg (scripts/setup-host.sh installs it).
 
 mod common;
 
@@ -30,7 +31,7 @@ use vmshot::store::{Store, StoreSettings};
 use common::daemon::Daemon;
 use common::events_guest::EventsGuest;
 use common::fixtures::{self, NO_BOOT_DEVICE, PATTERN};
-use common::host::{uri, virsh, LibvirtdLock};
+use common::host::{qemu_pid, uri, virsh, LibvirtdLock};
 use common::image_check::{blue_share, decode_rgb, psnr, red_share};
 use common::owned::Owned;
 
@@ -651,12 +652,12 @@ async fn a_recording_cut_by_kill_9_is_closed_playable_at_the_next_start() {
 }
 
 /// Arms an OPERATION recording on a booted events guest, makes the event
-/// with `key`, and returns the finished recording with its frames decoded
+/// with `act`, and returns the finished recording with its frames decoded
 /// and its events file, once the `after` seconds are recorded.
 async fn operation(
     tag: &str,
     trigger: Trigger,
-    key: &str,
+    act: impl FnOnce(&EventsGuest) + Send + 'static,
 ) -> (
     vmshot::service::recordings::Recording,
     Vec<image::RgbImage>,
@@ -682,9 +683,8 @@ async fn operation(
     assert_eq!(armed.status, Status::Recording);
     // The banner's clock ticks every second: the ring fills with frames.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let key = key.to_owned();
     let guest = tokio::task::spawn_blocking(move || {
-        guest.key(&key);
+        act(&guest);
         guest
     })
     .await
@@ -725,7 +725,7 @@ fn around_trigger(lines: &[serde_json::Value], trigger: &str) -> (usize, usize, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_panic_triggers_an_operation_recording_with_the_seconds_before_it() {
     let _lock = LibvirtdLock::shared();
-    let (done, frames, lines) = operation("rec-panic", Trigger::Panic, "KEY_P").await;
+    let (done, frames, lines) = operation("rec-panic", Trigger::Panic, |g| g.key("KEY_P")).await;
     let (before, after, ms) = around_trigger(&lines, "PANIC");
     eprintln!(
         "panic: {before} frames before, {after} after, trigger at {ms} ms, {} frames, {:?}",
@@ -764,7 +764,7 @@ async fn a_guest_panic_triggers_an_operation_recording_with_the_seconds_before_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_reboot_triggers_an_operation_recording_with_the_seconds_before_it() {
     let _lock = LibvirtdLock::shared();
-    let (done, frames, lines) = operation("rec-reboot", Trigger::Reboot, "KEY_R").await;
+    let (done, frames, lines) = operation("rec-reboot", Trigger::Reboot, |g| g.key("KEY_R")).await;
     let (before, after, ms) = around_trigger(&lines, "REBOOT");
     eprintln!(
         "reboot: {before} frames before, {after} after, trigger at {ms} ms, {} frames",
@@ -854,7 +854,8 @@ async fn the_daemon_closes_a_cut_recording_before_it_serves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_watchdog_triggers_an_operation_recording() {
     let _lock = LibvirtdLock::shared();
-    let (done, frames, lines) = operation("rec-watchdog", Trigger::Watchdog, "KEY_W").await;
+    let (done, frames, lines) =
+        operation("rec-watchdog", Trigger::Watchdog, |g| g.key("KEY_W")).await;
     let (before, after, ms) = around_trigger(&lines, "WATCHDOG");
     eprintln!(
         "watchdog: {before} frames before, {after} after, trigger at {ms} ms, {} frames",
@@ -865,4 +866,48 @@ async fn a_starved_watchdog_triggers_an_operation_recording() {
     assert!(lines
         .iter()
         .any(|l| l["type"] == "lifecycle" && l["event"] == "watchdog"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_qemu_triggers_a_crash_recording_of_the_seconds_before_it() {
+    let _lock = LibvirtdLock::shared();
+    let kill = |g: &EventsGuest| {
+        let pid = qemu_pid(&g.name).to_string();
+        let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        assert!(status.success(), "kill -KILL {pid}");
+    };
+    let (_, frames, lines) = operation("rec-crash", Trigger::Crash, kill).await;
+    let (before, after, ms) = around_trigger(&lines, "CRASH");
+    eprintln!("crash: {before} frames before, {after} after, trigger at {ms} ms");
+    assert!(before >= 2, "the ring's frames: {before}");
+    assert_eq!(after, 0, "a dead QEMU draws nothing");
+    assert!(frames.iter().all(|f| blue_share(f) > 0.5));
+    let lifecycle: Vec<_> = lines
+        .iter()
+        .filter(|l| l["type"] == "lifecycle")
+        .map(|l| (l["event"].as_str().unwrap(), l["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(lifecycle, [("crashed", "failed"), ("stopped", "failed")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_shutdown_triggers_an_operation_recording() {
+    let _lock = LibvirtdLock::shared();
+    let shutdown = |g: &EventsGuest| {
+        virsh(&["shutdown", &g.name]);
+    };
+    let (_, frames, lines) = operation("rec-shutdown", Trigger::Shutdown, shutdown).await;
+    let (before, after, ms) = around_trigger(&lines, "SHUTDOWN");
+    eprintln!("shutdown: {before} frames before, {after} after, trigger at {ms} ms");
+    assert!(before >= 2, "the ring's frames: {before}");
+    assert!(blue_share(&frames[0]) > 0.5, "{}", blue_share(&frames[0]));
+    let trigger = lines.iter().position(|l| l["type"] == "trigger").unwrap();
+    assert_eq!(
+        (&lines[trigger - 1]["event"], &lines[trigger - 1]["detail"]),
+        (&serde_json::json!("shutdown"), &serde_json::json!("guest")),
+        "the trigger follows the guest's shutdown"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "lifecycle" && l["event"] == "stopped" && l["detail"] == "shutdown"));
 }
