@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dependencies point down: cli → server → api → service → capture → hypervisor,
 # service → store (the durable store uses nothing of the crate),
-# with config, auth, daemon, frame and record (screen recordings, a leaf)
+# with config, auth, daemon, frame, record (screen recordings) and serial
+# (serial console logs), the last two leaves,
 # beside them as listed below. Every
 # `crate::<module>` a file names must be one its module may use; this fails,
 # naming the file and line, when one is not. Run by scripts/test.sh.
@@ -13,13 +14,14 @@ declare -A may_use=(
     [frame]=""
     [hypervisor]="frame"
     [capture]="hypervisor frame"
-    [service]="capture hypervisor frame store record"
+    [service]="capture hypervisor frame store record serial"
     [store]=""
     [config]=""
     [auth]="config service"
     [api]="service auth config"
     [daemon]=""
     [record]=""
+    [serial]=""
     [server]="api service store capture hypervisor auth config daemon frame"
     [cli]="server api service capture hypervisor config daemon frame"
 )

@@ -19,6 +19,7 @@ pub(crate) mod daemon;
 pub(crate) mod frame;
 pub mod hypervisor;
 pub mod record;
+pub(crate) mod serial;
 pub(crate) mod server;
 pub mod service;
 pub mod store;

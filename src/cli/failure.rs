@@ -23,6 +23,7 @@ pub const EXIT_CODES: &[(u8, &str)] = &[
     (8, "libvirt or QEMU did not answer in time"),
     (9, "the screenshot libvirt returned is corrupt or too large"),
     (10, "the output cannot be written"),
+    (11, "the domain keeps no serial console log"),
 ];
 
 #[derive(Debug)]
@@ -65,6 +66,9 @@ mod advice {
     pub const UNREACHABLE: &str = "check that libvirtd is running and that this user may use its socket (root, or the libvirt group)";
     pub const NOT_FOUND: &str = "run 'vmshot list' to see the domains there";
     pub const NO_DISPLAY: &str = "give it a video device (<video><model type='vga'/></video>) or read its serial console instead";
+    pub fn no_console_log(domain: &str) -> String {
+        format!("give its serial device a log ('virsh edit {domain}': <log file='/var/log/libvirt/qemu/{domain}-serial0.log' append='on'/> inside <serial>), then start it again")
+    }
     pub const TIMEOUT: &str = "QEMU or libvirtd may be hung: check 'virsh domstate' and libvirtd's log, or raise --timeout";
     pub const TOO_LARGE: &str = "the guest's display mode is implausibly large";
     pub const UNDECODABLE: &str =
@@ -123,6 +127,7 @@ impl Failure {
             E::TooLarge { .. } => (9, advice::TOO_LARGE.to_owned()),
             E::Undecodable { .. } => (9, advice::UNDECODABLE.to_owned()),
             E::Libvirt { .. } => (1, advice::LIBVIRT.to_owned()),
+            E::NoConsoleLog { domain } => (11, advice::no_console_log(domain)),
             // Internal faults, and refusals a one-off grab never meets (it
             // has the service to itself, with no interval to keep).
             E::Failed { .. }
@@ -472,9 +477,10 @@ mod tests {
             E::Conflict { .. } => 15,
             E::Invalid { .. } => 16,
             E::NoSuchUpload { .. } => 17,
+            E::NoConsoleLog { .. } => 18,
         }
     }
-    const SERVICE_VARIANTS: usize = 18;
+    const SERVICE_VARIANTS: usize = 19;
 
     /// `vmshot grab` went from calling libvirt to calling the screenshot
     /// service: each hypervisor error must still end it as it did before.
@@ -521,6 +527,20 @@ mod tests {
             assert_eq!(f.code(), documented_code("any other failure"), "{f:?}");
             assert!(f.message().ends_with('.') && !f.message().contains('\n'));
         }
+        // `vmshot console`'s own: a code, and how to give the domain a log.
+        let no_log = service::Error::NoConsoleLog {
+            domain: "web1".into(),
+        };
+        seen.push(service_variant(&no_log));
+        let f = Failure::from_service(no_log, uri);
+        assert_eq!(
+            f.code(),
+            documented_code("the domain keeps no serial console log")
+        );
+        assert!(
+            f.message().contains("'web1'") && f.message().contains("<log file="),
+            "{f:?}"
+        );
         seen.push(service_variant(&service::Error::from(
             capture::Error::Decode {
                 domain: "web1".into(),

@@ -1,6 +1,7 @@
 //! `vmshot` on the command line: what an admin runs on a hypervisor host to see
 //! a guest's console.
 
+mod console;
 mod failure;
 mod grab;
 mod hash_password;
@@ -33,6 +34,9 @@ enum Command {
     Grab(grab::Args),
     /// List every domain with its state and whether it has a display.
     List(list::Args),
+    /// Print the end of what a domain wrote to its serial console (from the
+    /// log libvirt keeps; nobody on the console is disturbed).
+    Console(console::Args),
     /// Read a password (one line) on stdin and print its Argon2id PHC string,
     /// for a `password_hash` of the Oracle dialect's credentials file.
     HashPassword(hash_password::Args),
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
         match command {
             Command::Grab(args) => grab::run(args).await,
             Command::List(args) => list::run(args).await,
+            Command::Console(args) => console::run(args).await,
             Command::Serve(_) | Command::HashPassword(_) => unreachable!("run above"),
         }
     });

@@ -54,6 +54,7 @@ use virt::sys;
 
 use super::display::screens_in;
 use super::events::{self, DomainEvent, GuestEvent, Publisher};
+use super::serial_log::{serial_log_in, SerialLog};
 use super::{calls, connection, DomainState, Error, Hypervisor, Inner};
 
 /// Namespace of the metadata element holding a cloud instance id:
@@ -89,6 +90,10 @@ pub struct Entry {
     pub project: Option<String>,
     /// Nova's `<nova:owner><nova:user uuid=…>`.
     pub user: Option<String>,
+    /// Where its serial console output is written, if it is: a host path,
+    /// never serialized for a caller.
+    #[serde(skip)]
+    pub serial_log: Option<SerialLog>,
 }
 
 impl Entry {
@@ -108,6 +113,7 @@ impl Entry {
             instance_id: described.instance_id,
             project: described.project,
             user: described.user,
+            serial_log: described.serial_log,
         }
     }
 }
@@ -768,13 +774,15 @@ struct Described {
     instance_id: Option<String>,
     project: Option<String>,
     user: Option<String>,
+    serial_log: Option<SerialLog>,
 }
 
-/// Screens, and the metadata elements of vmshot and Nova, from a domain's XML.
+/// Screens, the serial log, and the metadata elements of vmshot and Nova, from a domain's XML.
 fn describe(domain_xml: &str) -> Result<Described, roxmltree::Error> {
     let doc = roxmltree::Document::parse(domain_xml)?;
     let mut described = Described {
         screens: screens_in(&doc),
+        serial_log: serial_log_in(&doc),
         ..Described::default()
     };
     let metadata = doc

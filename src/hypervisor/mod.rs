@@ -18,6 +18,7 @@ mod error;
 pub mod events;
 pub mod inventory;
 pub mod mirror;
+mod serial_log;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,7 @@ pub use error::{DomainState, Error};
 pub use events::{DomainEvent, GuestEvent};
 pub use inventory::{Change, Entry, Inventory, Status as InventoryStatus, INSTANCE_NAMESPACE};
 pub use mirror::{Mirror, Snapshot};
+pub use serial_log::SerialLog;
 
 use blocking::Blocking;
 use connection::Pool;

@@ -5,6 +5,7 @@
 
 pub mod actions;
 mod audit;
+mod console;
 mod flight;
 mod gate;
 pub(crate) mod jobs;
@@ -27,6 +28,7 @@ use crate::store::Store;
 pub use crate::capture::Shot;
 pub use crate::hypervisor::DomainState;
 pub use audit::Caller;
+pub use console::{last_lines, without_escapes, ConsoleFollow, ConsoleOutput, MAX_CONSOLE_BYTES};
 pub use outcome::Outcome;
 pub use scope::Principal;
 
@@ -147,6 +149,9 @@ pub enum Error {
     /// A parameter out of its range or malformed.
     #[error("{reason}")]
     Invalid { reason: String },
+    /// The domain's XML declares no log for its serial console.
+    #[error("domain '{domain}' keeps no serial console log")]
+    NoConsoleLog { domain: String },
 }
 
 impl Error {

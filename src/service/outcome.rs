@@ -47,7 +47,8 @@ impl Error {
             | Self::NoSuchScreen { .. }
             | Self::NoSuchMarker { .. }
             | Self::Conflict { .. }
-            | Self::Invalid { .. } => Outcome::ClientError,
+            | Self::Invalid { .. }
+            | Self::NoConsoleLog { .. } => Outcome::ClientError,
             Self::NoSuchRecording { .. } => Outcome::NotFound,
             Self::OverBudget { .. } => Outcome::Busy,
             Self::Throttled { .. } => Outcome::Throttled,

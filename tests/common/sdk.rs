@@ -41,6 +41,39 @@ impl Sdk {
     }
 }
 
+/// GetInstanceConsoleOutput through `sdk`; the JSON line
+/// alibaba_console.py printed.
+pub fn get_instance_console_output(
+    sdk: Sdk,
+    endpoint: &str,
+    key: (&str, &str),
+    instance: &str,
+    extra: &[&str],
+) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/alibaba_console.py");
+    let out = Command::new(venv().join("bin/python"))
+        .arg(script)
+        .args(["--sdk", sdk.name(), "--endpoint", endpoint, "--ak", key.0])
+        .args([
+            "--secret",
+            key.1,
+            "--region",
+            "cn-test",
+            "--instance",
+            instance,
+        ])
+        .args(extra)
+        .output()
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "alibaba_console.py failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
 /// GetInstanceScreenshot through `sdk`; the JSON line alibaba.py printed.
 pub fn get_instance_screenshot(
     sdk: Sdk,
@@ -87,6 +120,8 @@ pub enum AwsMode {
     /// A form POST of exactly the `--param NAME=VALUE` pairs in `extra`,
     /// signed by botocore's own SigV4 signer.
     Raw,
+    /// `ec2.get_console_output` (GetConsoleOutput).
+    ConsoleOutput,
 }
 
 impl AwsMode {
@@ -96,6 +131,7 @@ impl AwsMode {
             Self::Presigned => "presigned",
             Self::DryRun => "dry-run",
             Self::Raw => "raw",
+            Self::ConsoleOutput => "console-output",
         }
     }
 }
@@ -142,6 +178,35 @@ pub fn nova_sdks(endpoint: &str, token: &str, project: &str, server: &str) -> Ve
     assert!(
         out.status.success(),
         "nova.py failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The console output of `server` through novaclient and openstacksdk
+/// (nova.py --console): `length` lines, or "all"; their JSON lines, a
+/// refusal as `{"sdk", "error", "message"}`.
+pub fn nova_console(
+    endpoint: &str,
+    token: &str,
+    project: &str,
+    server: &str,
+    length: &str,
+) -> Vec<Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/nova.py");
+    let out = Command::new(venv().join("bin/python"))
+        .arg(script)
+        .args([endpoint, token, project, server, "--console", length])
+        .output()
+        .expect("the venv's python runs");
+    // An SDK's refusal is a line with "error" (and exit 1): not asserted here.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "nova.py --console crashed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Call EC2 GetConsoleScreenshot (2016-11-15) through boto3.
+"""Call EC2 GetConsoleScreenshot or GetConsoleOutput (2016-11-15) through boto3.
 
 Run with the python of the venv made by tests/sdk/setup.sh:
 
   aws.py --endpoint http://127.0.0.1:PORT --ak AK --secret SECRET
          --region us-east-1 --instance ID [--wakeup true|false]
-         [--mode screenshot|presigned|dry-run|raw] [--expires SECONDS]
+         [--mode screenshot|presigned|dry-run|raw|console-output]
+         [--latest true|false] [--expires SECONDS]
          [--timeout SECONDS] [--skew SECONDS] [--param NAME=VALUE ...]
 
   screenshot: ec2.get_console_screenshot(InstanceId=..., WakeUp=...): botocore
@@ -15,6 +16,9 @@ Run with the python of the venv made by tests/sdk/setup.sh:
               is parsed by botocore's own EC2 parser, as a client call would be.
   dry-run:    the screenshot call with DryRun=True (EC2 answers the error
               DryRunOperation, HTTP 412, when the caller may call it).
+  console-output: ec2.get_console_output(InstanceId=..., Latest=...); prints
+              {"ok":true,"instance_id":..,"output":<text as boto3 decoded it>,
+               "timestamp":..,"http_status":..} or the failure line below.
   raw:        a form POST of exactly the --param pairs, signed by botocore's
               own SigV4Auth: what boto3's client-side validation would not
               send (no InstanceId, another Action). The answer is parsed by
@@ -67,8 +71,10 @@ def parse_args(argv):
     p.add_argument("--region", required=True)
     p.add_argument("--instance", required=True)
     p.add_argument("--wakeup", choices=["true", "false"], default=None)
-    p.add_argument("--mode", choices=["screenshot", "presigned", "dry-run", "raw"],
+    p.add_argument("--mode", choices=["screenshot", "presigned", "dry-run", "raw",
+                                      "console-output"],
                    default="screenshot")
+    p.add_argument("--latest", choices=["true", "false"], default=None)
     p.add_argument("--skew", type=float, default=0.0, help="signing clock offset, s")
     p.add_argument("--param", action="append", default=[], help="raw mode: NAME=VALUE")
     p.add_argument("--save", help="write the decoded ImageData to this file")
@@ -185,6 +191,28 @@ def run_call(a, client, dry_run):
     return success(resp, raw.get("body"))
 
 
+def run_console_output(a, client):
+    from botocore.exceptions import ClientError
+
+    params = {"InstanceId": a.instance}
+    if a.latest is not None:
+        params["Latest"] = a.latest == "true"
+    try:
+        resp = client.get_console_output(**params)
+    except ClientError as e:
+        return failure(e.response)
+    meta = resp.get("ResponseMetadata", {})
+    return {
+        "ok": True,
+        "instance_id": resp.get("InstanceId"),
+        # botocore's decode_console_output: base64, then UTF-8 with 'replace'.
+        "output": resp.get("Output"),
+        "timestamp": resp.get("Timestamp"),
+        "http_status": meta.get("HTTPStatusCode"),
+        "request_id": meta.get("RequestId"),
+    }
+
+
 def skew_clock(seconds):
     # botocore's signers read the time through this one function.
     import datetime
@@ -275,6 +303,8 @@ def main(argv):
             emit(run_presigned(a, client))
         elif a.mode == "raw":
             emit(run_raw(a, client))
+        elif a.mode == "console-output":
+            emit(run_console_output(a, client))
         else:
             emit(run_call(a, client, dry_run=a.mode == "dry-run"))
     except Exception:

@@ -5,6 +5,12 @@ Keystone: keystoneauth1's admin_token plugin gives both the token and the
 endpoint). Prints one JSON line per call.
 
     nova.py ENDPOINT TOKEN PROJECT_ID SERVER_ID [--version 2.84]
+            [--console LENGTH|all]
+
+--console: instead, the server's console output, as `nova console-log
+[--length N]` (novaclient sends the length as a string, or null) and
+openstacksdk's get_server_console_output (which leaves it out when None)
+get it: one line each, call "console", with "output".
 
 ENDPOINT is vmshot's compute root (e.g. http://127.0.0.1:8774); the project
 goes into the path (/v2.1/{project}/...) as Nova's catalog URLs have it.
@@ -36,6 +42,12 @@ def novaclient_calls(args):
     # endpoint's root, which this exercises separately (versions below).
     sess = session(f"{args.endpoint}/v2.1/{args.project}", args.token)
     nova = nova_client.Client(args.version, session=sess)
+    if args.console is not None:
+        # As novaclient's shell does for --length N: the string, unconverted.
+        length = None if args.console == "all" else args.console
+        output = nova.servers.get_console_output(args.server, length=length)
+        out(sdk="novaclient", call="console", output=str(output))
+        return
     versions = nova.versions.list()
     out(sdk="novaclient", call="versions",
         versions=[{"id": v.id, "version": v.version,
@@ -56,6 +68,11 @@ def openstacksdk_calls(args):
         compute_endpoint_override=f"{args.endpoint}/v2.1/{args.project}",
         compute_api_version="2",
     )
+    if args.console is not None:
+        length = None if args.console == "all" else int(args.console)
+        got = conn.compute.get_server_console_output(args.server, length=length)
+        out(sdk="openstacksdk", call="console", output=got["output"])
+        return
     actions = list(conn.compute.server_actions(args.server))
     out(sdk="openstacksdk", call="list",
         actions=[a.to_dict(computed=False) for a in actions])
@@ -72,6 +89,7 @@ def main():
     p.add_argument("project")
     p.add_argument("server")
     p.add_argument("--version", default="2.84")
+    p.add_argument("--console", default=None)
     args = p.parse_args()
     args.endpoint = args.endpoint.rstrip("/")
     failed = 0

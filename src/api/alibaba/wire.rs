@@ -216,6 +216,11 @@ impl AliError {
                 "ServiceUnavailable",
                 format!("The request has failed due to a temporary failure of the server: {err}."),
             ),
+            E::NoConsoleLog { .. } => Self::new(
+                405,
+                "NotSupported",
+                "The instance keeps no serial console log: its serial device needs a <log file=…/>.",
+            ),
             E::NoSuchMarker { .. }
             | E::NoSuchUpload { .. }
             | E::NoSuchRecording { .. }
@@ -290,6 +295,35 @@ pub fn screenshot(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<GetInstanceScreenshotResponse><RequestId>{}</RequestId>\
              <InstanceId>{}</InstanceId><Screenshot>{base64}</Screenshot>\
              <ScreenshotSha256>{sha256}</ScreenshotSha256></GetInstanceScreenshotResponse>",
+            escape(request_id),
+            escape(instance)
+        ),
+    };
+    reply(StatusCode::OK, format, body)
+}
+
+/// The successful GetInstanceConsoleOutput response, in the documented
+/// order; `LastUpdateTime` as every example writes it (`yyyy-MM-dd
+/// HH:mm:ss`, Beijing time), empty if the log was never written.
+pub fn console_output(
+    format: Format,
+    request_id: &str,
+    instance: &str,
+    last_update: &str,
+    base64: &str,
+) -> Response {
+    let body = match format {
+        Format::Json => serde_json::json!({
+            "RequestId": request_id,
+            "InstanceId": instance,
+            "LastUpdateTime": last_update,
+            "ConsoleOutput": base64,
+        })
+        .to_string(),
+        Format::Xml => format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<GetInstanceConsoleOutputResponse><RequestId>{}</RequestId>\
+             <InstanceId>{}</InstanceId><LastUpdateTime>{last_update}</LastUpdateTime>\
+             <ConsoleOutput>{base64}</ConsoleOutput></GetInstanceConsoleOutputResponse>",
             escape(request_id),
             escape(instance)
         ),

@@ -1,4 +1,5 @@
-//! AWS EC2's Query API, version 2016-11-15: `GetConsoleScreenshot` on
+//! AWS EC2's Query API, version 2016-11-15: `GetConsoleScreenshot` and
+//! `GetConsoleOutput` on
 //! `aws.path` (`/ec2`), as GET with a query or POST with a form body, signed
 //! with Signature Version 4 in the `Authorization` header or presigned in the
 //! query (see `sigv4`). boto3 reaches it with `endpoint_url` set to this
@@ -27,10 +28,12 @@ use crate::auth::KeyStore;
 use crate::service::{Caller, Interval, Principal, ScreenshotRequest, Screenshots};
 
 use config::Section;
-use params::{Params, ACTION};
+use params::{Asked, ConsoleOutputRequest, Params, CONSOLE_OUTPUT, SCREENSHOT};
 use wire::AwsError;
 
 const NAME: &str = "aws";
+/// "Only the most recent 64 KB of console output is available" (EC2's docs).
+const CONSOLE_BYTES: usize = 64 * 1024;
 
 pub const REGISTRATION: Registration = Registration {
     name: NAME,
@@ -106,13 +109,15 @@ impl Dialect for Aws {
             .map_err(|e| AwsError::from_params(&e))?;
         record.action = params
             .get("Action")
-            .filter(|a| *a == ACTION)
-            .map(|_| ACTION);
+            .and_then(|a| [SCREENSHOT, CONSOLE_OUTPUT].into_iter().find(|k| *k == a));
         let who = self.authenticate(head, &body)?;
         record.principal = Some(who.id.clone());
-        let asked = params
-            .screenshot_request()
-            .map_err(|e| AwsError::from_params(&e))?;
+        let asked = match params.request().map_err(|e| AwsError::from_params(&e))? {
+            Asked::Screenshot(asked) => asked,
+            Asked::ConsoleOutput(asked) => {
+                return self.console_output(&who, &asked, record, request_id).await;
+            }
+        };
         let instance = asked.instance_id.as_str();
         record.instance = Some(instance.to_owned());
         let from_core = |e| AwsError::from_core(&e, instance);
@@ -164,6 +169,47 @@ impl Dialect for Aws {
 }
 
 impl Aws {
+    /// GetConsoleOutput: the last 64 KB of the serial log, whatever the
+    /// instance's state, as EC2 keeps the most recent 64 KB.
+    async fn console_output(
+        &self,
+        who: &Principal,
+        asked: &ConsoleOutputRequest,
+        record: &mut Record,
+        request_id: &str,
+    ) -> Result<Response, AwsError> {
+        let instance = asked.instance_id.as_str();
+        record.instance = Some(instance.to_owned());
+        let from_core = |e| AwsError::from_core(&e, instance);
+        let domain = self
+            .service
+            .find_instance(who, instance, &self.config.instances)
+            .await
+            .map_err(from_core)?;
+        record.domain = Some(domain.name.clone());
+        if asked.dry_run {
+            return Err(AwsError::dry_run());
+        }
+        let output = self
+            .service
+            .console_output(&domain, CONSOLE_BYTES)
+            .await
+            .map_err(from_core)?;
+        // As EC2 writes it: 2022-10-14T01:12:41.000Z.
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        let timestamp = output
+            .updated
+            .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(&format).ok());
+        Ok(wire::console_output_response(
+            request_id,
+            instance,
+            timestamp.as_deref(),
+            &output.bytes,
+        ))
+    }
+
     /// Who signed this request (SigV4, either form), for this host.
     fn authenticate(&self, head: &Parts, body: &[u8]) -> Result<Principal, AwsError> {
         let request = sigv4::Request {

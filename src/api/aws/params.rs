@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 /// The only API version vmshot speaks, the one boto3 sends for EC2.
 pub const VERSION: &str = "2016-11-15";
-pub const ACTION: &str = "GetConsoleScreenshot";
+pub const SCREENSHOT: &str = "GetConsoleScreenshot";
+pub const CONSOLE_OUTPUT: &str = "GetConsoleOutput";
 
 /// Limits: a GetConsoleScreenshot needs a handful of short parameters (a
 /// presigned URL adds six), so anything much larger is not a real client.
@@ -17,13 +18,13 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_VALUE: usize = 2048;
 pub const MAX_INSTANCE_ID: usize = 256;
 
-/// The names a GetConsoleScreenshot may carry: its own, and SigV4's presigned
-/// ones, which the signature check reads from the same query string.
+/// The names either action may carry: theirs, and SigV4's presigned ones,
+/// which the signature check reads from the same query string. Each action's
+/// own one (`WakeUp`, `Latest`) is checked apart.
 const KNOWN: &[&str] = &[
     "Action",
     "Version",
     "InstanceId",
-    "WakeUp",
     "DryRun",
     "X-Amz-Algorithm",
     "X-Amz-Credential",
@@ -76,6 +77,23 @@ pub struct ScreenshotRequest {
     pub instance_id: String,
     pub wake_up: bool,
     pub dry_run: bool,
+}
+
+/// A GetConsoleOutput, as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleOutputRequest {
+    /// As `ScreenshotRequest::instance_id`.
+    pub instance_id: String,
+    /// Read the log now: vmshot always does, so this changes nothing.
+    pub latest: bool,
+    pub dry_run: bool,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    Screenshot(ScreenshotRequest),
+    ConsoleOutput(ConsoleOutputRequest),
 }
 
 /// Decoded parameters by name, from the query and the form body together.
@@ -138,18 +156,23 @@ impl Params {
 
     /// The request these parameters ask for. Checked in EC2's order: the
     /// action and version first, then unknown names, then each field.
-    pub fn screenshot_request(&self) -> Result<ScreenshotRequest, ParamError> {
-        match self.get("Action") {
+    pub fn request(&self) -> Result<Asked, ParamError> {
+        let own = match self.get("Action") {
             None | Some("") => return Err(ParamError::MissingAction),
-            Some(ACTION) => {}
+            Some(SCREENSHOT) => "WakeUp",
+            Some(CONSOLE_OUTPUT) => "Latest",
             Some(other) => return Err(ParamError::InvalidAction(truncate(other, 64))),
-        }
+        };
         match self.get("Version") {
             None | Some("") => return Err(ParamError::Missing("Version")),
             Some(VERSION) => {}
             Some(other) => return Err(ParamError::Version(truncate(other, 64))),
         }
-        if let Some(name) = self.0.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        if let Some(name) = self
+            .0
+            .keys()
+            .find(|k| *k != own && !KNOWN.contains(&k.as_str()))
+        {
             return Err(ParamError::Unknown(truncate(name, MAX_NAME)));
         }
         let instance_id = match self.get("InstanceId") {
@@ -157,10 +180,19 @@ impl Params {
             Some(id) if valid_instance_id(id) => id.to_owned(),
             Some(id) => return Err(ParamError::InstanceId(truncate(id, 64))),
         };
-        Ok(ScreenshotRequest {
-            instance_id,
-            wake_up: self.flag("WakeUp")?,
-            dry_run: self.flag("DryRun")?,
+        let dry_run = self.flag("DryRun")?;
+        Ok(if own == "WakeUp" {
+            Asked::Screenshot(ScreenshotRequest {
+                instance_id,
+                wake_up: self.flag("WakeUp")?,
+                dry_run,
+            })
+        } else {
+            Asked::ConsoleOutput(ConsoleOutputRequest {
+                instance_id,
+                latest: self.flag("Latest")?,
+                dry_run,
+            })
         })
     }
 
@@ -253,7 +285,33 @@ mod tests {
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded; charset=utf-8");
 
     fn parse(method: &str, query: &str, body: &str) -> Result<ScreenshotRequest, ParamError> {
-        Params::parse(method, query, FORM, body.as_bytes())?.screenshot_request()
+        match Params::parse(method, query, FORM, body.as_bytes())?.request()? {
+            Asked::Screenshot(r) => Ok(r),
+            other => panic!("not a screenshot: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn boto3_get_console_output() {
+        // What botocore sends for ec2.get_console_output(InstanceId=…, Latest=True).
+        let body =
+            "Action=GetConsoleOutput&Version=2016-11-15&InstanceId=i-0123456789abcdef0&Latest=true";
+        let p = Params::parse("POST", "", FORM, body.as_bytes()).unwrap();
+        assert_eq!(
+            p.request().unwrap(),
+            Asked::ConsoleOutput(ConsoleOutputRequest {
+                instance_id: "i-0123456789abcdef0".into(),
+                latest: true,
+                dry_run: false,
+            })
+        );
+        // Each action's own parameter is unknown to the other.
+        let wake = "Action=GetConsoleOutput&Version=2016-11-15&InstanceId=i-1&WakeUp=true";
+        let p = Params::parse("POST", "", FORM, wake.as_bytes()).unwrap();
+        assert_eq!(p.request(), Err(ParamError::Unknown("WakeUp".into())));
+        let latest = "Action=GetConsoleScreenshot&Version=2016-11-15&InstanceId=i-1&Latest=true";
+        let p = Params::parse("POST", "", FORM, latest.as_bytes()).unwrap();
+        assert_eq!(p.request(), Err(ParamError::Unknown("Latest".into())));
     }
 
     #[test]
@@ -285,7 +343,9 @@ mod tests {
             p.get("X-Amz-Credential"),
             Some("AK/20261130/us-east-1/ec2/aws4_request")
         );
-        let r = p.screenshot_request().unwrap();
+        let Asked::Screenshot(r) = p.request().unwrap() else {
+            panic!("a screenshot")
+        };
         assert_eq!(r.instance_id, "vm-1");
         assert!(r.dry_run && !r.wake_up);
     }
@@ -459,7 +519,7 @@ mod tests {
                 .collect();
             let query = String::from_utf8_lossy(&bytes);
             if let Ok(p) = Params::parse("POST", &query, FORM, &bytes) {
-                let _ = p.screenshot_request();
+                let _ = p.request();
             }
         }
     }

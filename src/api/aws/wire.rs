@@ -86,6 +86,11 @@ impl AwsError {
             | E::Conflict { .. }
             | E::Invalid { .. } => Self::invalid_parameter_value(format!("{err}.")),
             E::OverBudget { .. } => Self::unavailable(),
+            E::NoConsoleLog { .. } => Self::new(
+                400,
+                "UnsupportedOperation",
+                "The instance keeps no serial console log: its serial device needs a <log file=…/>.",
+            ),
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {
                 Self::new(
                     500,
@@ -350,6 +355,47 @@ pub fn screenshot_body(
     push_text(&mut out, sha256_hex);
     out.push_str("</imageSha256></GetConsoleScreenshotResponse>");
     out
+}
+
+/// GetConsoleOutput's answer, in EC2's order: `requestId`, `instanceId`,
+/// `timestamp` (when the log was last written; omitted if never), `output`
+/// (base64, which boto3 decodes itself).
+pub fn console_output_body(
+    request_id: &str,
+    instance_id: &str,
+    timestamp: Option<&str>,
+    output: &[u8],
+) -> String {
+    let mut out = String::with_capacity(256 + output.len().div_ceil(3) * 4);
+    out.push_str(XML_DECL);
+    out.push_str("<GetConsoleOutputResponse xmlns=\"");
+    out.push_str(XMLNS);
+    out.push_str("\"><requestId>");
+    push_text(&mut out, request_id);
+    out.push_str("</requestId><instanceId>");
+    push_text(&mut out, instance_id);
+    out.push_str("</instanceId>");
+    if let Some(t) = timestamp {
+        out.push_str("<timestamp>");
+        push_text(&mut out, t);
+        out.push_str("</timestamp>");
+    }
+    out.push_str("<output>");
+    base64::engine::general_purpose::STANDARD.encode_string(output, &mut out);
+    out.push_str("</output></GetConsoleOutputResponse>");
+    out
+}
+
+pub fn console_output_response(
+    request_id: &str,
+    instance_id: &str,
+    timestamp: Option<&str>,
+    output: &[u8],
+) -> Response {
+    xml_response(
+        StatusCode::OK,
+        console_output_body(request_id, instance_id, timestamp, output),
+    )
 }
 
 pub fn screenshot_response(

@@ -177,6 +177,10 @@ impl HuaweiError {
             E::NotRunning { state, .. } => {
                 Self::desktop_state(format!("The desktop '{}' is {state}.", echo(id)))
             }
+            E::NoConsoleLog { .. } => Self::desktop_state(format!(
+                "The desktop '{}' keeps no serial console log.",
+                echo(id)
+            )),
             E::NoDisplay { .. } | E::NoSuchScreen { .. } => Self::desktop_state(format!(
                 "The desktop '{}' has no display to record.",
                 echo(id)

@@ -1,11 +1,12 @@
-//! OpenStack Nova's compute API, the os-instance-actions part: every capture
-//! vmshot makes, from any dialect, as the instance action the core recorded
-//! (`service::actions`), for Nova's own clients.
+//! OpenStack Nova's compute API, the parts vmshot serves: every capture it
+//! makes, from any dialect, as the instance action the core recorded
+//! (`service::actions`), and the server's console output (`console`).
 //!
 //! ```text
-//!   GET {path}/                      versions          (no token, as Nova)
-//!   GET {path}/v2.1/                 the v2.1 version  (no token)
-//!   GET {path}/v2.1[/{project}]/servers/{id}/os-instance-actions[/{request_id}]
+//!   GET  {path}/                      versions          (no token, as Nova)
+//!   GET  {path}/v2.1/                 the v2.1 version  (no token)
+//!   GET  {path}/v2.1[/{project}]/servers/{id}/os-instance-actions[/{request_id}]
+//!   POST {path}/v2.1[/{project}]/servers/{id}/action  {"os-getConsoleOutput": {"length": N}}
 //! ```
 //!
 //! A request under `/v2.1/` goes as it would through Nova's pipeline: the
@@ -15,10 +16,14 @@
 //! domain and decides scope on it.
 
 mod config;
+mod console;
 mod microversion;
 mod params;
 mod token;
 mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, Method};
@@ -28,6 +33,7 @@ use super::pipeline::{Dialect, Incoming, Record, Refusal};
 use super::registry::{Mount, MountError, Registration, Shared};
 use crate::auth::StaticTokens;
 use crate::service::actions::{Actions, InstanceAction, Page as ActionsPage};
+use crate::service::Screenshots;
 
 use config::Section;
 use microversion::Version;
@@ -91,6 +97,7 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         format!("{root}/{{*rest}}"),
     ];
     let nova = Nova {
+        service: shared.service.clone(),
         actions,
         tokens,
         www_authenticate,
@@ -106,6 +113,7 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
 }
 
 pub struct Nova {
+    service: Arc<Screenshots>,
     actions: Actions,
     tokens: Tokens,
     /// keystonemiddleware's `WWW-Authenticate` on a 401, when a Keystone
@@ -143,7 +151,9 @@ impl Dialect for Nova {
         record: &mut Record,
     ) -> Result<Response, NovaError> {
         let Incoming {
-            head, request_id, ..
+            head,
+            body,
+            request_id,
         } = request;
         cx.request_id = HeaderValue::from_str(request_id).ok();
         let path = head
@@ -162,7 +172,7 @@ impl Dialect for Nova {
             cx.version = Some(version);
             ok_json(&wire::version_document(&self.root(head)), Some(version))
         } else {
-            self.api(head, path, cx, record).await?
+            self.api(head, &body, path, cx, record).await?
         };
         with_compute_request_id(&mut response, cx);
         Ok(response)
@@ -266,6 +276,7 @@ impl Nova {
     async fn api(
         &self,
         head: &Parts,
+        body: &[u8],
         path: &str,
         cx: &mut Cx,
         record: &mut Record,
@@ -274,13 +285,15 @@ impl Nova {
         let version = microversion::negotiate(&head.headers)?;
         cx.version = Some(version);
         let route = params::route(path)?;
-        if head.method != Method::GET {
+        let post = matches!(route, Route::Action { .. });
+        if head.method != if post { Method::POST } else { Method::GET } {
             return Err(NovaError::bad_method());
         }
         let (Route::List { project, server }
         | Route::Show {
             project, server, ..
-        }) = &route
+        }
+        | Route::Action { project, server }) = &route
         else {
             return Err(NovaError::no_route());
         };
@@ -324,6 +337,25 @@ impl Nova {
                     &wire::action_list(&views, version, &page),
                     version,
                 ))
+            }
+            Route::Action { .. } => {
+                record.action = Some("GetConsoleOutput");
+                let length = console::parse(body)?;
+                let uuid = server.require()?;
+                let from_core = |e| NovaError::from_core(&e, &server.asked);
+                let domain = self
+                    .service
+                    .find_instance(&who, uuid, &BTreeMap::new())
+                    .await
+                    .map_err(from_core)?;
+                record.domain = Some(domain.name.clone());
+                let log = self
+                    .service
+                    .console_output(&domain, console::CONSOLE_BYTES)
+                    .await
+                    .map_err(from_core)?;
+                let output = console::output(&log.bytes, length);
+                Ok(wire::ok(&serde_json::json!({ "output": output }), version))
             }
             Route::Show { request_id, .. } => {
                 record.action = Some("ShowInstanceAction");

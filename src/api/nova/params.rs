@@ -36,6 +36,11 @@ pub enum Route {
         server: Server,
         request_id: String,
     },
+    /// `…/servers/{server_id}/action` (POST, `os-getConsoleOutput`)
+    Action {
+        project: Option<String>,
+        server: Server,
+    },
 }
 
 /// A server id as the caller wrote it and, when it is a UUID, canonical.
@@ -93,6 +98,12 @@ pub fn route(path: &str) -> Result<Route, NovaError> {
         segments = &segments[1..];
     }
     match segments {
+        [servers, id, action] if servers == "servers" && action == "action" && !id.is_empty() => {
+            Ok(Route::Action {
+                project,
+                server: Server::new(id.clone()),
+            })
+        }
         [servers, id, actions]
             if servers == "servers" && actions == "os-instance-actions" && !id.is_empty() =>
         {

@@ -327,7 +327,7 @@ pub fn fault_name(status: u16) -> &'static str {
 }
 
 /// Client text in a message, cut so a hostile id cannot grow the answer.
-fn echo(s: &str) -> &str {
+pub(super) fn echo(s: &str) -> &str {
     match s.char_indices().nth(MAX_ECHO) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -462,6 +462,8 @@ impl NovaError {
                 Self::bad_request(format!("{err}."))
             }
             E::NoSuchRecording { .. } => Self::new(404, format!("{err}.")),
+            // What Nova's `ConsoleNotAvailable` says.
+            E::NoConsoleLog { .. } => Self::new(404, "Guest does not have a console available."),
             E::Conflict { .. } => Self::new(409, format!("{err}.")),
             E::OverBudget { .. } => Self::unavailable(format!("{err}.")),
             // What Nova's `MarkerNotFound` says.
