@@ -1091,3 +1091,42 @@ fn the_oracle_media_type_is_accepted_on_requests_and_returned() {
     }
     assert_eq!(poll(&d, &cookie, &name)["state"], "complete");
 }
+
+/// `GET /instanceconsole/{name}`: the serial log's end as text (CRLF kept),
+/// with when it was written, in the documented form; scoped as captures are.
+#[test]
+fn the_instance_console_is_the_end_of_the_serial_log_as_text() {
+    let (_lock, d, _dir) = setup(0);
+    let cookie = authenticate(&d, ALICE, ALICE_PASSWORD).unwrap();
+    let name = format!("{ALICE}/panic");
+    let path = format!("/instanceconsole{name}");
+    let reply = call(&d, Some(&cookie), "GET", &path, None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    let log = std::fs::read(fixtures::fixtures_dir().join("run/panic-serial.log")).unwrap();
+    let want = String::from_utf8_lossy(&log[log.len().saturating_sub(64 * 1024)..]);
+    assert_eq!(body["output"].as_str(), Some(want.as_ref()));
+    assert!(want.contains("Kernel panic - not syncing") && want.contains("\r\n"));
+    assert_eq!(body["name"], name.as_str());
+    let uri = body["uri"].as_str().unwrap();
+    assert!(uri.starts_with("http://") && uri.ends_with(&path), "{uri}");
+    // 2016-06-17T09:21:19.662570: UTC, microseconds, no zone.
+    let t = body["timestamp"].as_str().unwrap();
+    assert!(
+        t.len() == 26 && &t[10..11] == "T" && &t[19..20] == "." && !t.ends_with('Z'),
+        "{t}"
+    );
+
+    // Bob's project owns no fixture: not found, as another tenant's capture.
+    let bob = authenticate(&d, BOB, BOB_PASSWORD).unwrap();
+    let hidden = call(
+        &d,
+        Some(&bob),
+        "GET",
+        &format!("/instanceconsole{BOB}/panic"),
+        None,
+    );
+    assert_eq!(hidden.status, 404, "{}", hidden.text());
+    assert_eq!(call(&d, None, "GET", &path, None).status, 401);
+    assert_eq!(call(&d, Some(&cookie), "POST", &path, None).status, 405);
+}

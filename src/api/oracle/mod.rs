@@ -12,6 +12,7 @@
 //!   GET|PUT|DELETE /console/screencapture/{name}
 //!   GET  /console/screencapture/{container}/    (trailing slash: the list)
 //!   GET  /console/screencapture/media/{name}    the JPEG (Range: one span)
+//!   GET  /instanceconsole/{instance}            the serial console's output
 //! ```
 //!
 //! The dialect needs the store: without `[store]` it refuses to mount.
@@ -46,6 +47,10 @@ use wire::{CancelState, Cancellation, ObjectName, OracleError, ScreenCapture, St
 const NAME: &str = "oracle";
 const CAPTURES: &str = "/console/screencapture";
 const MEDIA: &str = "/console/screencapture/media";
+const CONSOLE: &str = "/instanceconsole";
+/// The end of the serial log an instanceconsole holds (Oracle documents no
+/// size; EC2 keeps 64 KB).
+const CONSOLE_BYTES: usize = 64 * 1024;
 
 pub const REGISTRATION: Registration = Registration {
     name: NAME,
@@ -99,6 +104,7 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         });
     }
     let oracle = Oracle {
+        service: shared.service.clone(),
         jobs,
         users: Arc::new(users),
         key,
@@ -114,12 +120,14 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         "/refresh/",
         "/console/screencapture/",
         "/console/screencapture/{*name}",
+        "/instanceconsole/{*name}",
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
     Ok(Some(Mount::new(
-        "Oracle Compute Classic (/authenticate/, /console/screencapture/)".into(),
+        "Oracle Compute Classic (/authenticate/, /console/screencapture/, /instanceconsole/)"
+            .into(),
         paths,
         None,
         oracle,
@@ -144,6 +152,7 @@ fn wire_state(state: JobState) -> State {
 }
 
 pub struct Oracle {
+    service: Arc<service::Screenshots>,
     jobs: Jobs,
     users: Arc<Users>,
     key: CookieKey,
@@ -189,6 +198,11 @@ impl Dialect for Oracle {
             return self.refresh(head, record);
         }
         let who = self.session(head, record)?;
+        if let Some(name) = path.strip_prefix(CONSOLE).filter(|n| n.starts_with('/')) {
+            record.action = Some("GetInstanceConsole");
+            only(method, &Method::GET)?;
+            return self.console(head, &who, name, record).await;
+        }
         if let Some(name) = path.strip_prefix(MEDIA).filter(|n| n.starts_with('/')) {
             record.action = Some("GetScreenCaptureMedia");
             only(method, &Method::GET)?;
@@ -383,6 +397,47 @@ impl Oracle {
             return Err(OracleError::missing_role(OPERATIONS_ROLE));
         }
         Ok(user.principal(NAME, &self.config.identity_domain))
+    }
+
+    /// The instance's serial console output, whatever its state.
+    async fn console(
+        &self,
+        head: &Parts,
+        who: &Principal,
+        name: &str,
+        record: &mut Record,
+    ) -> Result<Response, OracleError> {
+        let instance = ObjectName::parse_in(name, &self.config.identity_domain)
+            .map_err(|_| OracleError::no_such_path(&format!("{CONSOLE}{name}")))?;
+        let shown = instance.to_string();
+        record.instance = Some(shown.clone());
+        let lookup = params::lookup_id(&instance, &self.config.instances);
+        let from_core = |e| OracleError::from_core(&e, &shown);
+        let domain = self
+            .service
+            .find_instance(who, &lookup, &self.config.instances)
+            .await
+            .map_err(from_core)?;
+        record.domain = Some(domain.name.clone());
+        let output = self
+            .service
+            .console_output(&domain, CONSOLE_BYTES)
+            .await
+            .map_err(from_core)?;
+        let scheme = if self.secure { "https" } else { "http" };
+        let host = head
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| wire::valid_host(h))
+            .unwrap_or("localhost");
+        let body = wire::InstanceConsole {
+            name: shown,
+            output: String::from_utf8_lossy(&output.bytes).into_owned(),
+            timestamp: output.updated.map(wire::console_time),
+            uri: wire::console_uri(scheme, host, &instance),
+        };
+        Ok(wire::json_response(StatusCode::OK, &body))
     }
 
     async fn create(

@@ -220,6 +220,35 @@ pub fn media_uri(scheme: &str, host: &str, name: &ObjectName) -> String {
     format!("{scheme}://{host}/console/screencapture/media{name}")
 }
 
+/// `GET /instanceconsole/{name}`'s body (`InstanceConsole-response`): the
+/// serial output as text, CRLF kept, and when the log was last written, in
+/// the documented form (`2016-06-17T09:21:19.662570`, UTC, no zone).
+#[derive(Debug, Serialize)]
+pub struct InstanceConsole {
+    pub name: String,
+    pub output: String,
+    pub timestamp: Option<String>,
+    pub uri: String,
+}
+
+pub fn console_uri(scheme: &str, host: &str, name: &ObjectName) -> String {
+    format!("{scheme}://{host}/instanceconsole{name}")
+}
+
+pub fn console_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
 // The capture object.
 
 /// A capture's progress (seed 000): `queued → pending → in-progress →
