@@ -708,8 +708,13 @@ impl Recordings {
         Ok(rec)
     }
 
-    /// A running recording's sizes as written so far.
+    /// A running recording's sizes as written so far. Only while the row
+    /// says RECORDING: a row already closed holds the final sizes, and its
+    /// recorder may not have left `active` yet.
     fn with_progress(&self, mut rec: Recording) -> Recording {
+        if rec.status != Status::Recording {
+            return rec;
+        }
         if let Some(a) = self.inner.active().get(&rec.id) {
             let p = &a.progress;
             if let Some(v) = &mut rec.video {
