@@ -6,8 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::{Connection, Failure};
-use crate::capture::Output;
-use crate::service::{self, Screenshots, MAX_CONSOLE_BYTES};
+use crate::service::{self, MAX_CONSOLE_BYTES};
 
 /// How often `--follow` looks for more.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
@@ -36,18 +35,7 @@ pub(super) struct Args {
 
 pub(super) async fn run(args: Args) -> Result<(), Failure> {
     let uri = args.connection.uri.clone();
-    let service = Screenshots::new(
-        args.connection.hypervisor(),
-        service::Settings {
-            output: Output::default(),
-            max_concurrent: 1,
-            max_queued: 0,
-            wake_settle: Duration::ZERO,
-            fast_path: None,
-            store: None,
-            recordings: None,
-        },
-    );
+    let service = args.connection.service(Duration::ZERO);
     let failure = |e| Failure::from_service(e, &uri);
     let domain = service.find(&args.domain).await.map_err(failure)?;
     // Followed from the end as it was before the tail is read: a line

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{Connection, Failure};
 use crate::capture::{JpegSettings, Output, Shot, SourceFormat, Subsampling};
-use crate::service::{self, ScreenshotRequest, Screenshots};
+use crate::service::ScreenshotRequest;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -91,21 +91,9 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
         }),
     };
     let uri = args.connection.uri.clone();
-    let service = Screenshots::new(
-        args.connection.hypervisor(),
-        service::Settings {
-            // Unused: this grab names its output in the request.
-            output: Output::default(),
-            // One grab, alone in its process: nothing waits, nothing is mirrored.
-            max_concurrent: 1,
-            max_queued: 0,
-            wake_settle: Duration::from_millis(args.wake_settle_ms),
-            fast_path: None,
-            // An admin's grab at the console is not a control plane's call.
-            store: None,
-            recordings: None,
-        },
-    );
+    let service = args
+        .connection
+        .service(Duration::from_millis(args.wake_settle_ms));
     let failure = |e| Failure::from_service(e, &uri);
     let domain = service.find(&args.domain).await.map_err(failure)?;
     let request = ScreenshotRequest {

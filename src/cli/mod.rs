@@ -15,7 +15,9 @@ use clap::{Parser, Subcommand};
 
 pub use failure::{Failure, EXIT_CODES};
 
+use crate::capture::Output;
 use crate::hypervisor::{Hypervisor, Settings};
+use crate::service::{self, Screenshots};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +67,25 @@ impl Connection {
         let mut settings = Settings::new(self.uri.clone());
         settings.call_timeout = Duration::from_secs_f64(self.timeout);
         Hypervisor::new(settings)
+    }
+
+    /// The service for one command, alone in its process: nothing waits,
+    /// nothing is mirrored, nothing kept (an admin at the console is not a
+    /// control plane); `wake_settle` for a grab that wakes its guest.
+    fn service(&self, wake_settle: Duration) -> Screenshots {
+        Screenshots::new(
+            self.hypervisor(),
+            service::Settings {
+                // Unused: a grab names its output in the request.
+                output: Output::default(),
+                max_concurrent: 1,
+                max_queued: 0,
+                wake_settle,
+                fast_path: None,
+                store: None,
+                recordings: None,
+            },
+        )
     }
 }
 

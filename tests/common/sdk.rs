@@ -41,6 +41,47 @@ impl Sdk {
     }
 }
 
+/// Runs tests/sdk/`script` in the venv with `args`; the one JSON line it
+/// printed (it must exit 0).
+fn one_line(script: &str, args: &[&str]) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let out = Command::new(venv().join("bin/python"))
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// The arguments both Alibaba scripts take, then `extra`.
+fn alibaba_args<'a>(
+    sdk: Sdk,
+    endpoint: &'a str,
+    key: (&'a str, &'a str),
+    instance: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["--sdk", sdk.name(), "--endpoint", endpoint, "--ak", key.0];
+    args.extend([
+        "--secret",
+        key.1,
+        "--region",
+        "cn-test",
+        "--instance",
+        instance,
+    ]);
+    args.extend_from_slice(extra);
+    args
+}
+
 /// GetInstanceConsoleOutput through `sdk`; the JSON line
 /// alibaba_console.py printed.
 pub fn get_instance_console_output(
@@ -50,28 +91,10 @@ pub fn get_instance_console_output(
     instance: &str,
     extra: &[&str],
 ) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/alibaba_console.py");
-    let out = Command::new(venv().join("bin/python"))
-        .arg(script)
-        .args(["--sdk", sdk.name(), "--endpoint", endpoint, "--ak", key.0])
-        .args([
-            "--secret",
-            key.1,
-            "--region",
-            "cn-test",
-            "--instance",
-            instance,
-        ])
-        .args(extra)
-        .output()
-        .expect("the venv's python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "alibaba_console.py failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    one_line(
+        "alibaba_console.py",
+        &alibaba_args(sdk, endpoint, key, instance, extra),
+    )
 }
 
 /// GetInstanceScreenshot through `sdk`; the JSON line alibaba.py printed.
@@ -82,30 +105,10 @@ pub fn get_instance_screenshot(
     instance: &str,
     extra: &[&str],
 ) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/alibaba.py");
-    let out = Command::new(venv().join("bin/python"))
-        .arg(script)
-        .args([
-            "--sdk",
-            sdk.name(),
-            "--endpoint",
-            endpoint,
-            "--ak",
-            key.0,
-            "--secret",
-            key.1,
-        ])
-        .args(["--region", "cn-test", "--instance", instance])
-        .args(extra)
-        .output()
-        .expect("the venv's python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "alibaba.py failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    one_line(
+        "alibaba.py",
+        &alibaba_args(sdk, endpoint, key, instance, extra),
+    )
 }
 
 /// How tests/sdk/aws.py calls GetConsoleScreenshot through boto3.
@@ -146,22 +149,11 @@ pub fn get_console_screenshot(
     instance: &str,
     extra: &[&str],
 ) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/aws.py");
-    let out = Command::new(venv().join("bin/python"))
-        .arg(script)
-        .args(["--mode", mode.name(), "--endpoint", endpoint])
-        .args(["--ak", key.0, "--secret", key.1, "--region", region])
-        .args(["--instance", instance])
-        .args(extra)
-        .output()
-        .expect("the venv's python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "aws.py failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    let mut args = vec!["--mode", mode.name(), "--endpoint", endpoint];
+    args.extend(["--ak", key.0, "--secret", key.1, "--region", region]);
+    args.extend(["--instance", instance]);
+    args.extend_from_slice(extra);
+    one_line("aws.py", &args)
 }
 
 /// python-novaclient then openstacksdk (tests/sdk/nova.py) listing and

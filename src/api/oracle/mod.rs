@@ -424,13 +424,7 @@ impl Oracle {
             .console_output(&domain, CONSOLE_BYTES)
             .await
             .map_err(from_core)?;
-        let scheme = if self.secure { "https" } else { "http" };
-        let host = head
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .filter(|h| wire::valid_host(h))
-            .unwrap_or("localhost");
+        let (scheme, host) = self.origin(head);
         let body = wire::InstanceConsole {
             name: shown,
             output: String::from_utf8_lossy(&output.bytes).into_owned(),
@@ -568,7 +562,8 @@ impl Oracle {
         Ok(response)
     }
 
-    fn render_job(&self, head: &Parts, job: &Job) -> ScreenCapture {
+    /// The scheme and host this request reached, for the URIs in answers.
+    fn origin<'a>(&self, head: &'a Parts) -> (&'static str, &'a str) {
         let scheme = if self.secure { "https" } else { "http" };
         let host = head
             .headers
@@ -576,6 +571,11 @@ impl Oracle {
             .and_then(|v| v.to_str().ok())
             .filter(|h| wire::valid_host(h))
             .unwrap_or("localhost");
+        (scheme, host)
+    }
+
+    fn render_job(&self, head: &Parts, job: &Job) -> ScreenCapture {
+        let (scheme, host) = self.origin(head);
         let name = ObjectName::parse(&job.name).ok();
         let uri = |f: fn(&str, &str, &ObjectName) -> String| {
             name.as_ref()
