@@ -14,6 +14,11 @@ pub use crate::serial::{last_lines, without_escapes};
 /// The most any caller may ask for: Nova reads 100 KiB, EC2 serves 64 KB.
 pub const MAX_CONSOLE_BYTES: usize = 1 << 20;
 
+/// What a dialect tells a caller whose instance has no serial log
+/// (`Error::NoConsoleLog`), in the words of the cloud's own errors.
+pub const NO_CONSOLE_LOG: &str =
+    "The instance keeps no serial console log: its serial device needs a <log file=…/>.";
+
 /// The end of a guest's serial output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsoleOutput {

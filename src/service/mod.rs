@@ -28,7 +28,9 @@ use crate::store::Store;
 pub use crate::capture::Shot;
 pub use crate::hypervisor::DomainState;
 pub use audit::Caller;
-pub use console::{last_lines, without_escapes, ConsoleFollow, ConsoleOutput, MAX_CONSOLE_BYTES};
+pub use console::{
+    last_lines, without_escapes, ConsoleFollow, ConsoleOutput, MAX_CONSOLE_BYTES, NO_CONSOLE_LOG,
+};
 pub use outcome::Outcome;
 pub use scope::Principal;
 

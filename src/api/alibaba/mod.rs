@@ -1,6 +1,7 @@
 //! Alibaba Cloud ECS, RPC style, API version 2014-05-26: `GetInstanceScreenshot`
-//! and `GetInstanceConsoleOutput` on `/`, as GET with a query string or POST with a query and/or form body,
-//! signed with signature 1.0 or ACS3-HMAC-SHA256 (see `signature`).
+//! and `GetInstanceConsoleOutput` on `/`, as GET with a query string or POST
+//! with a query and/or form body, signed with signature 1.0 or
+//! ACS3-HMAC-SHA256 (see `signature`).
 //!
 //! InstanceId → libvirt domain: the `[alibaba.instances]` table of the config
 //! first, then a domain whose metadata carries the id (`service::instances`),
@@ -501,8 +502,6 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// An optional boolean parameter: absent is false; `true`/`false` in any case
-/// (the SDKs send Python's `True`/`False`).
 /// `yyyy-MM-dd HH:mm:ss` in UTC+8, as ECS writes `LastUpdateTime`.
 fn beijing_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::macros::offset!(+8));
@@ -517,6 +516,8 @@ fn beijing_time(t: OffsetDateTime) -> String {
     )
 }
 
+/// An optional boolean parameter: absent is false; `true`/`false` in any case
+/// (the SDKs send Python's `True`/`False`).
 fn flag(value: Option<&str>, name: &str) -> Result<bool, AliError> {
     match value {
         None => Ok(false),

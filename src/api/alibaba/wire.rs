@@ -219,7 +219,7 @@ impl AliError {
             E::NoConsoleLog { .. } => Self::new(
                 405,
                 "NotSupported",
-                "The instance keeps no serial console log: its serial device needs a <log file=…/>.",
+                service::NO_CONSOLE_LOG,
             ),
             E::NoSuchMarker { .. }
             | E::NoSuchUpload { .. }

@@ -1,8 +1,7 @@
 //! AWS EC2's Query API, version 2016-11-15: `GetConsoleScreenshot` and
-//! `GetConsoleOutput` on
-//! `aws.path` (`/ec2`), as GET with a query or POST with a form body, signed
-//! with Signature Version 4 in the `Authorization` header or presigned in the
-//! query (see `sigv4`). boto3 reaches it with `endpoint_url` set to this
+//! `GetConsoleOutput` on `aws.path` (`/ec2`), as GET with a query or POST
+//! with a form body, signed with Signature Version 4 in the `Authorization`
+//! header or presigned in the query (see `sigv4`). boto3 reaches it with `endpoint_url` set to this
 //! host's URL plus the path.
 //!
 //! InstanceId → libvirt domain: the `[aws.instances]` table first, then a

@@ -86,11 +86,9 @@ impl AwsError {
             | E::Conflict { .. }
             | E::Invalid { .. } => Self::invalid_parameter_value(format!("{err}.")),
             E::OverBudget { .. } => Self::unavailable(),
-            E::NoConsoleLog { .. } => Self::new(
-                400,
-                "UnsupportedOperation",
-                "The instance keeps no serial console log: its serial device needs a <log file=…/>.",
-            ),
+            E::NoConsoleLog { .. } => {
+                Self::new(400, "UnsupportedOperation", service::NO_CONSOLE_LOG)
+            }
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {
                 Self::new(
                     500,

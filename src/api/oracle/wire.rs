@@ -503,9 +503,7 @@ impl OracleError {
             | E::Invalid { .. } => Self::bad_request(format!("{err}.")),
             E::NoSuchRecording { .. } => Self::not_found(instance),
             E::Conflict { reason } => Self::conflict(format!("{reason}.")),
-            E::NoConsoleLog { .. } => Self::conflict(
-                "The instance keeps no serial console log: its serial device needs a <log file=…/>.",
-            ),
+            E::NoConsoleLog { .. } => Self::conflict(service::NO_CONSOLE_LOG),
             E::OverBudget { .. } => Self::unavailable(format!("{err}.")),
             E::Throttled { retry_after, .. } => {
                 Self::too_many_captures(instance, retry_after.as_secs_f64().ceil() as u64)
