@@ -504,16 +504,9 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `yyyy-MM-dd HH:mm:ss` in UTC+8, as ECS writes `LastUpdateTime`.
 fn beijing_time(t: OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     let t = t.to_offset(time::macros::offset!(+8));
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    t.format(&format).unwrap_or_default()
 }
 
 /// An optional boolean parameter: absent is false; `true`/`false` in any case

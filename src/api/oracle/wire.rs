@@ -236,17 +236,11 @@ pub fn console_uri(scheme: &str, host: &str, name: &ObjectName) -> String {
 }
 
 pub fn console_time(t: OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]"
+    );
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    t.format(&format).unwrap_or_default()
 }
 
 // The capture object.
