@@ -18,6 +18,7 @@ packages=(
     systemd                                                 # systemd-analyze, for the unit's tests
     python3-libvirt python3-pil                             # the benchmark's baseline (benches/baseline/py_agent.py)
     ffmpeg                                                  # tests/record_spike.rs: ffprobe and ffmpeg read the recordings back
+    tesseract-ocr tesseract-ocr-eng                         # src/diagnose: reading the text on a guest's screen (OCR)
     g++ nasm                                                # openh264-sys2 builds OpenH264 (C++) and its SIMD (plain C without nasm)
     grub-pc-bin grub-common xorriso                         # fixtures/grub: GRUB's BIOS modules, grub-mkrescue and grub-mkimage (no boot loader of the host's)
     initramfs-tools-core busybox                            # fixtures/initramfs: mkinitramfs and the BusyBox shell of the initramfs guest

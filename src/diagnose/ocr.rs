@@ -197,7 +197,96 @@ pub(crate) fn pgm(frame: &Frame) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnose::{is_blank, Rules, Verdict};
     use crate::frame::Layout;
+
+    /// A screen of fixtures/screens, decoded.
+    fn screen(name: &str) -> Frame {
+        let path = format!("{}/fixtures/screens/{name}.png", env!("CARGO_MANIFEST_DIR"));
+        let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(info.color_type, png::ColorType::Rgb, "{name}");
+        buf.truncate(info.buffer_size());
+        Frame::new(
+            info.width as usize,
+            info.height as usize,
+            Layout::Rgb8,
+            buf,
+            0,
+        )
+    }
+
+    /// Needs tesseract-ocr and tesseract-ocr-eng (scripts/setup-host.sh).
+    #[tokio::test]
+    async fn every_fixture_screen_reads_as_its_verdict() {
+        let rules = Rules::built_in();
+        let cases = [
+            (
+                "nobootdev",
+                Verdict::NoBootableDevice,
+                "No bootable device.",
+            ),
+            ("panic", Verdict::KernelPanic, "Kernel panic - not syncing"),
+            ("grub-menu", Verdict::BootloaderPrompt, "GNU GRUB"),
+            ("grub-rescue", Verdict::BootloaderPrompt, "grub rescue>"),
+            (
+                "initramfs",
+                Verdict::EmergencyShell,
+                "Gave up waiting for root file system device",
+            ),
+        ];
+        for (name, verdict, line) in cases {
+            let frame = screen(name);
+            assert!(!is_blank(&frame), "{name}");
+            let reading = Ocr::default().read(frame).await.unwrap();
+            let hit = rules
+                .first_hit(&reading.text, "")
+                .unwrap_or_else(|| panic!("nothing recognised on {name}:\n{}", reading.text));
+            assert_eq!(hit.verdict, verdict, "{name}: {hit:?}");
+            assert!(hit.line.contains(line), "{name}: {hit:?}");
+        }
+        assert!(is_blank(&screen("blank")));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_an_error_not_a_hang() {
+        let ocr = Ocr {
+            program: "/nonexistent/tesseract".into(),
+            timeout: Duration::from_secs(5),
+        };
+        assert!(!ocr.available().await);
+        assert!(matches!(
+            ocr.read(screen("blank")).await,
+            Err(OcrError::Spawn(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_program_past_its_deadline_is_killed() {
+        // A script that ignores its arguments and sleeps: a tesseract that hangs.
+        let dir = std::env::temp_dir().join(format!("vmshot-ocr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let program = dir.join("hang");
+        std::fs::write(&program, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let ocr = Ocr {
+            program,
+            timeout: Duration::from_millis(500),
+        };
+        let started = Instant::now();
+        assert!(matches!(
+            ocr.read(screen("blank")).await,
+            Err(OcrError::Timeout(_))
+        ));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn a_dark_text_screen_becomes_dark_ink_on_white_doubled() {

@@ -18,8 +18,11 @@ const MAX_PHRASE_CHARS: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("cannot read the rules file: {0}")]
-    Read(std::io::Error),
+    #[error("cannot read the rules file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("the rules file is not valid: {0}")]
     Parse(String),
     #[error("rule '{id}': {reason}")]
@@ -71,7 +74,10 @@ impl Rules {
 
     /// An admin's rules from `path`, tried before the built-in ones.
     pub fn with_file(path: &Path) -> Result<Self, RulesError> {
-        let text = std::fs::read_to_string(path).map_err(RulesError::Read)?;
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut rules = Self::parse(&text)?;
         rules.rules.extend(Self::built_in().rules);
         Ok(rules)
@@ -230,6 +236,40 @@ mod tests {
         let rules = Rules::built_in();
         assert!(rules.first_hit("", "No bootab1e device").is_none());
         assert!(rules.first_hit("", "no  bootable DEVICE.").is_some());
+    }
+
+    #[test]
+    fn an_admins_rules_come_before_the_built_in_ones() {
+        let file = std::env::temp_dir().join(format!("vmshot-rules-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[[rule]]\nid = \"our-raid\"\nverdict = \"emergency_shell\"\n\
+             phrases = [\"Press Ctrl-R to enter the RAID utility\"]\n\
+             [[rule]]\nid = \"quiet-panic\"\nverdict = \"login_prompt\"\nphrases = [\"Kernel panic\"]\n",
+        )
+        .unwrap();
+        let rules = Rules::with_file(&file).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let hit = rules
+            .first_hit("Press Ctrl-R to enter the RAID utility", "")
+            .unwrap();
+        assert_eq!(hit.rule, "our-raid");
+        // Theirs first, even against a built-in phrase.
+        let hit = rules.first_hit("Kernel panic - not syncing", "").unwrap();
+        assert_eq!(
+            (hit.rule.as_str(), hit.verdict),
+            ("quiet-panic", Verdict::LoginPrompt)
+        );
+        // The built-in ones still apply after them.
+        assert_eq!(
+            rules.first_hit("No bootable device.", "").unwrap().verdict,
+            Verdict::NoBootableDevice
+        );
+        let missing = Rules::with_file(Path::new("/nonexistent/rules.toml")).unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/rules.toml"),
+            "{missing}"
+        );
     }
 
     #[test]

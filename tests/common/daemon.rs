@@ -127,6 +127,11 @@ impl Daemon {
                 dir.join("vmshot.db").display()
             );
         }
+        // The diagnosis watcher opens a VNC mirror on every running domain and
+        // reads screens with tesseract: off unless a test asks for it.
+        if !extra.contains("[diagnosis]") {
+            text += "[diagnosis]\nenabled = false\n\n";
+        }
         // `extra` may bring its own [aws] section, naming the key file `@KEYS@`.
         let extra = extra.replace("@KEYS@", &keys.display().to_string());
         if !extra.contains("[aws]") {

@@ -13,6 +13,9 @@ pub(super) struct Observed<'a> {
     pub blank: bool,
     /// The screen's text; `None` if it was not read.
     pub screen_text: Option<&'a str>,
+    /// The screen has not been read since it last changed (the reading waits
+    /// for its budget): nothing can be said of it yet.
+    pub unread: bool,
     /// The last lines of the serial log, escapes removed.
     pub serial: &'a str,
 }
@@ -23,7 +26,7 @@ pub(super) fn decide(settings: &DiagnosisSettings, seen: &Observed) -> (Verdict,
         screen_read: seen.screen_text.is_some(),
         ..Evidence::default()
     };
-    if seen.unchanged < settings.settle {
+    if seen.unchanged < settings.settle || seen.unread {
         return (Verdict::Changing, evidence);
     }
     if let Some(hit) = settings
@@ -130,6 +133,15 @@ mod tests {
         let (verdict, evidence) = decide(&settings(), &observed);
         assert_eq!(verdict, Verdict::BlankScreen);
         assert!(evidence.blank && !evidence.screen_read);
+    }
+
+    #[test]
+    fn an_unread_screen_is_not_yet_stuck() {
+        let observed = Observed {
+            unread: true,
+            ..seen(600)
+        };
+        assert_eq!(decide(&settings(), &observed).0, Verdict::Changing);
     }
 
     #[test]

@@ -72,6 +72,8 @@ struct Read {
 struct Tracked {
     name: String,
     uuid: String,
+    /// Whether it has a screen; without one, its serial log is all there is.
+    screen: bool,
     /// The mirror generation last looked at, if from a mirror.
     generation: Option<u64>,
     /// The screen as it was when it last changed; a later screen is compared
@@ -97,6 +99,7 @@ impl Tracked {
         Self {
             name: entry.name.clone(),
             uuid: entry.uuid.clone(),
+            screen: entry.screens > 0,
             generation: None,
             reference: None,
             serial_digest: None,
@@ -176,6 +179,7 @@ impl Tracked {
             unchanged: self.unchanged(),
             blank: read.is_some_and(|r| r.blank),
             screen_text: read.and_then(|r| r.text.as_deref()),
+            unread: self.screen && read.is_none(),
             serial: &self.serial,
         };
         let (verdict, mut evidence) = decide(settings, &seen);
@@ -315,7 +319,12 @@ impl Watcher {
                 }
             },
         };
-        Some(all.into_iter().filter(|e| e.state.has_console()).collect())
+        // A domain with neither a screen nor a serial log shows nothing to judge.
+        Some(
+            all.into_iter()
+                .filter(|e| e.state.has_console() && (e.screens > 0 || e.serial_log.is_some()))
+                .collect(),
+        )
     }
 
     async fn step(&mut self, entry: &Entry, tracked: &mut Tracked) {
@@ -447,6 +456,11 @@ pub(super) async fn once(
     window: Duration,
 ) -> Result<Diagnosis, Error> {
     let entry = capturer.hypervisor().find(&domain.uuid).await?;
+    if entry.screens == 0 && entry.serial_log.is_none() {
+        return Err(Error::NoDisplay {
+            domain: domain.name.clone(),
+        });
+    }
     let sample = Duration::from_secs(1);
     let settings = DiagnosisSettings {
         settle: settings.settle.min(window / 2),
