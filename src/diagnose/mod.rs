@@ -12,7 +12,7 @@ mod text;
 
 use serde::{Deserialize, Serialize};
 
-pub use ocr::Ocr;
+pub use ocr::{Ocr, OcrError};
 pub use rules::{Rules, RulesError};
 pub use screen::{is_blank, Signature};
 

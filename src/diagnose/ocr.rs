@@ -48,6 +48,8 @@ pub struct Ocr {
 pub struct Reading {
     pub text: String,
     pub took: Duration,
+    /// The CPU time the program used (user and system).
+    pub cpu: Duration,
 }
 
 impl Default for Ocr {
@@ -86,12 +88,16 @@ impl Ocr {
             .await
             .map_err(|e| OcrError::Failed(e.to_string()))?;
         let started = Instant::now();
+        let before = children_cpu();
         let text = tokio::time::timeout(self.timeout, self.run(image))
             .await
             .map_err(|_| OcrError::Timeout(self.timeout))??;
         Ok(Reading {
             text,
             took: started.elapsed(),
+            // Children's CPU is counted once they are reaped; another reading
+            // ending meanwhile would count here too, which only overcharges.
+            cpu: children_cpu().saturating_sub(before),
         })
     }
 
@@ -153,6 +159,20 @@ impl Ocr {
         let text = text.map_err(|e| OcrError::Failed(format!("reading the text: {e}")))?;
         Ok(String::from_utf8_lossy(&text).into_owned())
     }
+}
+
+/// CPU time of this process's reaped children (`getrusage(RUSAGE_CHILDREN)`).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The screen as tesseract reads consoles best: one bit of ink, dark on
@@ -236,6 +256,7 @@ mod tests {
                 Verdict::EmergencyShell,
                 "Gave up waiting for root file system device",
             ),
+            ("login", Verdict::LoginPrompt, "login login:"),
         ];
         for (name, verdict, line) in cases {
             let frame = screen(name);

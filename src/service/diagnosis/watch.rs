@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use super::decide::{decide, Observed};
 use super::{encode, Diagnosis, DiagnosisSettings, Evidence, Verdict};
 use crate::capture::{Capturer, Frame, Output};
-use crate::diagnose::{is_blank, Signature};
+use crate::diagnose::{is_blank, OcrError, Signature};
 use crate::hypervisor::{Entry, SerialLog};
 use crate::serial;
 use crate::service::{Domain, Error};
@@ -59,6 +59,9 @@ pub(super) fn lock(watched: &Mutex<Watched>) -> MutexGuard<'_, Watched> {
 /// The screen of one domain as it was last read.
 #[derive(Clone)]
 struct Read {
+    /// What reading it cost: the OCR program's CPU, and this process's
+    /// blank test and encoding.
+    cost: Duration,
     /// The `Tracked::epoch` it was read in.
     epoch: u64,
     blank: bool,
@@ -351,10 +354,10 @@ impl Watcher {
         }
         if let Some(frame) = frame {
             if tracked.needs_reading(&self.settings) && self.budget.ready() {
-                let started = Instant::now();
                 let epoch = tracked.epoch;
-                tracked.read = Some(read(&self.settings, self.output, frame, epoch).await);
-                self.budget.charge(started.elapsed());
+                let read = read(&self.settings, self.output, frame, epoch).await;
+                self.budget.charge(read.cost);
+                tracked.read = Some(read);
             }
         }
         tracked.decide(&self.settings);
@@ -402,17 +405,28 @@ async fn signature_of(frame: Frame) -> Option<Signature> {
 /// Reads a settled screen: blank or not, its text, its encoding as evidence.
 async fn read(settings: &DiagnosisSettings, output: Output, frame: Frame, epoch: u64) -> Read {
     let encoding = frame.clone();
+    let started = Instant::now();
     let (blank, screenshot) =
         tokio::task::spawn_blocking(move || (is_blank(&encoding), encode(&encoding, output)))
             .await
             .unwrap_or((false, None));
+    let mut cost = started.elapsed();
     let text = match (&settings.ocr, blank) {
         (Some(ocr), false) => match ocr.read(frame).await {
             Ok(reading) => {
-                tracing::debug!(took_ms = reading.took.as_millis() as u64, "screen read");
+                tracing::debug!(
+                    took_ms = reading.took.as_millis() as u64,
+                    cpu_ms = reading.cpu.as_millis() as u64,
+                    "screen read"
+                );
+                cost += reading.cpu;
                 Some(reading.text)
             }
             Err(e) => {
+                // A reading killed at its deadline may have spent all of it.
+                if let OcrError::Timeout(spent) = e {
+                    cost += spent;
+                }
                 tracing::warn!(error = %e, "cannot read a screen");
                 None
             }
@@ -423,6 +437,7 @@ async fn read(settings: &DiagnosisSettings, output: Output, frame: Frame, epoch:
     };
     let sha256 = screenshot.as_ref().map(|s| hex::encode(Sha256::digest(s)));
     Read {
+        cost,
         epoch,
         blank,
         text,
