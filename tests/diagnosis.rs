@@ -237,3 +237,35 @@ fn check_cli(dir: &std::path::Path, domain: &str, verdict: &str, phrase: &str) {
         "{domain}: {d}"
     );
 }
+
+#[test]
+fn diagnose_errors_are_the_clis_own() {
+    let _lock = LibvirtdLock::shared();
+    fixtures::up();
+    let dir = tempdir();
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&["diagnose", fixtures::SHUT_OFF], 5, "is shut off"),
+        (&["diagnose", "vmshot-fx-no-such-domain"], 4, "no domain"),
+        // Neither a screen nor a serial log: nothing to judge.
+        (
+            &["diagnose", fixtures::NO_VIDEO],
+            6,
+            "has no display device",
+        ),
+        (
+            &["diagnose", "--watch", "1", fixtures::SHUT_OFF],
+            2,
+            "--watch",
+        ),
+    ];
+    for (args, code, words) in cases {
+        let run = vmshot(&dir, args);
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?}");
+        assert!(
+            run.stderr.to_lowercase().contains(words),
+            "{args:?}: {words:?} not in {}",
+            run.stderr
+        );
+    }
+}

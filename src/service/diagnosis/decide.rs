@@ -40,17 +40,19 @@ pub(super) fn decide(settings: &DiagnosisSettings, seen: &Observed) -> (Verdict,
         });
         return (hit.verdict, evidence);
     }
+    // A screen goes blank for seconds in every boot (a mode switch, the
+    // kernel unpacking itself): blank says something only once it lasts.
+    if seen.unchanged < settings.stuck_after {
+        return (Verdict::Changing, evidence);
+    }
     if seen.blank {
         return (Verdict::BlankScreen, evidence);
     }
-    if seen.unchanged >= settings.stuck_after {
-        // The last lines a human would look at first.
-        evidence.lines = last_lines(seen.screen_text.unwrap_or(""), super::Source::Screen)
-            .chain(last_lines(seen.serial, super::Source::Serial))
-            .collect();
-        return (Verdict::Stuck, evidence);
-    }
-    (Verdict::Changing, evidence)
+    // The last lines a human would look at first.
+    evidence.lines = last_lines(seen.screen_text.unwrap_or(""), super::Source::Screen)
+        .chain(last_lines(seen.serial, super::Source::Serial))
+        .collect();
+    (Verdict::Stuck, evidence)
 }
 
 /// The last three non-empty lines of `text`, as evidence.
@@ -129,6 +131,12 @@ mod tests {
             blank: true,
             serial: "vmshot-fixture: ready",
             ..seen(30)
+        };
+        assert_eq!(decide(&settings(), &observed).0, Verdict::Changing);
+        let observed = Observed {
+            blank: true,
+            serial: "vmshot-fixture: ready",
+            ..seen(60)
         };
         let (verdict, evidence) = decide(&settings(), &observed);
         assert_eq!(verdict, Verdict::BlankScreen);

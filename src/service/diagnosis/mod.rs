@@ -9,13 +9,14 @@
 //! A domain's verdict, as the watcher moves it:
 //!
 //! ```text
-//!   screen changed ──▶ changing ──(unchanged `settle`)──▶ read: rules on the screen's
-//!        ▲                                                text, then the serial tail
-//!        │                                                  │
-//!        │          ┌───────────────────────────────────────┼────────────────────┐
-//!        │          ▼ a rule matched        ▼ blank          ▼ nothing recognised │
-//!        │    kernel_panic, …, login   blank_screen     changing ──(`stuck_after`)──▶ stuck
-//!        └──────────────────────────── any change of the screen ─────────────────────┘
+//!   screen changes ──▶ changing ──(unchanged `settle`)──▶ read: screen text, serial tail
+//!                                                    │
+//!               ┌────────────────────────────────────┴──────┐
+//!               ▼ a rule matched                            ▼ nothing recognised
+//!   kernel_panic, …, login_prompt       changing ──(unchanged `stuck_after`)──▶ blank_screen
+//!                                                                              or stuck
+//!
+//!   Any verdict goes back to changing when the screen changes.
 //! ```
 
 mod decide;
