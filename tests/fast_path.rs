@@ -168,12 +168,9 @@ fn mirrors_stay_within_their_memory_budget() {
     // The 1080p guest carries this instance id in its metadata, and answers to it alone.
     let big = "i-vmshotfx-meta-1080";
     image_of(&screenshot(&d, big, &[]));
-    assert!(
-        d.wait_for_log("memory budget", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        d.logs()
-    );
+    // No mirror is even opened for it: the one held leaves no room for a
+    // screen its size (one opened anyway would be closed once synced).
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(metric(&d, "vmshot_vnc_mirrors"), 1);
     // The big screen is still served, by screenshots.
     let (_, img) = image_of(&screenshot(&d, big, &[]));

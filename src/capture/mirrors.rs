@@ -135,7 +135,18 @@ impl Mirrors {
                     .values()
                     .filter(|s| !matches!(s, Slot::Failed { .. }))
                     .count();
-                if open >= self.policy.max || held(&slots) >= self.policy.memory_budget {
+                // Room for a screen as large as the largest held: opening one
+                // that settle() would close at once is work for nothing, and
+                // asked again it would be done again at every retry.
+                let typical = slots
+                    .values()
+                    .filter_map(|s| match s {
+                        Slot::Open { bytes, .. } => Some(*bytes),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                if open >= self.policy.max || held(&slots) + typical > self.policy.memory_budget {
                     return None;
                 }
                 slots.insert(
