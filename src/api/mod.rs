@@ -15,6 +15,7 @@ pub(crate) mod pipeline;
 mod range;
 pub(crate) mod registry;
 mod request;
+mod session;
 
 pub use host::HostNames;
 /// The Oracle dialect's users file, for `vmshot hash-password`.

@@ -9,6 +9,7 @@ mod console;
 mod flight;
 mod gate;
 pub(crate) mod jobs;
+mod live;
 mod outcome;
 pub mod recordings;
 mod scope;
@@ -30,6 +31,9 @@ pub use crate::hypervisor::DomainState;
 pub use audit::Caller;
 pub use console::{
     last_lines, without_escapes, ConsoleFollow, ConsoleOutput, MAX_CONSOLE_BYTES, NO_CONSOLE_LOG,
+};
+pub use live::{
+    CaptureJob, Listed, Live, ScreenState, Thumbnail, MAX_THUMB_WIDTH, MIN_THUMB_WIDTH,
 };
 pub use outcome::Outcome;
 pub use scope::Principal;
