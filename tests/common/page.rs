@@ -63,8 +63,8 @@ pub fn daemon() -> Daemon {
 pub fn csrf(daemon: &Daemon) -> String {
     let page = send(daemon.addr, "GET", "/ui/", &[], b"").text();
     let at = page
-        .find("name=\"vmshot-csrf\" content=\"")
+        .find(r#"name="vmshot-csrf" content=""#)
         .expect("the meta tag")
-        + 29;
+        + r#"name="vmshot-csrf" content=""#.len();
     page[at..at + 64].to_owned()
 }
