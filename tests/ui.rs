@@ -57,6 +57,8 @@ impl Drop for Driver {
 }
 
 async fn browser(driver: &Driver, height: u32) -> WebDriver {
+    // thirtyfour's reqwest brings no TLS provider (as vmshot's own): ring's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut caps = DesiredCapabilities::chrome();
     for arg in [
         "--headless=new",
