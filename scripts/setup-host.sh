@@ -19,6 +19,7 @@ packages=(
     python3-libvirt python3-pil                             # the benchmark's baseline (benches/baseline/py_agent.py)
     ffmpeg                                                  # tests/record_spike.rs: ffprobe and ffmpeg read the recordings back
     g++ nasm                                                # openh264-sys2 builds OpenH264 (C++) and its SIMD (plain C without nasm)
+    chromium chromium-driver                                # tests/ui.rs: the live page in headless Chromium, through chromedriver
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -145,7 +145,7 @@ async fn the_wall_the_live_screen_and_a_recording_in_chromium() {
     // blue banner, and the live screen follows without a reload.
     let blank = page::guest("blank");
     driver
-        .find(By::Css(&format!(".tile[data-name='{blank}']")))
+        .find(By::Css(format!(".tile[data-name='{blank}']")))
         .await
         .unwrap()
         .click()

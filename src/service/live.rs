@@ -351,7 +351,7 @@ impl Live {
             .await
             .map_err(|e| Error::failed("the store did not answer", e))?;
         let mut jobs: Vec<CaptureJob> = jobs.into_iter().map(capture_job).collect();
-        jobs.sort_by(|a, b| b.created.cmp(&a.created));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.created));
         Ok(jobs)
     }
 }

@@ -301,6 +301,11 @@ impl Native {
     }
 }
 
+/// The verdict word of a domain's diagnosis, for the page's badge.
+pub(crate) fn verdict(listed: &Listed) -> Option<String> {
+    views::diagnosis(listed).and_then(|d| d["verdict"].as_str().map(str::to_owned))
+}
+
 fn core(e: service::Error) -> WebError {
     WebError::from_core(&e)
 }
@@ -430,9 +435,4 @@ mod tests {
         assert!(q.number("width", 64, 640).is_err());
         assert!(q.flag("fresh").is_err());
     }
-}
-
-/// The verdict word of a domain's diagnosis, for the page's badge.
-pub(crate) fn verdict(listed: &Listed) -> Option<String> {
-    views::diagnosis(listed).and_then(|d| d["verdict"].as_str().map(str::to_owned))
 }
