@@ -14,7 +14,7 @@ declare -A may_use=(
     [frame]=""
     [hypervisor]="frame"
     [capture]="hypervisor frame"
-    [service]="capture hypervisor frame store record serial"
+    [service]="capture hypervisor frame store record serial diagnose"
     [store]=""
     [config]=""
     [auth]="config service"
@@ -22,6 +22,7 @@ declare -A may_use=(
     [daemon]=""
     [record]=""
     [serial]=""
+    [diagnose]="frame"
     [server]="api service store capture hypervisor auth config daemon frame"
     [cli]="server api service capture hypervisor config daemon frame"
 )

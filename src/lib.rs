@@ -16,6 +16,7 @@ pub mod capture;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod daemon;
+pub(crate) mod diagnose;
 pub(crate) mod frame;
 pub mod hypervisor;
 pub mod record;

@@ -2,6 +2,7 @@
 //! a guest's console.
 
 mod console;
+mod diagnose;
 mod failure;
 mod grab;
 mod hash_password;
@@ -39,6 +40,10 @@ enum Command {
     /// Print the end of what a domain wrote to its serial console (from the
     /// log libvirt keeps; nobody on the console is disturbed).
     Console(console::Args),
+    /// Say why a domain hangs: a verdict (kernel_panic, no_bootable_device,
+    /// bootloader_prompt, emergency_shell, fsck_prompt, blank_screen,
+    /// login_prompt, stuck, changing) with the lines that decided it.
+    Diagnose(diagnose::Args),
     /// Read a password (one line) on stdin and print its Argon2id PHC string,
     /// for a `password_hash` of the Oracle dialect's credentials file.
     HashPassword(hash_password::Args),
@@ -108,7 +113,7 @@ pub fn main() -> ExitCode {
     };
     init_logging("warn", false);
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
     {
         Ok(rt) => rt,
@@ -119,6 +124,7 @@ pub fn main() -> ExitCode {
             Command::Grab(args) => grab::run(args).await,
             Command::List(args) => list::run(args).await,
             Command::Console(args) => console::run(args).await,
+            Command::Diagnose(args) => diagnose::run(args).await,
             Command::Serve(_) | Command::HashPassword(_) => unreachable!("run above"),
         }
     });

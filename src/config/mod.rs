@@ -4,6 +4,7 @@
 //! Each dialect's section is its own (`api::<dialect>::config`); here they
 //! are kept as tables, and `api::registry` refuses a name it does not know.
 
+mod diagnosis;
 mod secret;
 mod uploads;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use diagnosis::Diagnosis;
 pub use secret::{read_secret_file, read_secret_text, SecretFileError};
 pub use uploads::{TargetKind as UploadTargetKind, Uploads};
 
@@ -50,6 +52,8 @@ pub struct Config {
     pub recordings: Option<Recordings>,
     /// Uploads of media to storage targets; without this section, none.
     pub uploads: Option<Uploads>,
+    /// Verdicts on hanging guests.
+    pub diagnosis: Diagnosis,
     /// The dialects' sections, by name: a dialect without one is off.
     #[serde(flatten)]
     pub dialects: BTreeMap<String, toml::Table>,
@@ -409,6 +413,7 @@ impl Config {
         if let Some(uploads) = &self.uploads {
             uploads.validate()?;
         }
+        self.diagnosis.validate()?;
         // hyper panics below its minimum read buffer.
         if s.max_header_bytes < 8192 {
             return Err(ConfigError::Invalid(

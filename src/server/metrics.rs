@@ -40,6 +40,17 @@ struct DialectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    domain: String,
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainLabels {
+    domain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -62,6 +73,9 @@ pub struct Now {
     /// Whether the domain inventory follows libvirt's events, and the domains
     /// it holds; `None` where it does not run.
     pub inventory: Option<(bool, usize)>,
+    /// Each watched domain's name, verdict and seconds its screen has not
+    /// changed (`service::diagnosis`).
+    pub verdicts: Vec<(String, &'static str, u64)>,
 }
 
 pub struct Metrics {
@@ -77,6 +91,8 @@ pub struct Metrics {
     inventory_domains: Gauge,
     connections_open: Gauge,
     connections_closed: Family<ReasonLabels, Counter>,
+    verdicts: Family<VerdictLabels, Gauge>,
+    unchanged: Family<DomainLabels, Gauge>,
 }
 
 /// Seconds, from 0.5 ms to about 8 s: a capture spans 1 ms (cached) to seconds (hung).
@@ -153,7 +169,21 @@ impl Default for Metrics {
         for reason in CLOSE_REASONS {
             let _ = connections_closed.get_or_create(&ReasonLabels { reason });
         }
+        let verdicts = Family::<VerdictLabels, Gauge>::default();
+        registry.register(
+            "guest_verdict",
+            "1 for each domain's current diagnosis (kernel_panic, no_bootable_device, bootloader_prompt, emergency_shell, fsck_prompt, blank_screen, login_prompt, stuck, changing)",
+            verdicts.clone(),
+        );
+        let unchanged = Family::<DomainLabels, Gauge>::default();
+        registry.register(
+            "screen_unchanged_seconds",
+            "Seconds since each watched domain's screen last changed",
+            unchanged.clone(),
+        );
         Self {
+            verdicts,
+            unchanged,
             mirrors,
             inventory_live,
             inventory_domains,
@@ -240,6 +270,20 @@ impl Metrics {
         self.inventory_domains.set(gauge(domains));
         let seen = self.reconnects_seen.swap(now.reconnects, Ordering::Relaxed);
         self.reconnects.inc_by(now.reconnects.saturating_sub(seen));
+        // Domains come and go: only the current ones are shown.
+        self.verdicts.clear();
+        self.unchanged.clear();
+        for (domain, verdict, unchanged) in &now.verdicts {
+            let domain = domain.clone();
+            self.unchanged
+                .get_or_create(&DomainLabels {
+                    domain: domain.clone(),
+                })
+                .set(i64::try_from(*unchanged).unwrap_or(i64::MAX));
+            self.verdicts
+                .get_or_create(&VerdictLabels { domain, verdict })
+                .set(1);
+        }
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -291,6 +335,7 @@ mod tests {
             reconnects,
             mirrors: 5,
             inventory: Some((true, 12)),
+            verdicts: vec![("web-1".into(), "kernel_panic", 42)],
         };
         let text = m.encode(&now(2));
         for needle in [
@@ -307,6 +352,8 @@ mod tests {
             "vmshot_connections_open 1",
             "vmshot_connections_closed_total{reason=\"evicted\"} 1",
             "vmshot_connections_closed_total{reason=\"idle\"} 0",
+            "vmshot_guest_verdict{domain=\"web-1\",verdict=\"kernel_panic\"} 1",
+            "vmshot_screen_unchanged_seconds{domain=\"web-1\"} 42",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

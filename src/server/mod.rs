@@ -46,6 +46,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Secret(#[from] crate::config::SecretFileError),
+    #[error("diagnosis: {0}")]
+    Diagnosis(#[from] crate::service::diagnosis::RulesError),
     #[error("uploads: {0}")]
     Uploads(String),
     #[error("cannot load the TLS certificate and key: {0}")]
@@ -124,9 +126,13 @@ fn build(
             store,
         },
     );
-    let service = Arc::new(match uploads {
+    let service = match uploads {
         Some(uploads) => service.with_uploads(uploads),
         None => service,
+    };
+    let service = Arc::new(match &config.diagnosis {
+        d if d.enabled => service.with_diagnosis(diagnosis_settings(d)?),
+        _ => service,
     });
     let mounts = registry::mount(
         &config.dialects,
@@ -171,6 +177,28 @@ fn build(
             config.server.request_timeout() + Duration::from_secs(5),
         ));
     Ok((app, router))
+}
+
+/// `[diagnosis]` as the service takes it; an admin's rules file is read now.
+fn diagnosis_settings(
+    d: &config::Diagnosis,
+) -> Result<service::DiagnosisSettings, service::diagnosis::RulesError> {
+    use service::diagnosis::{Ocr, Rules};
+    Ok(service::DiagnosisSettings {
+        settle: Duration::from_secs(d.settle_secs),
+        stuck_after: Duration::from_secs(d.stuck_after_secs),
+        poll: Duration::from_secs(d.poll_secs),
+        cpu_percent: d.cpu_percent,
+        max_domains: d.max_domains,
+        ocr: (!d.ocr_program.as_os_str().is_empty()).then(|| Ocr {
+            program: d.ocr_program.clone(),
+            timeout: Duration::from_secs(d.ocr_timeout_secs),
+        }),
+        rules: match &d.rules {
+            Some(path) => Rules::with_file(path)?,
+            None => Rules::built_in(),
+        },
+    })
 }
 
 fn recording_settings(
@@ -405,6 +433,12 @@ async fn metrics_text(
             .hypervisor
             .inventory()
             .map(|inventory| (inventory.is_live(), inventory.len())),
+        verdicts: app
+            .service
+            .diagnoses()
+            .into_iter()
+            .map(|d| (d.domain, d.verdict.as_str(), d.unchanged_seconds))
+            .collect(),
     });
     let mut response = body.into_response();
     response.headers_mut().insert(

@@ -6,6 +6,7 @@
 pub mod actions;
 mod audit;
 mod console;
+pub mod diagnosis;
 mod flight;
 mod gate;
 pub(crate) mod jobs;
@@ -32,6 +33,7 @@ pub use audit::Caller;
 pub use console::{
     last_lines, without_escapes, ConsoleFollow, ConsoleOutput, MAX_CONSOLE_BYTES, NO_CONSOLE_LOG,
 };
+pub use diagnosis::{Diagnosis, DiagnosisSettings, Verdict};
 pub use live::{
     CaptureJob, Listed, Live, ScreenState, Thumbnail, MAX_THUMB_WIDTH, MIN_THUMB_WIDTH,
 };
@@ -232,6 +234,8 @@ pub struct Screenshots {
     recordings: Option<recordings::Recordings>,
     /// Uploads of media to storage targets, if configured (`uploads`).
     uploads: Option<uploads::Uploads>,
+    /// Verdicts on hanging guests (`diagnosis`).
+    diagnosis: diagnosis::Diagnoses,
 }
 
 /// What one capture needs, shared with the task that runs it.
@@ -293,6 +297,7 @@ impl Screenshots {
             throttle: Throttle::new(settings.store.clone()),
             audit: settings.store.map(Audit::new),
             uploads: None,
+            diagnosis: diagnosis::Diagnoses::new(DiagnosisSettings::default()),
         }
     }
 
