@@ -185,6 +185,44 @@ fn the_api_serves_what_its_document_says() {
     );
     assert_eq!(cross.status, 403);
 
+    // The diagnosis watcher's verdict reaches the list (its badge) and the
+    // domain's own call; a domain without a console has none.
+    let nobootdev = page::guest("nobootdev");
+    let mut verdict = serde_json::Value::Null;
+    common::host::wait_until(
+        "a verdict for nobootdev",
+        std::time::Duration::from_secs(90),
+        || {
+            let list = send(addr, "GET", "/v1/domains", &[], b"").json();
+            verdict = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["name"] == nobootdev.as_str())
+                .map(|d| d["diagnosis"]["verdict"].clone())
+                .unwrap_or_default();
+            verdict.is_string()
+        },
+    );
+    let one = send(
+        addr,
+        "GET",
+        &format!("/v1/domains/{nobootdev}/diagnosis"),
+        &[],
+        b"",
+    );
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["verdict"], verdict);
+    eprintln!("nobootdev: {verdict}");
+    let off = send(
+        addr,
+        "GET",
+        &format!("/v1/domains/{}/diagnosis", page::guest("shutoff")),
+        &[],
+        b"",
+    );
+    assert_eq!(off.status, 409, "{}", off.text());
+
     // A page of another site that resolves its name to 127.0.0.1 (DNS
     // rebinding) sends its own Host: refused.
     let rebound = raw(

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Semaphore};
 
-use super::{Domain, Error, Principal, Screenshots};
+use super::{Diagnosis, Domain, Error, Principal, Screenshots};
 use crate::capture::{self, Frame, JpegSettings, Layout, Subsampling};
 use crate::store::{Job, JobFilter};
 
@@ -49,6 +49,8 @@ pub struct Listed {
     /// Screens over all its video devices; 0: no display.
     pub screens: u32,
     pub screen: ScreenState,
+    /// The diagnosis watcher's verdict, if it watches this domain.
+    pub diagnosis: Option<Diagnosis>,
 }
 
 /// What is known of a domain's screen without capturing it.
@@ -157,6 +159,12 @@ impl Live {
             }
         };
         let none = BTreeMap::new();
+        let mut verdicts: HashMap<String, Diagnosis> = self
+            .service
+            .diagnoses()
+            .into_iter()
+            .map(|d| (d.uuid.clone(), d))
+            .collect();
         let mut listed: Vec<Listed> = entries
             .into_iter()
             .map(|entry| {
@@ -164,6 +172,7 @@ impl Live {
                 let domain = Domain::from(entry);
                 Listed {
                     screen: self.screen_state(&domain),
+                    diagnosis: verdicts.remove(&domain.uuid),
                     domain,
                     screens,
                 }
@@ -191,8 +200,14 @@ impl Live {
             .await
             .map(|e| e.screens)
             .unwrap_or(0);
+        let diagnosis = self
+            .service
+            .diagnoses()
+            .into_iter()
+            .find(|d| d.uuid == domain.uuid);
         Ok(Listed {
             screen: self.screen_state(&domain),
+            diagnosis,
             domain,
             screens,
         })

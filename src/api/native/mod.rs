@@ -31,6 +31,8 @@ use routes::{Action, Miss};
 pub const NAME: &str = "native";
 /// The serial log's end a console call returns by default.
 const CONSOLE_BYTES: usize = 64 * 1024;
+/// Longest one-off diagnosis a request may ask for: within its deadline.
+const MAX_DIAGNOSIS_WATCH: u64 = 20;
 /// Longest query string looked at.
 const MAX_QUERY: usize = 1024;
 
@@ -154,13 +156,18 @@ impl Dialect for Native {
             }
             Action::Diagnosis => {
                 let listed = self.domain(&caller, param(0), record).await?;
-                // SEAM(diagnosis): the core's diagnosis is not on this branch yet.
-                match views::diagnosis(&listed) {
-                    Some(d) => Ok(json(StatusCode::OK, &d)),
-                    None => Err(WebError::not_implemented(
-                        "this host does not diagnose consoles yet",
-                    )),
-                }
+                // The watcher's verdict at once; else one from watching the
+                // screen now, for `watch_seconds`, within the request's deadline.
+                let window = query
+                    .number("watch_seconds", 1, MAX_DIAGNOSIS_WATCH)?
+                    .unwrap_or(5);
+                let found = self
+                    .live
+                    .service()
+                    .diagnosis(&listed.domain, Duration::from_secs(window))
+                    .await
+                    .map_err(core)?;
+                Ok(json(StatusCode::OK, &found))
             }
             Action::ListRecordings => {
                 let listed = self.domain(&caller, param(0), record).await?;

@@ -59,10 +59,12 @@ pub fn domain(listed: &Listed) -> Value {
     })
 }
 
-/// SEAM(diagnosis): the core's `Screenshots::diagnosis` is not on this
-/// branch yet; until it is, no domain has one and the badge stays empty.
-pub fn diagnosis(_listed: &Listed) -> Option<Value> {
-    None
+/// The diagnosis watcher's verdict of the domain, as JSON, if it has one.
+pub fn diagnosis(listed: &Listed) -> Option<Value> {
+    listed
+        .diagnosis
+        .as_ref()
+        .and_then(|d| serde_json::to_value(d).ok())
 }
 
 pub fn console(out: &ConsoleOutput) -> Value {

@@ -61,7 +61,7 @@ fn state(listed: &Listed) -> &'static str {
     listed.domain.state.map_or("unknown", |s| s.as_str())
 }
 
-/// SEAM(diagnosis): the verdict word, once the core diagnoses.
+/// The diagnosis watcher's verdict word, if it has one for the domain.
 fn verdict(listed: &Listed) -> Option<String> {
     crate::api::native::verdict(listed)
 }
