@@ -32,13 +32,15 @@ use crate::store::{Job, JobFilter};
 const THUMB_WORKERS: usize = 2;
 /// One thumbnail a domain is kept; past this many domains the oldest go.
 const CACHE_ENTRIES: usize = 1024;
-/// A thumbnail made from a screenshot (no mirror) is reused this long.
-const FALLBACK_TTL: Duration = Duration::from_secs(5);
+/// A thumbnail made from a screenshot (no mirror, so no word of changes) is
+/// reused this long: a wall of domains past the mirrors' budget costs one
+/// screenshot each per this period, not one per look.
+const FALLBACK_TTL: Duration = Duration::from_secs(30);
 /// Widths a caller may ask for.
 pub const MIN_THUMB_WIDTH: u32 = 64;
 pub const MAX_THUMB_WIDTH: u32 = 640;
 /// Source pixels averaged per thumbnail pixel, at most, along each axis.
-const SAMPLES: usize = 4;
+const SAMPLES: usize = 3;
 /// Capture jobs listed for one domain, newest names last.
 const MAX_JOBS: u32 = 200;
 
@@ -393,28 +395,42 @@ fn capture_job(job: Job) -> CaptureJob {
 }
 
 /// `frame` scaled to `width` pixels wide (never up), each pixel the mean of
-/// up to `SAMPLES`² source pixels, as a JPEG.
+/// up to `SAMPLES`² source pixels, as a JPEG. Pixels are read by offset, not
+/// through `Frame::rgb_at`: a wall asks for dozens at once.
 fn thumbnail_of(frame: &Frame, width: usize) -> Result<Thumbnail, capture::EncodeError> {
     let (sw, sh) = (frame.width.max(1), frame.height.max(1));
     let w = width.min(sw).max(1);
     let h = (sh * w / sw).max(1);
+    let bpp = frame.layout.bytes_per_pixel();
+    // Where R, G and B lie within a pixel.
+    let rgb_at: [usize; 3] = match frame.layout {
+        Layout::Gray8 => [0, 0, 0],
+        Layout::Rgb8 | Layout::Rgba8 => [0, 1, 2],
+        Layout::Bgrx8 => [2, 1, 0],
+    };
+    let (pixels, stride) = (frame.pixels(), frame.stride());
+    let columns: Vec<Vec<usize>> = (0..w)
+        .map(|x| {
+            let (x0, x1) = (x * sw / w, ((x + 1) * sw / w).max(x * sw / w + 1));
+            spread(x0, x1.min(sw)).map(|sx| sx * bpp).collect()
+        })
+        .collect();
     let mut rgb = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         let (y0, y1) = (y * sh / h, ((y + 1) * sh / h).max(y * sh / h + 1));
-        for x in 0..w {
-            let (x0, x1) = (x * sw / w, ((x + 1) * sw / w).max(x * sw / w + 1));
+        let rows: Vec<usize> = spread(y0, y1.min(sh)).map(|sy| sy * stride).collect();
+        for column in &columns {
             let mut sum = [0u32; 3];
-            let mut n = 0u32;
-            for sy in spread(y0, y1) {
-                for sx in spread(x0, x1) {
-                    let p = frame.rgb_at(sx.min(sw - 1), sy.min(sh - 1));
-                    for c in 0..3 {
-                        sum[c] += u32::from(p[c]);
-                    }
-                    n += 1;
+            for row in &rows {
+                for at in column {
+                    let p = &pixels[row + at..row + at + bpp];
+                    sum[0] += u32::from(p[rgb_at[0]]);
+                    sum[1] += u32::from(p[rgb_at[1]]);
+                    sum[2] += u32::from(p[rgb_at[2]]);
                 }
             }
-            rgb.extend(sum.iter().map(|s| (s / n.max(1)) as u8));
+            let n = (rows.len() * column.len()).max(1) as u32;
+            rgb.extend(sum.iter().map(|s| (s / n) as u8));
         }
     }
     let small = Frame::new(w, h, Layout::Rgb8, rgb, 0);
@@ -473,7 +489,7 @@ mod tests {
     #[test]
     fn spread_samples_stay_in_range() {
         assert_eq!(spread(0, 1).collect::<Vec<_>>(), [0]);
-        assert_eq!(spread(0, 8).collect::<Vec<_>>(), [0, 2, 4, 6]);
+        assert_eq!(spread(0, 9).collect::<Vec<_>>(), [0, 3, 6]);
         assert!(spread(10, 13).all(|x| (10..13).contains(&x)));
     }
 }
