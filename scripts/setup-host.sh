@@ -22,6 +22,7 @@ packages=(
     g++ nasm                                                # openh264-sys2 builds OpenH264 (C++) and its SIMD (plain C without nasm)
     grub-pc-bin grub-common xorriso                         # fixtures/grub: GRUB's BIOS modules, grub-mkrescue and grub-mkimage (no boot loader of the host's)
     initramfs-tools-core busybox                            # fixtures/initramfs: mkinitramfs and the BusyBox shell of the initramfs guest
+    chromium chromium-driver                                # tests/ui.rs: the live page in headless Chromium, through chromedriver
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -9,12 +9,15 @@ mod aws;
 mod host;
 mod huawei;
 mod marketplace;
+mod native;
 mod nova;
 mod oracle;
 pub(crate) mod pipeline;
 mod range;
 pub(crate) mod registry;
 mod request;
+mod session;
+mod ui;
 
 pub use host::HostNames;
 /// The Oracle dialect's users file, for `vmshot hash-password`.

@@ -32,6 +32,7 @@ pub const DIALECTS: &[Registration] = &[
     super::marketplace::REGISTRATION,
     super::nova::REGISTRATION,
     super::oracle::REGISTRATION,
+    super::ui::REGISTRATION,
 ];
 
 /// What every dialect is built from besides its section.

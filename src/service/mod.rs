@@ -10,6 +10,7 @@ pub mod diagnosis;
 mod flight;
 mod gate;
 pub(crate) mod jobs;
+mod live;
 mod outcome;
 pub mod recordings;
 mod scope;
@@ -33,6 +34,9 @@ pub use console::{
     last_lines, without_escapes, ConsoleFollow, ConsoleOutput, MAX_CONSOLE_BYTES, NO_CONSOLE_LOG,
 };
 pub use diagnosis::{Diagnosis, DiagnosisSettings, Verdict};
+pub use live::{
+    CaptureJob, Listed, Live, ScreenState, Thumbnail, MAX_THUMB_WIDTH, MIN_THUMB_WIDTH,
+};
 pub use outcome::Outcome;
 pub use scope::Principal;
 

@@ -174,6 +174,8 @@ pub(crate) struct JobFilter {
     pub project: Option<String>,
     pub name_prefix: Option<String>,
     pub after: Option<String>,
+    /// The jobs of one domain (the live page's list).
+    pub domain_uuid: Option<String>,
     /// At most this many (0 means the cap, 1000).
     pub limit: u32,
 }
@@ -341,7 +343,8 @@ impl Store {
                 "SELECT {COLUMNS} FROM jobs WHERE (?1 IS NULL OR dialect = ?1) \
                  AND (?2 IS NULL OR principal = ?2) AND (?3 IS NULL OR project = ?3) \
                  AND (?4 IS NULL OR substr(name, 1, length(?4)) = ?4) \
-                 AND (?5 IS NULL OR name > ?5) ORDER BY name LIMIT ?6"
+                 AND (?5 IS NULL OR name > ?5) AND (?7 IS NULL OR domain_uuid = ?7) \
+                 ORDER BY name LIMIT ?6"
             );
             let dir = db.settings.media_dir.clone();
             let mut stmt = db.conn.prepare_cached(&sql)?;
@@ -352,7 +355,8 @@ impl Store {
                     filter.project,
                     filter.name_prefix,
                     filter.after,
-                    limit as i64
+                    limit as i64,
+                    filter.domain_uuid
                 ],
                 |r| read_job(&dir, r),
             )?;

@@ -10,6 +10,7 @@ pub mod http;
 pub mod image_check;
 pub mod nova;
 pub mod owned;
+pub mod page;
 pub mod s3;
 pub mod sdk;
 pub mod signing;

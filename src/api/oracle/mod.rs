@@ -20,7 +20,6 @@
 mod config;
 pub(crate) mod credentials;
 mod params;
-mod session;
 mod wire;
 
 use std::sync::Arc;
@@ -39,9 +38,9 @@ use super::registry::{Mount, MountError, Registration, Shared};
 use crate::service::jobs::{CancellationState, Job, JobSettings, JobState, Jobs, Submit};
 use crate::service::{self, Interval, Principal};
 
+use super::session::{self, CookieKey, Policy, Session, SessionError, ORACLE};
 use config::Section;
 use credentials::{User, Users, OPERATIONS_ROLE};
-use session::{CookieKey, Policy, Session, SessionError};
 use wire::{CancelState, Cancellation, ObjectName, OracleError, ScreenCapture, State};
 
 const NAME: &str = "oracle";
@@ -85,8 +84,8 @@ fn mount(section: &toml::Table, shared: &Shared) -> Result<Option<Mount>, MountE
         .ok_or_else(|| in_section("credentials_file is required while enabled = true".into()))?;
     let users = Users::load(file).map_err(|e| in_section(e.to_string()))?;
     let key = match &config.cookie_key_file {
-        Some(path) => CookieKey::load(path).map_err(&in_section)?,
-        None => CookieKey::random(),
+        Some(path) => CookieKey::load(&ORACLE, path).map_err(&in_section)?,
+        None => CookieKey::random(&ORACLE),
     };
     tracing::info!(users = users.len(), domain = %config.identity_domain, "oracle dialect");
     // Jobs left unfinished by the last run (created before now: nothing is
@@ -354,8 +353,12 @@ impl Oracle {
     }
 
     fn with_cookie(&self, session: &Session, now: u64) -> Response {
-        let value =
-            session::set_cookie(&session.seal(&self.key), session.max_age(now), self.secure);
+        let value = session::set_cookie(
+            &ORACLE,
+            &session.seal(&self.key),
+            session.max_age(now),
+            self.secure,
+        );
         let mut response = StatusCode::NO_CONTENT.into_response();
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(header::SET_COOKIE, value);
@@ -374,7 +377,7 @@ impl Oracle {
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok());
-        let value = session::from_cookie_headers(cookies).map_err(unauthorized)?;
+        let value = session::from_cookie_headers(&ORACLE, cookies).map_err(unauthorized)?;
         let session = Session::open(&self.key, value, unix_now()).map_err(unauthorized)?;
         let user = self
             .users

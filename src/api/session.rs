@@ -1,11 +1,13 @@
-//! The `nimbula` cookie: what `POST /authenticate/` issues and every other
-//! call presents. Stateless: the cookie carries who and until when, signed
+//! Session cookies: what a log-in issues (Oracle's `POST /authenticate/`,
+//! the live page's `POST /ui/login`) and every later call presents. Each use
+//! has its own `CookieSpec`: its cookie's name, attributes and the MAC's
+//! context, so that one use's cookie is never taken by another. Stateless: the cookie carries who and until when, signed
 //! with HMAC-SHA256 under the cookie key, so nothing is stored and any
 //! daemon holding the key can check it.
 //!
 //! ```text
 //!   value = "v1" . b64url(user) . b64url(grant digest) . issued_at . expires_at . b64url(mac)
-//!   mac   = HMAC-SHA256(key, "vmshot-oracle-session\0" + everything before the last '.')
+//!   mac   = HMAC-SHA256(key, spec.context + everything before the last '.')
 //!
 //!   authenticate ──► expires = now + session_secs
 //!   GET /refresh/ ─► expires = min(now + session_secs, issued_at + session_cap_secs)
@@ -27,10 +29,26 @@ use sha2::Sha256;
 
 use crate::config::read_secret_file;
 
-/// The cookie's name, as Oracle's clients look for it.
-pub const COOKIE: &str = "nimbula";
+/// One use of session cookies.
+#[derive(Debug)]
+pub struct CookieSpec {
+    /// The cookie's name.
+    pub name: &'static str,
+    /// Prefixed to what the MAC covers: a cookie of one spec fails another's check.
+    pub context: &'static [u8],
+    /// `SameSite=Strict`: a browser never sends it on a request another site
+    /// started (the live page's CSRF defence, beside its token).
+    pub same_site_strict: bool,
+}
+
+/// Oracle's: the name its clients look for.
+pub const ORACLE: CookieSpec = CookieSpec {
+    name: "nimbula",
+    context: b"vmshot-oracle-session\0",
+    same_site_strict: false,
+};
+
 const VERSION: &str = "v1";
-const CONTEXT: &[u8] = b"vmshot-oracle-session\0";
 /// Longest cookie value accepted: a user name of `MAX_USER` bytes encodes to
 /// well under this.
 pub const MAX_VALUE: usize = 512;
@@ -43,7 +61,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The secret that signs cookies.
 #[derive(Clone)]
-pub struct CookieKey(Vec<u8>);
+pub struct CookieKey {
+    bytes: Vec<u8>,
+    spec: &'static CookieSpec,
+}
 
 impl std::fmt::Debug for CookieKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,13 +74,13 @@ impl std::fmt::Debug for CookieKey {
 
 impl CookieKey {
     /// A fresh key for this start only: cookies die with the process.
-    pub fn random() -> Self {
-        let mut key = vec![0; MIN_KEY];
-        OsRng.fill_bytes(&mut key);
-        Self(key)
+    pub fn random(spec: &'static CookieSpec) -> Self {
+        let mut bytes = vec![0; MIN_KEY];
+        OsRng.fill_bytes(&mut bytes);
+        Self { bytes, spec }
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_bytes(spec: &'static CookieSpec, bytes: &[u8]) -> Result<Self, String> {
         if !(MIN_KEY..=MAX_KEY).contains(&bytes.len()) {
             return Err(format!(
                 "a cookie key is {MIN_KEY} to {MAX_KEY} bytes, not {} \
@@ -67,18 +88,21 @@ impl CookieKey {
                 bytes.len()
             ));
         }
-        Ok(Self(bytes.to_vec()))
+        Ok(Self {
+            bytes: bytes.to_vec(),
+            spec,
+        })
     }
 
     /// The key in `path`, which other users may not read.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(spec: &'static CookieSpec, path: &Path) -> Result<Self, String> {
         let bytes = read_secret_file(path).map_err(|e| e.to_string())?;
-        Self::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        Self::from_bytes(spec, &bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     fn mac(&self) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(CONTEXT);
+        let mut mac = HmacSha256::new_from_slice(&self.bytes).expect("HMAC takes any key length");
+        mac.update(self.spec.context);
         mac
     }
 }
@@ -105,11 +129,11 @@ pub struct Session {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
-    #[error("no {COOKIE} cookie")]
+    #[error("no session cookie")]
     Missing,
-    #[error("the {COOKIE} cookie is malformed")]
+    #[error("the session cookie is malformed")]
     Malformed,
-    #[error("the {COOKIE} cookie's signature does not match")]
+    #[error("the session cookie's signature does not match")]
     BadSignature,
     #[error("the session has expired")]
     Expired,
@@ -212,14 +236,21 @@ impl Session {
 
 /// The `Set-Cookie` value: Oracle sends `Path=/` and `Max-Age`; `HttpOnly`
 /// keeps the cookie from page scripts, and `Secure` is added over TLS.
-pub fn set_cookie(value: &str, max_age: u64, secure: bool) -> String {
+pub fn set_cookie(spec: &CookieSpec, value: &str, max_age: u64, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly{secure}")
+    let strict = if spec.same_site_strict {
+        "; SameSite=Strict"
+    } else {
+        ""
+    };
+    let name = spec.name;
+    format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly{secure}{strict}")
 }
 
 /// The `nimbula` value among a request's `Cookie` headers. More than one is
 /// refused: which one a client meant cannot be told.
 pub fn from_cookie_headers<'a>(
+    spec: &CookieSpec,
     headers: impl IntoIterator<Item = &'a str>,
 ) -> Result<&'a str, SessionError> {
     let mut found = None;
@@ -228,7 +259,7 @@ pub fn from_cookie_headers<'a>(
             let Some((name, value)) = pair.trim().split_once('=') else {
                 continue;
             };
-            if name.trim() != COOKIE {
+            if name.trim() != spec.name {
                 continue;
             }
             if found.is_some() {
@@ -257,7 +288,7 @@ mod tests {
     const T0: u64 = 1_700_000_000;
 
     fn key(b: u8) -> CookieKey {
-        CookieKey::from_bytes(&[b; 32]).unwrap()
+        CookieKey::from_bytes(&ORACLE, &[b; 32]).unwrap()
     }
 
     fn session() -> Session {
@@ -351,7 +382,7 @@ mod tests {
             Session::open(&key(2), &value, T0),
             Err(SessionError::BadSignature)
         );
-        let random = CookieKey::random();
+        let random = CookieKey::random(&ORACLE);
         assert_eq!(
             Session::open(&random, &value, T0),
             Err(SessionError::BadSignature)
@@ -398,29 +429,32 @@ mod tests {
 
     #[test]
     fn keys_have_bounds() {
-        assert!(CookieKey::from_bytes(&[0; 31]).is_err());
-        assert!(CookieKey::from_bytes(&[0; MAX_KEY + 1]).is_err());
+        assert!(CookieKey::from_bytes(&ORACLE, &[0; 31]).is_err());
+        assert!(CookieKey::from_bytes(&ORACLE, &[0; MAX_KEY + 1]).is_err());
         assert!(!format!("{:?}", key(1)).contains('1'));
     }
 
     #[test]
     fn set_cookie_and_cookie_headers() {
         assert_eq!(
-            set_cookie("abc", 1800, false),
+            set_cookie(&ORACLE, "abc", 1800, false),
             "nimbula=abc; Path=/; Max-Age=1800; HttpOnly"
         );
-        assert!(set_cookie("abc", 1, true).ends_with("; HttpOnly; Secure"));
-        assert_eq!(from_cookie_headers(["a=b; nimbula=xyz; c=d"]), Ok("xyz"));
-        assert_eq!(from_cookie_headers(["nimbula=\"xyz\""]), Ok("xyz"));
-        assert_eq!(from_cookie_headers(["a=b", "nimbula=q"]), Ok("q"));
+        assert!(set_cookie(&ORACLE, "abc", 1, true).ends_with("; HttpOnly; Secure"));
         assert_eq!(
-            from_cookie_headers(["nimbula=a", "nimbula=b"]),
+            from_cookie_headers(&ORACLE, ["a=b; nimbula=xyz; c=d"]),
+            Ok("xyz")
+        );
+        assert_eq!(from_cookie_headers(&ORACLE, ["nimbula=\"xyz\""]), Ok("xyz"));
+        assert_eq!(from_cookie_headers(&ORACLE, ["a=b", "nimbula=q"]), Ok("q"));
+        assert_eq!(
+            from_cookie_headers(&ORACLE, ["nimbula=a", "nimbula=b"]),
             Err(SessionError::Malformed)
         );
         assert_eq!(
-            from_cookie_headers(["nimbulax=a"]),
+            from_cookie_headers(&ORACLE, ["nimbulax=a"]),
             Err(SessionError::Missing)
         );
-        assert_eq!(from_cookie_headers([]), Err(SessionError::Missing));
+        assert_eq!(from_cookie_headers(&ORACLE, []), Err(SessionError::Missing));
     }
 }
