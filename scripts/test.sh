@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup-host.sh
 cleanup() {
-    [ "${VMSHOT_KEEP_FIXTURES:-0}" = 1 ] || bash fixtures/fixtures.sh down
+    [ "${VMSHOT_KEEP_FIXTURES:-0}" = 1 ] && return
+    bash fixtures/fixtures.sh down
+    # The live page's tests keep guests of their own (tests/common/page.rs).
+    VMSHOT_FIXTURE_PREFIX=vmshot-pg- VMSHOT_FIXTURES_DIR=target/fixtures-page bash fixtures/fixtures.sh down
 }
 trap cleanup EXIT
 
