@@ -26,44 +26,14 @@ use common::http::{send, Reply};
 use common::image_check::decode_rgb;
 use common::nova::{self, Token};
 use common::owned::Owned;
+use common::users::{ALICE_PASSWORD, BOB_PASSWORD, USERS};
 
 const MEDIA_TYPE: &str = "application/oracle-compute-v3+json";
 const CAPTURES: &str = "/console/screencapture";
 const ALICE: &str = "/Compute-acme/alice";
-const ALICE_PASSWORD: &str = "oracle-test-password-a";
 const BOB: &str = "/Compute-acme/bob";
-const BOB_PASSWORD: &str = "oracle-test-password-b";
 const CAROL: &str = "/Compute-acme/carol";
 const ROOT: &str = "/Compute-acme/root";
-
-/// Users of the tests. alice has no project (she sees every guest) and bob
-/// is bound to project B; carol (project A) and root (an admin) reuse
-/// alice's password, so her hash serves them too (Argon2id, the crate's
-/// defaults).
-const USERS: &str = r#"
-[[user]]
-name = "alice"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$MeDYB9OU3kIZyLNm6t1W3g$cHVK+3/4mOSP7oOM0qcIYOpVVmbJHxptnluQE9vv08w"
-roles = ["Compute_Operations"]
-
-[[user]]
-name = "bob"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$NbALI51wM2sl7j596bu2LA$H/PuF6+NsqyE9YdRSWQqa7j5zOqVVaapZ+zLsyqX37s"
-roles = ["Compute_Operations"]
-project = "2c1d8f6b-5a9e-4d3f-8b72-1e4f6a8b0c22"
-
-[[user]]
-name = "carol"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$MeDYB9OU3kIZyLNm6t1W3g$cHVK+3/4mOSP7oOM0qcIYOpVVmbJHxptnluQE9vv08w"
-roles = ["Compute_Operations"]
-project = "1b0c7e5a-4f8d-4c2e-9a61-0d3e5f7a9b11"
-
-[[user]]
-name = "root"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$MeDYB9OU3kIZyLNm6t1W3g$cHVK+3/4mOSP7oOM0qcIYOpVVmbJHxptnluQE9vv08w"
-roles = ["Compute_Operations", "admin"]
-project = "2c1d8f6b-5a9e-4d3f-8b72-1e4f6a8b0c22"
-"#;
 
 /// What a test sets of the daemon: the `[oracle]` hold-ups, the interval,
 /// and a store of its own that outlives one daemon, with its media budget.

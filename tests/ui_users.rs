@@ -17,30 +17,9 @@ use common::host::LibvirtdLock;
 use common::http::{parse, Reply};
 use common::owned::Owned;
 use common::tls::Cert;
-
-/// carol is bound to project A and bob to project B; alice has no project
-/// (she sees every domain). Argon2id PHC strings, as `vmshot hash-password`
-/// prints them (the same hashes as tests/oracle.rs).
-const USERS: &str = r#"
-[[user]]
-name = "alice"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$MeDYB9OU3kIZyLNm6t1W3g$cHVK+3/4mOSP7oOM0qcIYOpVVmbJHxptnluQE9vv08w"
-roles = ["Compute_Operations"]
-
-[[user]]
-name = "bob"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$NbALI51wM2sl7j596bu2LA$H/PuF6+NsqyE9YdRSWQqa7j5zOqVVaapZ+zLsyqX37s"
-roles = ["Compute_Operations"]
-project = "2c1d8f6b-5a9e-4d3f-8b72-1e4f6a8b0c22"
-
-[[user]]
-name = "carol"
-password_hash = "$argon2id$v=19$m=19456,t=2,p=1$MeDYB9OU3kIZyLNm6t1W3g$cHVK+3/4mOSP7oOM0qcIYOpVVmbJHxptnluQE9vv08w"
-roles = ["Compute_Operations"]
-project = "1b0c7e5a-4f8d-4c2e-9a61-0d3e5f7a9b11"
-"#;
-const ALICE_PASSWORD: &str = "oracle-test-password-a";
-const BOB_PASSWORD: &str = "oracle-test-password-b";
+// carol is bound to project A and bob to project B; alice has no project
+// (she sees every domain).
+use common::users::{ALICE_PASSWORD, BOB_PASSWORD, USERS};
 
 /// One HTTPS request to the daemon, as a browser at https://localhost sends it.
 fn https(

@@ -15,3 +15,4 @@ pub mod s3;
 pub mod sdk;
 pub mod signing;
 pub mod tls;
+pub mod users;
