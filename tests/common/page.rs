@@ -54,9 +54,15 @@ pub fn up() {
     });
 }
 
-/// A daemon with the page (loopback access) and recordings.
+/// A daemon with the page (loopback access), recordings, and the diagnosis
+/// watcher for the badges (at a full core's budget: the host has a dozen
+/// screens to read).
 pub fn daemon() -> Daemon {
-    Daemon::start("", "[ui]\n\n[recordings]\ndir = \"@DIR@/recordings\"\n")
+    Daemon::start(
+        "",
+        "[ui]\n\n[recordings]\ndir = \"@DIR@/recordings\"\n\n\
+         [diagnosis]\nsettle_secs = 2\ncpu_percent = 100\n",
+    )
 }
 
 /// The CSRF token the wall carries in its `<meta>`.
