@@ -172,18 +172,7 @@ impl Dialect for Native {
             Action::ListRecordings => {
                 let listed = self.domain(&caller, param(0), record).await?;
                 let recordings = self.recordings()?;
-                let filter = ListFilter {
-                    domain_uuid: Some(listed.domain.uuid.clone()),
-                    domain_names: Vec::new(),
-                    username: None,
-                    status: None,
-                    kind: None,
-                    from: time::OffsetDateTime::UNIX_EPOCH,
-                    to: time::OffsetDateTime::now_utc() + time::Duration::days(1),
-                    ascending: false,
-                    offset: 0,
-                    limit: 100,
-                };
+                let filter = ListFilter::of_domain(&listed.domain.uuid, 100);
                 let page = recordings
                     .list(&caller.principal, &filter)
                     .await

@@ -255,18 +255,7 @@ impl Page {
             Some(r) => r
                 .list(
                     &caller.principal,
-                    &ListFilter {
-                        domain_uuid: Some(listed.domain.uuid.clone()),
-                        domain_names: Vec::new(),
-                        username: None,
-                        status: None,
-                        kind: None,
-                        from: time::OffsetDateTime::UNIX_EPOCH,
-                        to: time::OffsetDateTime::now_utc() + time::Duration::days(1),
-                        ascending: false,
-                        offset: 0,
-                        limit: 20,
-                    },
+                    &ListFilter::of_domain(&listed.domain.uuid, 20),
                 )
                 .await
                 .map(|p| p.items)

@@ -238,6 +238,25 @@ pub struct ListFilter {
     pub limit: u64,
 }
 
+impl ListFilter {
+    /// The newest `limit` recordings of one domain, whatever their kind or
+    /// status (the live page's list of a domain).
+    pub fn of_domain(uuid: &str, limit: u64) -> Self {
+        Self {
+            domain_uuid: Some(uuid.to_owned()),
+            domain_names: Vec::new(),
+            username: None,
+            status: None,
+            kind: None,
+            from: OffsetDateTime::UNIX_EPOCH,
+            to: OffsetDateTime::now_utc() + time::Duration::days(1),
+            ascending: false,
+            offset: 0,
+            limit,
+        }
+    }
+}
+
 /// One page of a list, and how many match in all.
 #[derive(Debug, Clone)]
 pub struct Page {
