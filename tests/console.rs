@@ -3,7 +3,7 @@
 //! (GetConsoleOutput), novaclient and openstacksdk (os-getConsoleOutput),
 //! byte for byte against the fixture's log file, and
 //! through `vmshot console`, whose `--follow` prints what a guest writes
-//! after it started.
+//! after it started; and across virtlogd's rollover of a real log.
 
 mod common;
 
@@ -159,56 +159,178 @@ fn the_cli_prints_the_last_lines_without_carriage_returns() {
     assert!(raw.stdout == tail(&panic_log(), 1000), "--raw --bytes 1000");
 }
 
+/// `vmshot console DOMAIN --follow ARGS…`, its output sent in chunks to the
+/// receiver as it comes. Killed when dropped.
+struct Follower {
+    child: std::process::Child,
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl Follower {
+    fn start(domain: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmshot"))
+            .args(["console", "--connect", &common::host::uri(), domain])
+            .args(args)
+            .arg("--follow")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vmshot runs");
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, chunks) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            chunks,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Everything printed until it has been quiet for `quiet`.
+    fn drain(&mut self, quiet: Duration) {
+        while let Ok(chunk) = self.chunks.recv_timeout(quiet) {
+            self.seen.extend(chunk);
+        }
+    }
+
+    /// Reads until what was printed contains `text`; panics with `context()`
+    /// after `limit`.
+    fn wait_for(&mut self, text: &str, limit: Duration, context: impl Fn() -> String) {
+        let start = Instant::now();
+        while !String::from_utf8_lossy(&self.seen).contains(text) {
+            assert!(
+                start.elapsed() < limit,
+                "no {text:?} after {limit:?}; followed output: {}\n{}",
+                String::from_utf8_lossy(tail(&self.seen, 4096)),
+                context()
+            );
+            if let Ok(chunk) = self.chunks.recv_timeout(Duration::from_millis(200)) {
+                self.seen.extend(chunk);
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn follow_prints_what_the_guest_writes_next() {
     let _lock = LibvirtdLock::shared();
     let guest = EventsGuest::define("console-follow", "");
     guest.start();
     guest.wait_ready(1, Duration::from_secs(120));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmshot"))
-        .args(["console", "--connect", &common::host::uri(), &guest.name])
-        .args(["--lines", "0", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vmshot runs");
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let mut follower = Follower::start(&guest.name, &["--lines", "0"]);
     // Nothing yet: --lines 0 prints none of what was written before.
-    let mut seen = Vec::new();
-    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(1500)) {
-        seen.extend(chunk);
-    }
-    assert!(seen.is_empty(), "{}", String::from_utf8_lossy(&seen));
+    follower.drain(Duration::from_millis(1500));
+    assert!(
+        follower.seen.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&follower.seen)
+    );
     // A reboot: the guest's next boot writes its banner line again.
     guest.key("KEY_R");
-    let start = Instant::now();
-    let ready = "vmshot-fixture: events:";
-    while !String::from_utf8_lossy(&seen).contains(ready) {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "followed output: {}\nserial log: {}",
-            String::from_utf8_lossy(&seen),
-            guest.serial_log()
-        );
-        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
-            seen.extend(chunk);
-        }
-    }
+    follower.wait_for("vmshot-fixture: events:", Duration::from_secs(120), || {
+        format!("serial log: {}", guest.serial_log())
+    });
     assert!(
-        !seen.contains(&b'\r'),
+        !follower.seen.contains(&b'\r'),
         "escapes and \\r are removed by default"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// The numbers of the fixture's flood lines ("vmshot-flood 0000042 ....") in
+/// `text`, in order, each checked to be whole.
+fn flood_lines(text: &[u8]) -> Vec<u32> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter(|l| l.starts_with("vmshot-flood "))
+        .map(|l| {
+            assert_eq!(l.len(), 63, "a whole flood line: {l:?}");
+            l[13..20].parse().expect("a flood line's number")
+        })
+        .collect()
+}
+
+/// A guest writes 2 MiB past its boot to a pty whose log virtlogd keeps:
+/// virtlogd rolls it over (the log moves to `.0`, a new one starts), and
+/// `vmshot console --follow` still prints every line once and in order, a
+/// tail reads back across the two files, and the Alibaba dialect's 64 KiB
+/// are the end of both.
+#[test]
+fn virtlogds_rollover_loses_no_line_for_a_follower_or_a_tail() {
+    let _lock = LibvirtdLock::shared();
+    const LINES: u32 = 2048 * 1024 / 64;
+    let guest = EventsGuest::define_logged("console-roll", "vmshot.flood_kib=2048");
+    guest.start();
+    guest.wait_ready(1, Duration::from_secs(120));
+    // With --lines 1 it prints the log's last line first, so once that is
+    // out it is following.
+    let mut follower = Follower::start(&guest.name, &["--lines", "1"]);
+    follower.wait_for(
+        "vmshot-fixture: events:",
+        Duration::from_secs(30),
+        String::new,
+    );
+    guest.key("KEY_F");
+    let done = format!("vmshot-fixture: flood done: {LINES} lines");
+    follower.wait_for(&done, Duration::from_secs(240), || {
+        let log = guest.serial_log();
+        format!(
+            "serial log's end: {}",
+            String::from_utf8_lossy(tail(log.as_bytes(), 2048))
+        )
+    });
+    let numbers = flood_lines(&follower.seen);
+    assert!(
+        numbers.iter().copied().eq(0..LINES),
+        "followed: {} flood lines, first gap after {:?}",
+        numbers.len(),
+        numbers.windows(2).find(|w| w[1] != w[0] + 1)
+    );
+
+    // virtlogd rolled it over: a full backup, and a new log with the rest.
+    let backup = std::fs::read(format!("{}.0", guest.serial.display())).expect("a .0 backup");
+    let current = std::fs::read(&guest.serial).unwrap();
+    assert!(
+        backup.len() <= 2 << 20 && backup.len() > (2 << 20) - 4096,
+        "virtlogd's 2 MiB backup: {} bytes",
+        backup.len()
+    );
+    assert!(
+        !current.is_empty() && current.len() < 1 << 20,
+        "what followed the rollover: {} bytes",
+        current.len()
+    );
+    let both = [backup.as_slice(), current.as_slice()].concat();
+    assert_eq!(flood_lines(&both), (0..LINES).collect::<Vec<_>>());
+
+    // A tail of 1 MiB is mostly the backup's end, then the new log.
+    let out = vmshot_console(&[&guest.name, "--raw", "--bytes", "1048576"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout == tail(&both, 1 << 20),
+        "--bytes 1048576 across the rollover"
+    );
+    let map = format!("\n[alibaba.instances]\n\"i-roll\" = \"{}\"\n", guest.name);
+    let d = Daemon::start(&map, "");
+    let reply = get_instance_console_output(Sdk::Tea, &d.endpoint(), KEY, "i-roll", &[]);
+    assert!(
+        decoded(&reply) == tail(&both, ALIBABA_BYTES),
+        "the Alibaba dialect's 64 KiB"
+    );
 }
 
 #[test]

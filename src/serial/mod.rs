@@ -94,46 +94,87 @@ pub fn tail(path: &Path, rotated: bool, max_bytes: usize) -> io::Result<Tail> {
 
 /// Reads what is appended to a log from where it was when made, following
 /// it through virtlogd's rollovers and a truncation at the domain's start.
+///
+/// The file being read stays open: after a rollover its end is still read
+/// through the handle (it lives on as `X.0`), then the new file from its
+/// start, so nothing written across a rollover is lost or doubled. Only a
+/// second rollover between two calls (more than `max_size` written in
+/// between) would skip the file in the middle.
 #[derive(Debug)]
 pub struct Follow {
     path: PathBuf,
-    /// The file read so far (device, inode) and how far; `None` before it exists.
-    at: Option<((u64, u64), u64)>,
+    /// The file read so far and how far into it; `None` before it exists.
+    open: Option<(File, u64)>,
 }
 
 impl Follow {
     /// From the log's current end: only what is written from now on.
     pub fn from_end(path: PathBuf) -> io::Result<Self> {
-        let at = match std::fs::metadata(&path) {
-            Ok(m) => Some(((m.dev(), m.ino()), m.len())),
+        let open = match File::open(&path) {
+            Ok(f) => {
+                let len = f.metadata()?.len();
+                Some((f, len))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        Ok(Self { path, at })
+        Ok(Self { path, open })
     }
 
-    /// What was written since the last call, at most `max_bytes`. A log
-    /// rolled over or truncated (another inode, or shorter than where this
-    /// was) is read from its start: the end of the old file is lost if it
-    /// was written between two calls and rolled over before the second.
+    /// What was written since the last call, at most `max_bytes`.
     pub fn next(&mut self, max_bytes: usize) -> io::Result<Vec<u8>> {
-        let mut file = match File::open(&self.path) {
+        let mut new = Vec::new();
+        if let Some((file, at)) = &mut self.open {
+            read_on(file, at, max_bytes, &mut new)?;
+            if new.len() == max_bytes {
+                return Ok(new);
+            }
+        }
+        let current = match File::open(&self.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(new),
             Err(e) => return Err(e),
         };
-        let meta = file.metadata()?;
-        let id = (meta.dev(), meta.ino());
-        let from = match self.at {
-            Some((seen, offset)) if seen == id && offset <= meta.len() => offset,
-            _ => 0,
-        };
-        file.seek(SeekFrom::Start(from))?;
-        let mut new = Vec::new();
-        file.take(max_bytes as u64).read_to_end(&mut new)?;
-        self.at = Some((id, from + new.len() as u64));
+        let id = identity(&current)?;
+        if let Some((file, at)) = &mut self.open {
+            if identity(file)? == id {
+                return Ok(new);
+            }
+            // Rolled over: virtlogd writes no more to the old file once the
+            // new one exists, so its end can be read to the last byte first.
+            read_on(file, at, max_bytes - new.len(), &mut new)?;
+            if new.len() == max_bytes {
+                return Ok(new);
+            }
+        }
+        let mut current = (current, 0);
+        read_on(
+            &mut current.0,
+            &mut current.1,
+            max_bytes - new.len(),
+            &mut new,
+        )?;
+        self.open = Some(current);
         Ok(new)
     }
+}
+
+fn identity(file: &File) -> io::Result<(u64, u64)> {
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Appends to `out` at most `max_bytes` of `file` from `*at`, moving `*at`
+/// on. A file now shorter than `*at` was truncated in place (a domain
+/// restarted with `append='off'`) and is read from its start.
+fn read_on(file: &mut File, at: &mut u64, max_bytes: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    if file.metadata()?.len() < *at {
+        *at = 0;
+    }
+    file.seek(SeekFrom::Start(*at))?;
+    let n = file.take(max_bytes as u64).read_to_end(out)?;
+    *at += n as u64;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -180,10 +221,15 @@ mod tests {
         f.write_all(b"new 1\nnew 2\n").unwrap();
         assert_eq!(follow.next(7).unwrap(), b"new 1\nn");
         assert_eq!(follow.next(100).unwrap(), b"ew 2\n");
-        // virtlogd's rollover: the file moves to .0, a new one starts.
+        // Written just before virtlogd's rollover: the file moves to .0 and a
+        // new one starts. The old file's end comes first, whole.
+        f.write_all(b"last of old\n").unwrap();
+        drop(f);
         std::fs::rename(&log, d.join("g.log.0")).unwrap();
         std::fs::write(&log, "after\n").unwrap();
-        assert_eq!(follow.next(100).unwrap(), b"after\n");
+        assert_eq!(follow.next(6).unwrap(), b"last o");
+        assert_eq!(follow.next(100).unwrap(), b"f old\nafter\n");
+        assert_eq!(follow.next(100).unwrap(), b"");
         // The domain restarted with append='off': the same file, truncated.
         let f = std::fs::OpenOptions::new()
             .write(true)

@@ -24,13 +24,34 @@ impl EventsGuest {
     /// `vmshot-ev-<tag>-<random>` (shut off), with `cmdline` added to its
     /// kernel command line (e.g. `vmshot.panic_after=5`).
     pub fn define(tag: &str, cmdline: &str) -> Self {
+        Self::define_as(tag, cmdline, false)
+    }
+
+    /// `define`, with its serial port a pty whose log virtlogd writes
+    /// (`<log file=… append='on'/>`) and rolls over at 2 MiB to `serial.0`, ….
+    pub fn define_logged(tag: &str, cmdline: &str) -> Self {
+        Self::define_as(tag, cmdline, true)
+    }
+
+    fn define_as(tag: &str, cmdline: &str, logged: bool) -> Self {
         build();
         let uuid = uuid::Uuid::new_v4().hyphenated().to_string();
         let name = format!("vmshot-ev-{tag}-{}", &uuid[..8]);
         let dir = fixtures_dir();
         let serial = dir.join("run").join(format!("{name}-serial.log"));
-        let _ = std::fs::remove_file(&serial);
-        let template = std::fs::read_to_string(repo().join("fixtures/domains/events.xml")).unwrap();
+        remove_logs(&serial);
+        let mut template =
+            std::fs::read_to_string(repo().join("fixtures/domains/events.xml")).unwrap();
+        if logged {
+            template = template.replace(
+                "<serial type='file'><source path='@RUNDIR@/events-serial.log'/></serial>",
+                "<serial type='pty'><log file='@RUNDIR@/events-serial.log' append='on'/></serial>",
+            );
+            assert!(
+                template.contains("<log file="),
+                "events.xml's serial port moved"
+            );
+        }
         let xml = template
             .replace("@PREFIX@events", &name)
             .replace("@RUNDIR@/events-serial.log", serial.to_str().unwrap())
@@ -92,7 +113,17 @@ impl Drop for EventsGuest {
                 .args(["-c", &uri(), action, &self.name])
                 .output();
         }
-        let _ = std::fs::remove_file(&self.serial);
+        remove_logs(&self.serial);
+    }
+}
+
+/// The log and virtlogd's backups of it.
+fn remove_logs(serial: &std::path::Path) {
+    let _ = std::fs::remove_file(serial);
+    for n in 0..4 {
+        let mut backup = serial.as_os_str().to_owned();
+        backup.push(format!(".{n}"));
+        let _ = std::fs::remove_file(backup);
     }
 }
 
