@@ -8,6 +8,7 @@
 
 mod decode;
 mod encode;
+mod gate;
 mod mirrors;
 mod ppm;
 mod reuse;
@@ -23,12 +24,17 @@ pub use encode::{jpeg, png, EncodeError, JpegSettings, Subsampling};
 pub use mirrors::MirrorPolicy;
 
 use crate::hypervisor::{self, Hypervisor, RawScreenshot};
+use gate::Gate;
 use mirrors::{Mirrors, Ready};
 use reuse::{Encoded, Fingerprint, Reuse};
 
 /// Encoded screens kept for reuse: one per domain, screen and output is what
 /// a host needs; this leaves room for a few hundred domains.
 const REUSE_CAPACITY: usize = 512;
+/// `capture.max_concurrent` and `max_queued`'s defaults, for a capturer
+/// made without `with_gate`.
+const DEFAULT_CONCURRENT: usize = 4;
+const DEFAULT_QUEUED: usize = 64;
 
 /// The image format vmshot produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,6 +165,8 @@ pub enum Error {
     },
     #[error("the image worker failed: {0}")]
     Worker(String),
+    #[error("too many screens being processed on this host")]
+    Busy,
 }
 
 /// Captures screens through a hypervisor adapter.
@@ -169,6 +177,7 @@ pub struct Capturer {
     reuse: Arc<Reuse>,
     /// The fast path, when enabled.
     mirrors: Option<Arc<Mirrors>>,
+    gate: Arc<Gate>,
 }
 
 impl Capturer {
@@ -179,6 +188,16 @@ impl Capturer {
             limits: Limits::default(),
             reuse: Arc::new(Reuse::new(REUSE_CAPACITY)),
             mirrors: None,
+            gate: Arc::new(Gate::new(DEFAULT_CONCURRENT, DEFAULT_QUEUED)),
+        }
+    }
+
+    /// At most `max_concurrent` screens processed at once and `max_queued`
+    /// waiting for a turn; past that, captures fail with `Busy`.
+    pub fn with_gate(self, max_concurrent: usize, max_queued: usize) -> Self {
+        Self {
+            gate: Arc::new(Gate::new(max_concurrent, max_queued)),
+            ..self
         }
     }
 
@@ -214,9 +233,10 @@ impl Capturer {
     }
 
     /// The screen as libvirt's screenshot gives it now, decoded (no encoding):
-    /// a recording's frames when the domain has no mirror.
+    /// a recording's frames when the domain has no mirror, a thumbnail's.
     pub async fn frame(&self, domain: &str) -> Result<Frame, Error> {
         let raw = self.hypervisor.screenshot(domain, 0).await?;
+        let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
         let (limits, name) = (self.limits, raw.domain.clone());
         tokio::task::spawn_blocking(move || decode(raw.payload, &raw.mime, &limits))
             .await
@@ -239,6 +259,7 @@ impl Capturer {
             _ => None,
         };
         if let Some((ready, checked)) = ready {
+            let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
             if let Some(shot) = self
                 .capture_mirrored(request.output, checked, ready)
                 .await?
@@ -246,10 +267,13 @@ impl Capturer {
                 return Ok(shot);
             }
         }
+        // The gate is entered once the screenshot is in: only its PNG or PPM,
+        // at most `max_payload`, waits for a turn.
         let raw = self
             .hypervisor
             .screenshot(&request.domain, request.screen)
             .await?;
+        let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
         let (output, limits, reuse) = (request.output, self.limits, self.reuse.clone());
         tokio::task::spawn_blocking(move || process_reusing(raw, output, &limits, &reuse))
             .await

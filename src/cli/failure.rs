@@ -98,7 +98,7 @@ impl From<Hv> for Failure {
             Hv::NotRunning { domain, state } => (5, advice::not_running(domain, *state)),
             Hv::NoDisplay { .. } => (6, advice::NO_DISPLAY.to_owned()),
             Hv::NoSuchScreen { screens, .. } => (7, advice::no_such_screen(*screens)),
-            Hv::Timeout { .. } => (8, advice::TIMEOUT.to_owned()),
+            Hv::Timeout { .. } | Hv::Hung { .. } => (8, advice::TIMEOUT.to_owned()),
             Hv::PayloadTooLarge { .. } => (9, advice::TOO_LARGE.to_owned()),
             Hv::Libvirt { .. } => (1, advice::LIBVIRT.to_owned()),
         };
@@ -255,9 +255,10 @@ mod tests {
             Hv::Timeout { .. } => 5,
             Hv::PayloadTooLarge { .. } => 6,
             Hv::Libvirt { .. } => 7,
+            Hv::Hung { .. } => 8,
         }
     }
-    const HV_VARIANTS: usize = 8;
+    const HV_VARIANTS: usize = 9;
 
     /// An error a command can end with, the README meaning its exit code must
     /// have, what the message must name, and the next step it must give.
@@ -307,6 +308,10 @@ mod tests {
             Hv::Timeout {
                 what: "screenshot of domain 'web1'".into(),
                 after: std::time::Duration::from_secs(15),
+            },
+            Hv::Hung {
+                domain: domain(),
+                since: std::time::Duration::from_secs(40),
             },
             Hv::PayloadTooLarge {
                 domain: domain(),
@@ -393,6 +398,12 @@ mod tests {
                     "libvirt or QEMU did not answer in time",
                     &["'web1'", "within 15"],
                     "raise --timeout",
+                ),
+                Hv::Hung { .. } => hv(
+                    err,
+                    "libvirt or QEMU did not answer in time",
+                    &["'web1'", "40.0 s"],
+                    "check 'virsh domstate'",
                 ),
                 Hv::PayloadTooLarge { .. } => hv(
                     err,

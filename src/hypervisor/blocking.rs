@@ -5,10 +5,24 @@
 //! caller a `Timeout`; the thread stays behind until libvirt returns, still
 //! holding its permit, so a host with many hung guests runs out of permits
 //! (and answers `Timeout` quickly) rather than out of threads.
+//!
+//! A call on a domain that outlives its deadline marks the domain hung until
+//! that call returns: meanwhile every call on it fails at once with `Hung`,
+//! so a frozen guest holds one thread and one permit, not one per request,
+//! and cannot take the permits the other guests need.
+//!
+//! ```text
+//!            call on D outlives its deadline
+//!   answering ------------------------------> hung (calls on D: Hung, at once)
+//!       ^                                      |
+//!       +------ that call returns -------------+
+//! ```
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
@@ -16,13 +30,93 @@ use super::Error;
 
 pub(crate) struct Blocking {
     permits: Arc<Semaphore>,
+    /// Domains (by the reference their calls are made with) whose last call
+    /// outlived its deadline and has not returned.
+    hung: Arc<Mutex<HashMap<String, Hung>>>,
+    tickets: AtomicU64,
 }
+
+struct Hung {
+    /// The call that hangs: only its return clears the mark.
+    ticket: u64,
+    since: Instant,
+}
+
+/// Where a call is: `WAITING` for a permit, `RUNNING` on its thread, `DONE`.
+const WAITING: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
 
 impl Blocking {
     pub(crate) fn new(max_calls: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_calls.max(1))),
+            hung: Arc::default(),
+            tickets: AtomicU64::new(0),
         }
+    }
+
+    /// Domains with a call hanging now.
+    pub(crate) fn hung_count(&self) -> usize {
+        self.hung.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// `run`, for a call on `domain`: refused at once while an earlier call
+    /// on it hangs, and marking it hung if this one does.
+    pub(crate) async fn run_on<T, F>(
+        &self,
+        domain: &str,
+        what: String,
+        deadline: Duration,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Error> + Send + 'static,
+    {
+        // The map holds no invariant a panic elsewhere could break, hence
+        // `into_inner` on a poisoned lock throughout.
+        if let Some(h) = self
+            .hung
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+        {
+            return Err(Error::Hung {
+                domain: domain.to_owned(),
+                since: h.since.elapsed(),
+            });
+        }
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(AtomicU8::new(WAITING));
+        let (hung, key, seen) = (self.hung.clone(), domain.to_owned(), state.clone());
+        let tracked = move || {
+            seen.store(RUNNING, Ordering::Release);
+            let result = call();
+            let mut map = hung.lock().unwrap_or_else(|e| e.into_inner());
+            seen.store(DONE, Ordering::Release);
+            if map.get(&key).is_some_and(|h| h.ticket == ticket) {
+                let since = map.remove(&key).map(|h| h.since.elapsed());
+                tracing::info!(domain = %key, hung_for_s = since.map(|d| d.as_secs_f64()), "the domain's hung call returned");
+            }
+            result
+        };
+        let started = Instant::now();
+        let result = self.run(what, deadline, tracked).await;
+        if matches!(result, Err(Error::Timeout { .. })) {
+            let mut map = self.hung.lock().unwrap_or_else(|e| e.into_inner());
+            if state.load(Ordering::Acquire) == RUNNING {
+                tracing::warn!(%domain, "a call on the domain outlived its deadline; its calls fail at once until it returns");
+                map.insert(
+                    domain.to_owned(),
+                    Hung {
+                        ticket,
+                        since: started,
+                    },
+                );
+            }
+        }
+        result
     }
 
     /// Runs `call` on a libvirt thread; `what` names it in a timeout error. The
@@ -90,4 +184,70 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_domain_whose_call_hangs_is_refused_at_once_until_that_call_returns() {
+        let blocking = Blocking::new(4);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let hangs = blocking
+            .run_on("d1", "hang".into(), Duration::from_millis(50), move || {
+                let _ = held.recv();
+                Ok(())
+            })
+            .await;
+        assert!(matches!(hangs, Err(Error::Timeout { .. })), "{hangs:?}");
+        assert_eq!(blocking.hung_count(), 1);
+
+        let started = Instant::now();
+        let refused = blocking
+            .run_on("d1", "again".into(), Duration::from_secs(5), || Ok(()))
+            .await;
+        assert!(matches!(refused, Err(Error::Hung { .. })), "{refused:?}");
+        assert!(started.elapsed() < Duration::from_millis(50));
+        // Another domain is not held up.
+        let other = blocking
+            .run_on("d2", "other".into(), Duration::from_secs(5), || Ok(7))
+            .await;
+        assert_eq!(other.unwrap(), 7);
+
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while blocking.hung_count() > 0 {
+            assert!(Instant::now() < deadline, "the mark outlived the call");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let answered = blocking
+            .run_on("d1", "after".into(), Duration::from_secs(5), || Ok(1))
+            .await;
+        assert_eq!(answered.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_permit_past_the_deadline_marks_no_domain() {
+        let blocking = Blocking::new(1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = blocking.run("hold".into(), Duration::from_secs(5), move || {
+            let _ = held.recv();
+            Ok(())
+        });
+        let queued = blocking.run_on("d1", "queued".into(), Duration::from_millis(50), || Ok(()));
+        let (_, queued) = tokio::join!(
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                release.send(()).unwrap();
+            },
+            async {
+                let (b, q) = tokio::join!(busy, queued);
+                b.unwrap();
+                q
+            }
+        );
+        assert!(matches!(queued, Err(Error::Timeout { .. })), "{queued:?}");
+        assert_eq!(blocking.hung_count(), 0, "the domain's call never ran");
+    }
 }

@@ -75,6 +75,11 @@ pub enum Error {
     #[error("{what} did not finish within {}", secs(*.after))]
     Timeout { what: String, after: Duration },
 
+    /// An earlier call on the domain outlived its deadline and has not
+    /// returned (QEMU stopped or wedged): calls on it fail at once.
+    #[error("domain '{domain}' has not answered a call for {}; it is asked again once that call returns", secs(*.since))]
+    Hung { domain: String, since: Duration },
+
     #[error("the screenshot of domain '{domain}' is larger than the {limit}-byte limit")]
     PayloadTooLarge { domain: String, limit: usize },
 

@@ -137,7 +137,8 @@ impl Hypervisor {
     pub async fn screenshot(&self, domain: &str, screen: u32) -> Result<RawScreenshot, Error> {
         let max_payload = self.inner.settings.max_payload;
         let reference = domain.to_owned();
-        self.call(
+        self.call_on(
+            domain,
             format!("screenshot of domain '{domain}'"),
             move |conn, uri| calls::screenshot(conn, uri, &reference, screen, max_payload),
         )
@@ -147,9 +148,11 @@ impl Hypervisor {
     /// Wakes the domain for a screenshot (see `calls::wake`); true if it did anything.
     pub async fn wake(&self, domain: &str) -> Result<bool, Error> {
         let reference = domain.to_owned();
-        self.call(format!("wake-up of domain '{domain}'"), move |conn, uri| {
-            calls::wake(conn, uri, &reference)
-        })
+        self.call_on(
+            domain,
+            format!("wake-up of domain '{domain}'"),
+            move |conn, uri| calls::wake(conn, uri, &reference),
+        )
         .await
     }
 
@@ -158,7 +161,8 @@ impl Hypervisor {
     /// port, and no taint on the domain. The socket speaks RFB; see `mirror`.
     pub async fn open_graphics(&self, domain: &str) -> Result<std::os::fd::OwnedFd, Error> {
         let reference = domain.to_owned();
-        self.call(
+        self.call_on(
+            domain,
             format!("opening the VNC console of domain '{domain}'"),
             move |conn, uri| calls::open_graphics(conn, uri, &reference),
         )
@@ -223,6 +227,11 @@ impl Hypervisor {
         self.inner.connections.reconnects()
     }
 
+    /// Domains whose last call hangs (see `blocking`).
+    pub fn hung_domains(&self) -> usize {
+        self.inner.blocking.hung_count()
+    }
+
     /// Runs `call` with the live connection on a libvirt thread, retrying once
     /// on a new connection if the first one turns out to be dead.
     async fn call<T, F>(&self, what: String, call: F) -> Result<T, Error>
@@ -230,22 +239,44 @@ impl Hypervisor {
         T: Send + 'static,
         F: Fn(&virt::connect::Connect, &str) -> Result<T, Error> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let deadline = inner.settings.call_timeout;
+        let deadline = self.inner.settings.call_timeout;
         self.inner
             .blocking
-            .run(what, deadline, move || {
-                let pool = &inner.connections;
-                let mut lease = pool.lease()?;
-                match call(lease.conn(), pool.uri()) {
-                    Err(e) if !lease.check_alive() => {
-                        tracing::warn!(error = %e, "libvirt connection dropped during a call; retrying once");
-                        drop(lease);
-                        call(pool.lease()?.conn(), pool.uri())
-                    }
-                    result => result,
-                }
-            })
+            .run(what, deadline, self.with_connection(call))
             .await
+    }
+
+    /// `call`, on one domain: refused at once while an earlier call on it
+    /// hangs (see `blocking`).
+    async fn call_on<T, F>(&self, domain: &str, what: String, call: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(&virt::connect::Connect, &str) -> Result<T, Error> + Send + 'static,
+    {
+        let deadline = self.inner.settings.call_timeout;
+        self.inner
+            .blocking
+            .run_on(domain, what, deadline, self.with_connection(call))
+            .await
+    }
+
+    fn with_connection<T, F>(&self, call: F) -> impl FnOnce() -> Result<T, Error> + Send + 'static
+    where
+        T: Send + 'static,
+        F: Fn(&virt::connect::Connect, &str) -> Result<T, Error> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        move || {
+            let pool = &inner.connections;
+            let mut lease = pool.lease()?;
+            match call(lease.conn(), pool.uri()) {
+                Err(e) if !lease.check_alive() => {
+                    tracing::warn!(error = %e, "libvirt connection dropped during a call; retrying once");
+                    drop(lease);
+                    call(pool.lease()?.conn(), pool.uri())
+                }
+                result => result,
+            }
+        }
     }
 }

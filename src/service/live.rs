@@ -284,15 +284,9 @@ impl Live {
                 if let Some(thumb) = self.cached(&key, fresh) {
                     return Ok(thumb);
                 }
-                // Under the service's own cap on captures: thumbnails may not
-                // crowd out the screenshots control planes ask for.
-                let _pass = self
-                    .service
-                    .captures
-                    .gate
-                    .enter()
-                    .await
-                    .ok_or(Error::Busy)?;
+                // Decoded under the capturer's cap on screens in process:
+                // thumbnails may not crowd out the screenshots control
+                // planes ask for.
                 let frame = self.service.captures.capturer.frame(&domain.uuid).await?;
                 let taken = Instant::now();
                 (Source::Screenshot { taken }, frame)

@@ -8,7 +8,6 @@ mod audit;
 mod console;
 pub mod diagnosis;
 mod flight;
-mod gate;
 pub(crate) mod jobs;
 mod live;
 mod outcome;
@@ -42,7 +41,6 @@ pub use scope::Principal;
 
 use audit::Audit;
 use flight::Flights;
-use gate::Gate;
 use throttle::Throttle;
 
 /// A domain as the core found it, whatever reference the caller gave: its
@@ -188,7 +186,7 @@ impl From<hypervisor::Error> for Error {
             H::NotFound { domain, .. } => Self::NotFound { domain },
             H::NotRunning { domain, state } => Self::NotRunning { domain, state },
             H::NoDisplay { domain } => Self::NoDisplay { domain },
-            e @ H::Timeout { .. } => Self::Timeout(e.to_string()),
+            e @ (H::Timeout { .. } | H::Hung { .. }) => Self::Timeout(e.to_string()),
             e @ H::Unreachable { .. } => Self::Unavailable {
                 what: "libvirt",
                 detail: e.to_string(),
@@ -221,6 +219,7 @@ impl From<capture::Error> for Error {
                 reason: source.to_string(),
             },
             e @ capture::Error::Worker(_) => Self::failed("the image worker failed", &e),
+            capture::Error::Busy => Self::Busy,
             other => Self::failed(other.to_string(), &other),
         }
     }
@@ -242,7 +241,6 @@ pub struct Screenshots {
 struct Captures {
     capturer: Capturer,
     output: Output,
-    gate: Gate,
     wake_settle: Duration,
 }
 
@@ -278,7 +276,8 @@ impl Screenshots {
         let capturer = match settings.fast_path {
             Some(policy) => Capturer::with_mirrors(hypervisor, policy),
             None => Capturer::new(hypervisor),
-        };
+        }
+        .with_gate(settings.max_concurrent, settings.max_queued);
         Self {
             recordings: match (&settings.store, settings.recordings) {
                 (Some(store), Some(rec)) => {
@@ -289,7 +288,6 @@ impl Screenshots {
             captures: Arc::new(Captures {
                 capturer,
                 output: settings.output,
-                gate: Gate::new(settings.max_concurrent, settings.max_queued),
                 wake_settle: settings.wake_settle,
             }),
             flights: Flights::new(),
@@ -416,7 +414,6 @@ impl Screenshots {
 
 impl Captures {
     async fn capture(&self, key: &FlightKey, checked: Checked) -> Result<Shot, Error> {
-        let _pass = self.gate.enter().await.ok_or(Error::Busy)?;
         let hypervisor = self.capturer.hypervisor();
         let name = checked.name.clone();
         let woken = key.wake
@@ -493,6 +490,13 @@ fn timeout_by_name(err: capture::Error, call: &str, name: &str) -> Error {
             hypervisor::Error::Timeout {
                 what: format!("{call} of domain '{name}'"),
                 after,
+            }
+            .to_string(),
+        ),
+        capture::Error::Hypervisor(hypervisor::Error::Hung { since, .. }) => Error::Timeout(
+            hypervisor::Error::Hung {
+                domain: name.to_owned(),
+                since,
             }
             .to_string(),
         ),

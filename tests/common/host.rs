@@ -26,7 +26,7 @@ pub fn virsh(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("virsh prints UTF-8")
 }
 
-fn libvirtd_answers() -> bool {
+pub fn libvirtd_answers() -> bool {
     Command::new("virsh")
         .args(["-c", &uri(), "list", "--name"])
         .output()
@@ -69,31 +69,59 @@ pub fn ensure_libvirtd() {
 /// Stops libvirtd and starts it again; running guests live on.
 pub fn restart_libvirtd() {
     if managed_by_systemd() {
-        let status = Command::new("systemctl")
-            .args(["restart", "libvirtd"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "systemctl restart libvirtd");
+        systemctl("restart");
     } else {
-        let status = Command::new("pkill")
-            .args(["-TERM", "-x", "libvirtd"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "no libvirtd to stop");
-        wait_until("libvirtd exits", Duration::from_secs(30), || {
-            !Command::new("pgrep")
-                .args(["-x", "libvirtd"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-        let status = Command::new("libvirtd").arg("-d").status().unwrap();
-        assert!(status.success(), "libvirtd -d");
+        stop_libvirtd();
+        start_libvirtd();
     }
     wait_until(
         "libvirtd answers again",
         Duration::from_secs(30),
         libvirtd_answers,
     );
+}
+
+/// Stops libvirtd and waits until it is gone; running guests live on.
+pub fn stop_libvirtd() {
+    if managed_by_systemd() {
+        // Its socket would start it again at the next connection.
+        systemctl("stop libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket");
+        systemctl("stop");
+        return;
+    }
+    let status = Command::new("pkill")
+        .args(["-TERM", "-x", "libvirtd"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "no libvirtd to stop");
+    wait_until("libvirtd exits", Duration::from_secs(30), || {
+        !Command::new("pgrep")
+            .args(["-x", "libvirtd"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+}
+
+/// Starts libvirtd (after `stop_libvirtd`); returns without waiting for it
+/// to answer.
+pub fn start_libvirtd() {
+    if managed_by_systemd() {
+        systemctl("start libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket");
+        systemctl("start");
+        return;
+    }
+    let status = Command::new("libvirtd").arg("-d").status().unwrap();
+    assert!(status.success(), "libvirtd -d");
+}
+
+/// `systemctl VERB UNITS…` (the units default to libvirtd).
+fn systemctl(verb_and_units: &str) {
+    let mut args: Vec<&str> = verb_and_units.split(' ').collect();
+    if args.len() == 1 {
+        args.push("libvirtd");
+    }
+    let status = Command::new("systemctl").args(&args).status().unwrap();
+    assert!(status.success(), "systemctl {}", args.join(" "));
 }
 
 /// Polls `done` every 250 ms until it holds; panics after `limit`.

@@ -60,6 +60,48 @@ pub fn send(
     parse(&raw)
 }
 
+/// `send` to a server that may die or refuse at any moment: `None` unless a
+/// whole reply came back (its head, and as many body bytes as it said).
+pub fn try_send(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Reply> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .ok()?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body));
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") && !raw.ends_with(b"0\r\n\r\n") {
+        return None;
+    }
+    let reply = parse(&raw);
+    let declared = reply
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(n) if raw.len() - split - 4 != n => None,
+        None if reply.header("transfer-encoding").is_none() && !reply.body.is_empty() => None,
+        _ => Some(reply),
+    }
+}
+
 pub fn parse(raw: &[u8]) -> Reply {
     let split = raw
         .windows(4)

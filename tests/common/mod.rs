@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod host;
 pub mod http;
 pub mod image_check;
+pub mod matrix;
 pub mod nova;
 pub mod owned;
 pub mod page;

@@ -1,6 +1,9 @@
-//! A cap on captures in flight, with a bounded queue in front of it. Each
-//! capture holds a decoded screen (up to tens of MB) and a libvirt call; past the
-//! queue bound a caller is told "busy" at once instead of waiting unboundedly.
+//! A cap on screens being processed at once, with a bounded queue in front
+//! of it. Each holds a decoded screen (up to tens of MB); past the queue
+//! bound a caller is told "busy" at once instead of waiting unboundedly.
+//! A libvirt call is not made under it: a guest that does not answer must
+//! not hold a slot the others need (libvirt's own calls are capped by
+//! `libvirt.max_calls`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,994 @@
+//! The fault matrix (docs/RELIABILITY.md): each test is one row, a fault
+//! done for real to the real daemon, libvirtd, guests, store and
+//! S3-compatible server (s3s-fs), bounded in time. Each writes its figures
+//! to `target/reliability/` (`common::matrix`) before it asserts, and
+//! `scripts/reliability.sh` gathers them into the document.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use common::daemon::{Daemon, KEY_ID, PROJECT_A, SECRET};
+use common::fixtures::tempdir;
+use common::host::{
+    ensure_libvirtd, libvirtd_answers, start_libvirtd, stop_libvirtd, LibvirtdLock,
+};
+use common::http::{try_send, Reply};
+use common::matrix::{ms, percentile, Rng, Row};
+use common::owned::Owned;
+use common::s3::S3Server;
+use common::signing::screenshot_query;
+use common::users::{ALICE_PASSWORD, USERS};
+
+const BUCKET: &str = "faults";
+const HUAWEI_TOKEN: &str = "huawei-fault-token-project-a-0001";
+const ORACLE_TYPE: &str = "application/oracle-compute-v3+json";
+const ALICE: &str = "/Compute-acme/alice";
+
+fn secret_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Every dialect that keeps state, over one store in `dir`: Oracle's capture
+/// jobs and Huawei's recordings of `guest`, both uploaded to `s3`; Alibaba's
+/// screenshots (recorded as instance actions) through `alibaba_map`.
+fn stateful_config(dir: &Path, guest: &Owned, s3: &S3Server) -> (String, String) {
+    let tokens = format!(
+        "[[token]]\nid = \"{HUAWEI_TOKEN}\"\nuser_id = \"user-a\"\nproject_id = \"{PROJECT_A}\"\nroles = [\"member\"]\n"
+    );
+    let extra = format!(
+        "[store]\npath = \"{db}\"\n\n\
+         [oracle]\ncredentials_file = \"{users}\"\nidentity_domain = \"acme\"\ncapture_interval_secs = 1\n\n\
+         [oracle.instances]\n\"guest\" = \"{name}\"\n\n\
+         [huawei]\ncredentials_file = \"@KEYS@\"\ntokens_file = \"{tokens}\"\n\n\
+         [recordings]\ndir = \"{recordings}\"\n\n\
+         [uploads]\nchunk_kib = 64\nbackoff_ms = 200\nmax_backoff_secs = 2\n\n\
+         [[uploads.targets]]\nname = \"obs\"\nkind = \"s3\"\nendpoint = \"{endpoint}\"\n\
+         bucket = \"{BUCKET}\"\nprefix = \"vmshot\"\nallow_http = true\ncredentials_file = \"{s3keys}\"\n",
+        db = dir.join("vmshot.db").display(),
+        users = secret_file(dir, "oracle-users.toml", USERS),
+        name = guest.name,
+        tokens = secret_file(dir, "huawei-tokens.toml", &tokens),
+        recordings = dir.join("recordings").display(),
+        endpoint = s3.endpoint(),
+        s3keys = s3.credentials_file(dir, None).display(),
+    );
+    let alibaba = format!(
+        "throttle_interval_secs = 0\n[alibaba.instances]\n\"i-guest\" = \"{}\"\n",
+        guest.name
+    );
+    (alibaba, extra)
+}
+
+/// What the daemon acknowledged: a whole 2xx reply came back.
+#[derive(Default)]
+struct Acks {
+    /// Alibaba screenshots: request id → the image's SHA-256.
+    captures: BTreeMap<String, String>,
+    /// Oracle capture jobs, by name.
+    jobs: BTreeSet<String>,
+    /// Huawei recordings started, by id.
+    recordings: BTreeSet<String>,
+}
+
+fn oracle(
+    addr: std::net::SocketAddr,
+    cookie: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Option<Reply> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let cookie = cookie.map(|c| format!("nimbula={c}"));
+    let mut headers = vec![("Accept", ORACLE_TYPE)];
+    if !body.is_empty() {
+        headers.push(("Content-Type", ORACLE_TYPE));
+    }
+    if let Some(c) = &cookie {
+        headers.push(("Cookie", c));
+    }
+    try_send(addr, method, path, &headers, body.as_bytes())
+}
+
+fn oracle_login(addr: std::net::SocketAddr) -> Option<String> {
+    let reply = oracle(
+        addr,
+        None,
+        "POST",
+        "/authenticate/",
+        Some(json!({"user": ALICE, "password": ALICE_PASSWORD})),
+    )?;
+    let set = reply.header("Set-Cookie")?;
+    Some(set.strip_prefix("nimbula=")?.split(';').next()?.to_owned())
+}
+
+fn huawei(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Option<Reply> {
+    let target = format!("/v2/{PROJECT_A}/screen-records{path}");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut headers = vec![("X-Auth-Token", HUAWEI_TOKEN)];
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    try_send(addr, method, &target, &headers, body.as_bytes())
+}
+
+/// Load on every stateful path until `stop`: screenshots, capture jobs, and
+/// recordings started and stopped again at random, each acknowledgement
+/// noted in `acks`. Replies that never came whole (the daemon died) are not.
+fn load(
+    addr: std::net::SocketAddr,
+    guest_uuid: String,
+    acks: Arc<Mutex<Acks>>,
+    stop: Arc<AtomicBool>,
+    mut rng: Rng,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut workers = Vec::new();
+    let (a, s) = (acks.clone(), stop.clone());
+    workers.push(std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            let query = screenshot_query(KEY_ID, SECRET, "i-guest");
+            if let Some(r) = try_send(addr, "GET", &format!("/?{query}"), &[], b"") {
+                if r.status == 200 {
+                    let id = r.json()["RequestId"].as_str().unwrap().to_owned();
+                    let sha = r.header("x-vmshot-sha256").unwrap().to_owned();
+                    a.lock().unwrap().captures.insert(id, sha);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }));
+    let (a, s) = (acks.clone(), stop.clone());
+    workers.push(std::thread::spawn(move || {
+        let mut cookie = None;
+        while !s.load(Ordering::Relaxed) {
+            if cookie.is_none() {
+                cookie = oracle_login(addr);
+            }
+            let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
+            match oracle(
+                addr,
+                cookie.as_deref(),
+                "POST",
+                "/console/screencapture/",
+                Some(body),
+            ) {
+                Some(r) if r.status == 201 => {
+                    let name = r.json()["name"].as_str().unwrap().to_owned();
+                    a.lock().unwrap().jobs.insert(name);
+                }
+                Some(r) if r.status == 401 => cookie = None,
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }));
+    workers.push(std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let body = json!({"desktop_id": guest_uuid, "type": "FULL", "fps": 2});
+            if let Some(r) = huawei(addr, "POST", "", Some(body)) {
+                if r.status == 200 {
+                    let id = r.json()["id"].as_str().unwrap().to_owned();
+                    acks.lock().unwrap().recordings.insert(id.clone());
+                    std::thread::sleep(
+                        rng.between(Duration::from_millis(300), Duration::from_secs(2)),
+                    );
+                    let _ = huawei(addr, "POST", &format!("/{id}/stop"), None);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }));
+    workers
+}
+
+/// Files under `dir` (recursively), by path relative to it.
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+const KILLS: usize = 50;
+
+/// `kill -9` of vmshot at 50 random moments while captures, capture jobs,
+/// recordings and their uploads run; then one last start. Nothing that was
+/// acknowledged may be lost, no job or recording may stay unfinished, and no
+/// file may be left that no record names.
+#[test]
+fn kill_9_at_random_moments_loses_nothing_acknowledged() {
+    let _lock = LibvirtdLock::shared();
+    ensure_libvirtd();
+    let dir = tempdir();
+    let guest = Owned::running(&format!("vmshot-fm-kill-{}", std::process::id()), PROJECT_A);
+    let s3 = S3Server::start(BUCKET);
+    let (alibaba, extra) = stateful_config(&dir, &guest, &s3);
+    let mut rng = Rng::seeded("kill -9");
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let mut restarts = Vec::new();
+    for _ in 0..KILLS {
+        let start = Instant::now();
+        let mut d = Daemon::start(&alibaba, &extra);
+        restarts.push(start.elapsed());
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = load(
+            d.addr,
+            guest.uuid.clone(),
+            acks.clone(),
+            stop.clone(),
+            rng.fork(),
+        );
+        std::thread::sleep(rng.between(Duration::from_millis(100), Duration::from_secs(3)));
+        d.kill_9();
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+    }
+
+    // The last start: everything acknowledged must come to an end.
+    let start = Instant::now();
+    let d = Daemon::start(&alibaba, &extra);
+    restarts.push(start.elapsed());
+    let db_path = dir.join("vmshot.db");
+    let db = || {
+        rusqlite::Connection::open_with_flags(&db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+    };
+    let unfinished = || -> (i64, i64, i64) {
+        let c = db();
+        let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        (
+            count("SELECT count(*) FROM jobs WHERE state NOT IN ('complete', 'error')"),
+            count("SELECT count(*) FROM recordings WHERE status IN ('RECORDING', 'REC_COMPLETED', 'UPLOADING')"),
+            count("SELECT count(*) FROM upload_targets WHERE state IN ('pending', 'uploading')"),
+        )
+    };
+    let settle = Instant::now();
+    while unfinished() != (0, 0, 0) && settle.elapsed() < Duration::from_secs(180) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (jobs_stuck, recordings_stuck, uploads_stuck) = unfinished();
+    let settled_in = settle.elapsed();
+
+    let acks = acks.lock().unwrap();
+    let c = db();
+    let lost_captures = acks
+        .captures
+        .iter()
+        .filter(|(id, sha)| {
+            let details: Option<String> = c
+                .query_row(
+                    "SELECT group_concat(e.details) FROM action_events e JOIN actions a \
+                     ON a.id = e.action_id WHERE a.request_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            !details.is_some_and(|d| d.contains(sha.as_str()))
+        })
+        .count();
+    let exists =
+        |sql: &str, key: &str| c.query_row(sql, [key], |r| r.get::<_, i64>(0)).unwrap() > 0;
+    let lost_jobs = acks
+        .jobs
+        .iter()
+        .filter(|name| !exists("SELECT count(*) FROM jobs WHERE name = ?1", name))
+        .count();
+    let lost_recordings = acks
+        .recordings
+        .iter()
+        .filter(|id| !exists("SELECT count(*) FROM recordings WHERE id = ?1", id))
+        .count();
+
+    // Every completed upload's object is in the bucket, byte for byte.
+    let mut uploads_checked = 0;
+    let mut uploads_wrong = Vec::new();
+    let mut stmt = c
+        .prepare(
+            "SELECT u.object_key, u.sha256 FROM uploads u JOIN upload_targets t \
+             ON t.upload_id = u.id WHERE t.state = 'completed'",
+        )
+        .unwrap();
+    let completed: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (key, sha) in &completed {
+        uploads_checked += 1;
+        let object = s3.object(BUCKET, &format!("vmshot/{key}"));
+        if object.as_deref().map(sha256) != Some(sha.clone()) {
+            uploads_wrong.push(key.clone());
+        }
+    }
+
+    // Files no record names: media beside the store, and recordings.
+    let named = |sql: &str| -> BTreeSet<String> {
+        let mut stmt = c.prepare(sql).unwrap();
+        let rows: Vec<Option<String>> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.into_iter().flatten().collect()
+    };
+    let media_named = named("SELECT media_path FROM jobs");
+    let media_orphans: Vec<String> = files_under(&dir.join("vmshot.db.media"))
+        .into_iter()
+        .filter(|f| !media_named.contains(f))
+        .collect();
+    let mut recording_files = named("SELECT video_name FROM recordings");
+    recording_files.extend(named("SELECT events_name FROM recordings"));
+    let recording_orphans: Vec<String> = files_under(&dir.join("recordings"))
+        .into_iter()
+        .filter(|f| !recording_files.contains(f))
+        .collect();
+
+    let mut row = Row::new(
+        "kill9",
+        &format!("`kill -9` of vmshot at {KILLS} random moments (0.1–3 s after each start) during screenshots, capture jobs, recordings and uploads"),
+        "acknowledged work lost 0, jobs left unfinished 0, files without a record 0",
+    );
+    row.figure(
+        "acknowledged",
+        format!(
+            "{} screenshots, {} jobs, {} recordings, {} uploads completed",
+            acks.captures.len(),
+            acks.jobs.len(),
+            acks.recordings.len(),
+            completed.len()
+        ),
+    );
+    let lost = lost_captures + lost_jobs + lost_recordings + uploads_wrong.len();
+    let stuck = jobs_stuck + recordings_stuck + uploads_stuck;
+    let orphans = media_orphans.len() + recording_orphans.len();
+    row.figure("lost", lost);
+    row.figure("unfinished", stuck);
+    row.figure("files without a record", orphans);
+    row.figure(
+        "all settled after the last start in",
+        format!("{:.1} s", settled_in.as_secs_f64()),
+    );
+    row.figure(
+        "restart to listening p50",
+        ms(percentile(&mut restarts, 50.0)),
+    );
+    row.figure("max", ms(percentile(&mut restarts, 100.0)));
+    let met = row.write(lost == 0 && stuck == 0 && orphans == 0);
+    assert!(
+        met,
+        "lost: captures {lost_captures}, jobs {lost_jobs}, recordings {lost_recordings}, \
+         uploads {uploads_wrong:?}; unfinished: jobs {jobs_stuck}, recordings \
+         {recordings_stuck}, uploads {uploads_stuck}; orphans: {media_orphans:?} \
+         {recording_orphans:?}\n{}",
+        d.logs()
+    );
+    assert!(
+        acks.captures.len() > KILLS
+            && !acks.jobs.is_empty()
+            && !acks.recordings.is_empty()
+            && uploads_checked > 0,
+        "the load did little: {} screenshots, {} jobs, {} recordings, {uploads_checked} uploads",
+        acks.captures.len(),
+        acks.jobs.len(),
+        acks.recordings.len()
+    );
+}
+
+/// One request of a load: when it was sent, how long its answer took, and
+/// the answer (status and the dialect's error code, empty on success).
+#[derive(Clone, Debug)]
+struct Sample {
+    dialect: &'static str,
+    sent: Instant,
+    took: Duration,
+    status: u16,
+    code: String,
+}
+
+/// Screenshots of `instance` through Alibaba and of `domain` through the
+/// native API, one after another on a thread each, until `stop`.
+fn screenshot_load(
+    addr: std::net::SocketAddr,
+    instance: &'static str,
+    domain: String,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let (s, st) = (samples.clone(), stop.clone());
+    let alibaba = std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            let query = screenshot_query(KEY_ID, SECRET, instance);
+            let sent = Instant::now();
+            let reply = try_send(addr, "GET", &format!("/?{query}"), &[], b"");
+            let took = sent.elapsed();
+            let (status, code) = match reply {
+                Some(r) if r.status == 200 => (200, String::new()),
+                Some(r) => (
+                    r.status,
+                    r.json()["Code"].as_str().unwrap_or("?").to_owned(),
+                ),
+                None => (0, "no whole answer".into()),
+            };
+            s.lock().unwrap().push(Sample {
+                dialect: "alibaba",
+                sent,
+                took,
+                status,
+                code,
+            });
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let native = std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let sent = Instant::now();
+            let reply = try_send(
+                addr,
+                "GET",
+                &format!("/v1/domains/{domain}/screenshot"),
+                &[],
+                b"",
+            );
+            let took = sent.elapsed();
+            let (status, code) = match reply {
+                Some(r) if r.status == 200 => (200, String::new()),
+                Some(r) => (
+                    r.status,
+                    r.json()["error"]["code"].as_str().unwrap_or("?").to_owned(),
+                ),
+                None => (0, "no whole answer".into()),
+            };
+            samples.lock().unwrap().push(Sample {
+                dialect: "native",
+                sent,
+                took,
+                status,
+                code,
+            });
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    vec![alibaba, native]
+}
+
+/// libvirtd stopped in the middle of a screenshot load, and started again 5 s
+/// later. Every screenshot needs libvirt here (`fast_path = "off"`: a VNC
+/// mirror already open would go on serving its screen without libvirtd).
+#[test]
+fn libvirtd_stopped_mid_load_fails_fast_then_recovers() {
+    let _lock = LibvirtdLock::exclusive();
+    ensure_libvirtd();
+    let guest = Owned::running(&format!("vmshot-fm-lv-{}", std::process::id()), PROJECT_A);
+    let d = Daemon::start(
+        &format!(
+            "throttle_interval_secs = 0\n[alibaba.instances]\n\"i-guest\" = \"{}\"\n",
+            guest.name
+        ),
+        "[capture]\nfast_path = \"off\"\n\n[ui]\n",
+    );
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = screenshot_load(
+        d.addr,
+        "i-guest",
+        guest.name.clone(),
+        samples.clone(),
+        stop.clone(),
+    );
+    let ok_since = |since: Instant, dialect: &str| {
+        samples
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.dialect == dialect && s.sent >= since && s.status == 200)
+    };
+    let start = Instant::now();
+    common::host::wait_until("both dialects answer", Duration::from_secs(30), || {
+        ok_since(start, "alibaba") && ok_since(start, "native")
+    });
+
+    stop_libvirtd();
+    let gone = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let back = Instant::now();
+    start_libvirtd();
+    common::host::wait_until(
+        "libvirtd answers",
+        Duration::from_secs(30),
+        libvirtd_answers,
+    );
+    let answering = Instant::now();
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !(ok_since(back, "alibaba") && ok_since(back, "native")) && Instant::now() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+
+    let samples = samples.lock().unwrap().clone();
+    let during: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.sent >= gone && s.sent + s.took <= back)
+        .collect();
+    let unavailable = |s: &Sample| {
+        s.status == 503
+            && match s.dialect {
+                "alibaba" => s.code == "ServiceUnavailable",
+                _ => s.code == "unavailable",
+            }
+    };
+    let wrong: Vec<String> = during
+        .iter()
+        .filter(|s| !unavailable(s))
+        .map(|s| format!("{} {} {}", s.dialect, s.status, s.code))
+        .collect();
+    let mut latencies: Vec<Duration> = during.iter().map(|s| s.took).collect();
+    let recovered = |dialect: &str| {
+        samples
+            .iter()
+            .filter(|s| s.dialect == dialect && s.sent >= back && s.status == 200)
+            .map(|s| s.sent + s.took)
+            .min()
+    };
+    let recovery: Vec<Option<Duration>> = ["alibaba", "native"]
+        .iter()
+        .map(|d| recovered(d).map(|t| t.saturating_duration_since(answering)))
+        .collect();
+
+    let mut row = Row::new(
+        "libvirtd",
+        "libvirtd stopped mid-load (screenshots through Alibaba and the native API, every one a libvirt call) for 5 s, then started again",
+        "while it is gone, every answer is the dialect's \"unavailable\" (Alibaba `ServiceUnavailable`, native `unavailable`, both 503) within 1 s; screenshots succeed again within 10 s of libvirtd answering",
+    );
+    row.figure("answers while gone", during.len());
+    row.figure("not \"unavailable\"", wrong.len());
+    row.figure("their latency p50", ms(percentile(&mut latencies, 50.0)));
+    row.figure("p99", ms(percentile(&mut latencies, 99.0)));
+    row.figure("max", ms(percentile(&mut latencies, 100.0)));
+    row.figure(
+        "libvirtd answering again after its start",
+        ms(answering - back),
+    );
+    let shown = |r: &Option<Duration>| r.map(ms).unwrap_or_else(|| "never".into());
+    row.figure(
+        "first success after that (Alibaba / native)",
+        format!("{} / {}", shown(&recovery[0]), shown(&recovery[1])),
+    );
+    let fast = percentile(&mut latencies, 100.0) < Duration::from_secs(1);
+    let back_soon = recovery
+        .iter()
+        .all(|r| r.is_some_and(|r| r < Duration::from_secs(10)));
+    let met = row.write(!during.is_empty() && wrong.is_empty() && fast && back_soon);
+    assert!(
+        met,
+        "while gone: {wrong:?}; recovery {recovery:?}\n{}",
+        d.logs()
+    );
+}
+
+/// Threads of a process now, from /proc.
+fn threads(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Alibaba screenshots of `instance` until `stop`, each one's latency and
+/// status in `samples`.
+fn alibaba_load(
+    addr: std::net::SocketAddr,
+    instance: String,
+    samples: Arc<Mutex<Vec<(Duration, u16)>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let query = screenshot_query(KEY_ID, SECRET, &instance);
+            let sent = Instant::now();
+            let status =
+                try_send(addr, "GET", &format!("/?{query}"), &[], b"").map_or(0, |r| r.status);
+            samples.lock().unwrap().push((sent.elapsed(), status));
+        }
+    })
+}
+
+const FROZEN: usize = 8;
+
+/// Eight guests frozen with SIGSTOP at once, each asked for screenshots
+/// without pause, while two others are captured. Every capture is a
+/// libvirt screenshot (`fast_path = "off"`), so each asked of a frozen guest
+/// hangs in QEMU until vmshot's libvirt deadline.
+#[test]
+fn eight_frozen_guests_leave_the_others_fast_and_the_daemon_bounded() {
+    let _lock = LibvirtdLock::shared();
+    ensure_libvirtd();
+    let pid = std::process::id();
+    let frozen: Vec<Owned> = (0..FROZEN)
+        .map(|i| Owned::running(&format!("vmshot-fm-fz{i}-{pid}"), PROJECT_A))
+        .collect();
+    let live: Vec<Owned> = (0..2)
+        .map(|i| Owned::running(&format!("vmshot-fm-live{i}-{pid}"), PROJECT_A))
+        .collect();
+    let mut map = String::from("[alibaba.instances]\n");
+    for (i, g) in frozen.iter().enumerate() {
+        map += &format!("\"i-frozen-{i}\" = \"{}\"\n", g.name);
+    }
+    for (i, g) in live.iter().enumerate() {
+        map += &format!("\"i-live-{i}\" = \"{}\"\n", g.name);
+    }
+    // No per-instance interval: the live guests are asked as fast as they answer.
+    let d = Daemon::start(
+        &format!("throttle_interval_secs = 0\n{map}"),
+        "[capture]\nfast_path = \"off\"\n",
+    );
+    d.settled();
+
+    let measure = |seconds: u64, also_frozen: bool| {
+        let live_samples = Arc::new(Mutex::new(Vec::new()));
+        let frozen_samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers: Vec<_> = (0..live.len())
+            .map(|i| {
+                alibaba_load(
+                    d.addr,
+                    format!("i-live-{i}"),
+                    live_samples.clone(),
+                    stop.clone(),
+                )
+            })
+            .collect();
+        if also_frozen {
+            workers.extend((0..FROZEN).map(|i| {
+                alibaba_load(
+                    d.addr,
+                    format!("i-frozen-{i}"),
+                    frozen_samples.clone(),
+                    stop.clone(),
+                )
+            }));
+        }
+        let (mut most_threads, mut most_rss) = (0, 0);
+        let until = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < until {
+            most_threads = most_threads.max(threads(d.pid()));
+            most_rss = most_rss.max(d.rss_kib().0);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        let live_samples = live_samples.lock().unwrap().clone();
+        let frozen_samples = frozen_samples.lock().unwrap().clone();
+        (live_samples, frozen_samples, most_threads, most_rss)
+    };
+
+    let (before, _, threads_before, rss_before) = measure(10, false);
+    let pids: Vec<i32> = frozen
+        .iter()
+        .map(|g| common::host::qemu_pid(&g.name))
+        .collect();
+    let held: Vec<common::host::Frozen> = pids.into_iter().map(common::host::Frozen::new).collect();
+    let (during, frozen_answers, threads_during, rss_during) = measure(40, true);
+    drop(held);
+
+    let p99 = |samples: &[(Duration, u16)]| {
+        let mut ok: Vec<Duration> = samples
+            .iter()
+            .filter(|(_, s)| *s == 200)
+            .map(|(t, _)| *t)
+            .collect();
+        percentile(&mut ok, 99.0)
+    };
+    let failed = |samples: &[(Duration, u16)]| samples.iter().filter(|(_, s)| *s != 200).count();
+    let (p99_before, p99_during) = (p99(&before), p99(&during));
+    let mut frozen_latency: Vec<Duration> = frozen_answers.iter().map(|(t, _)| *t).collect();
+    let frozen_codes: BTreeMap<u16, usize> =
+        frozen_answers
+            .iter()
+            .fold(BTreeMap::new(), |mut m, (_, s)| {
+                *m.entry(*s).or_default() += 1;
+                m
+            });
+
+    let mut row = Row::new(
+        "frozen",
+        &format!("{FROZEN} guests frozen (SIGSTOP) at once for 40 s, each asked for screenshots without pause, while 2 others are captured (every capture a libvirt screenshot)"),
+        "the others' p99 within 2x of before (or +100 ms) and none fail; frozen guests' answers come by the libvirt deadline (15 s); threads and memory bounded (RSS under the unit's 512 MiB)",
+    );
+    row.figure("others' p99 before", ms(p99_before));
+    row.figure("while frozen", ms(p99_during));
+    row.figure("others' failures", failed(&during));
+    row.figure("others' screenshots while frozen", during.len());
+    row.figure(
+        "frozen guests' answers by status",
+        format!("{frozen_codes:?}"),
+    );
+    row.figure("their slowest", ms(percentile(&mut frozen_latency, 100.0)));
+    row.figure(
+        "threads before / while frozen",
+        format!("{threads_before} / {threads_during}"),
+    );
+    row.figure(
+        "RSS before / while frozen",
+        format!("{} / {} MiB", rss_before / 1024, rss_during / 1024),
+    );
+    let met = row.write(
+        failed(&during) == 0
+            && !during.is_empty()
+            && p99_during <= (p99_before * 2).max(p99_before + Duration::from_millis(100))
+            && percentile(&mut frozen_latency, 100.0) < Duration::from_secs(20)
+            && rss_during < 512 * 1024,
+    );
+    assert!(
+        met,
+        "before {p99_before:?}, during {p99_during:?}\n{}",
+        d.logs()
+    );
+}
+
+/// A small tmpfs mounted on `dir` for one test, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mount -t tmpfs (the fault matrix runs as root, as CI does)"
+        );
+        Self(dir.to_path_buf())
+    }
+
+    /// Writes a filler file until the file system is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = vec![0xa5u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// What one request got: status and the dialect's error code.
+fn answer(reply: Option<Reply>, code: impl Fn(&Value) -> Option<String>) -> (u16, String) {
+    match reply {
+        None => (0, "no whole answer".into()),
+        Some(r) if r.status < 300 => (r.status, String::new()),
+        Some(r) => {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            (
+                r.status,
+                code(&body).unwrap_or_else(|| format!("unshaped: {}", r.text())),
+            )
+        }
+    }
+}
+
+/// The state directory's file system full: the store (SQLite, media) and
+/// the recordings on a 16 MiB tmpfs, filled to the last byte.
+#[test]
+fn a_full_state_directory_refuses_new_work_in_each_dialect_and_recovers() {
+    let _lock = LibvirtdLock::shared();
+    ensure_libvirtd();
+    let base = tempdir();
+    let dir = base.join("state");
+    let fs = SmallFs::mount(&dir, "16m");
+    let guest = Owned::running(&format!("vmshot-fm-full-{}", std::process::id()), PROJECT_A);
+    let s3 = S3Server::start(BUCKET);
+    let (alibaba, extra) = stateful_config(&dir, &guest, &s3);
+    let d = Daemon::start(&alibaba, &extra);
+    let addr = d.addr;
+    let cookie = oracle_login(addr).expect("oracle login");
+    let job = |cookie: &str| {
+        let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
+        oracle(
+            addr,
+            Some(cookie),
+            "POST",
+            "/console/screencapture/",
+            Some(body),
+        )
+    };
+    let finished = |name: &str| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = oracle(
+                addr,
+                Some(&cookie),
+                "GET",
+                &format!("/console/screencapture{name}"),
+                None,
+            )
+            .unwrap();
+            let v = r.json();
+            if v["state"] == "complete" || v["state"] == "error" || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Work done before the disk fills, to be found intact after.
+    let before = job(&cookie).unwrap().json()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before_done = finished(&before);
+    assert_eq!(
+        before_done["state"],
+        "complete",
+        "{before_done}\n{}",
+        d.logs()
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // Oracle's capture interval
+
+    fs.fill();
+    eprintln!("disk full");
+    // Oracle's errors are {"message": "…"}; the status is the code.
+    let oracle_code = |v: &Value| v["message"].as_str().map(|m| format!("\"{m}\""));
+    let alibaba_code = |v: &Value| v["Code"].as_str().map(str::to_owned);
+    let huawei_code = |v: &Value| v["error_code"].as_str().map(str::to_owned);
+    let started = Instant::now();
+    let answers = vec![
+        ("Oracle capture job", answer(job(&cookie), oracle_code)),
+        (
+            "Alibaba screenshot",
+            answer(
+                try_send(
+                    addr,
+                    "GET",
+                    &format!("/?{}", screenshot_query(KEY_ID, SECRET, "i-guest")),
+                    &[],
+                    b"",
+                ),
+                alibaba_code,
+            ),
+        ),
+        (
+            "Huawei recording",
+            answer(
+                huawei(
+                    addr,
+                    "POST",
+                    "",
+                    Some(json!({"desktop_id": guest.uuid, "type": "FULL", "fps": 2})),
+                ),
+                huawei_code,
+            ),
+        ),
+    ];
+    let took = started.elapsed();
+    // A job the store took before its media could be written must end in
+    // error with a reason, never complete without its file.
+    let accepted_job = answers[0].1 .0 == 201;
+
+    eprintln!("answers: {answers:?}");
+    fs.free();
+    let after_name = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            std::thread::sleep(Duration::from_millis(1100));
+            match job(&cookie) {
+                Some(r) if r.status == 201 => break r.json()["name"].as_str().unwrap().to_owned(),
+                r => assert!(
+                    Instant::now() < deadline,
+                    "no job after the space came back: {:?}",
+                    r.map(|r| r.text())
+                ),
+            }
+        }
+    };
+    let after_done = finished(&after_name);
+    let c = rusqlite::Connection::open_with_flags(
+        dir.join("vmshot.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let integrity: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    let (path, sha): (String, String) = c
+        .query_row(
+            "SELECT media_path, media_sha256 FROM jobs WHERE name = ?1",
+            [&before],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let intact = std::fs::read(dir.join("vmshot.db.media").join(&path))
+        .map(|b| sha256(&b))
+        .ok()
+        == Some(sha);
+
+    let mut row = Row::new(
+        "disk-full",
+        "the state directory's file system (a 16 MiB tmpfs holding the store and the recordings) filled to the last byte, then freed",
+        "new work refused in each dialect's own error shape, within 1 s, no 2xx for work that cannot be kept; the store passes `PRAGMA integrity_check` and earlier files are intact; a new job completes once space returns",
+    );
+    for (what, (status, code)) in &answers {
+        row.figure(what, format!("{status} {code}"));
+    }
+    row.figure("answered in", ms(took));
+    row.figure("integrity_check", &integrity);
+    row.figure("earlier capture intact", intact);
+    row.figure(
+        "a job after the space returned",
+        after_done["state"].as_str().unwrap_or("?"),
+    );
+    let refused = answers.iter().all(|(_, (status, code))| {
+        *status >= 400 && !code.starts_with("unshaped") && !code.is_empty()
+    });
+    let met = row.write(
+        refused
+            && !accepted_job
+            && took < Duration::from_secs(3)
+            && integrity == "ok"
+            && intact
+            && after_done["state"] == "complete",
+    );
+    assert!(met, "{answers:?}\n{}", d.logs());
+}
