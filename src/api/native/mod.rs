@@ -250,6 +250,10 @@ impl Dialect for Native {
                             domain: format!("capture {id}"),
                         })
                     })?;
+                // A damaged file is refused, never streamed as the capture.
+                service::jobs::read_verified(&media.path, media.bytes, &media.sha256)
+                    .await
+                    .map_err(core)?;
                 let file = tokio::fs::File::open(&media.path)
                     .await
                     .map_err(|e| WebError::internal(format!("{}: {e}", media.path.display())))?;

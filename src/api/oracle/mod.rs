@@ -510,12 +510,7 @@ impl Oracle {
         name: &str,
     ) -> Result<Response, OracleError> {
         let media = self.jobs.media(who, name).await.map_err(by_name(name))?;
-        let bytes = tokio::fs::read(&media.path)
-            .await
-            .map_err(|e| OracleError {
-                detail: Some(format!("{}: {e}", media.path.display())),
-                ..OracleError::internal()
-            })?;
+        let bytes = media.read().await.map_err(by_name(name))?;
         let len = bytes.len() as u64;
         let range = head
             .headers

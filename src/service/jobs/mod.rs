@@ -73,6 +73,42 @@ pub(crate) struct Media {
     pub len: u64,
 }
 
+impl Media {
+    /// The capture's bytes, checked against the length and SHA-256 recorded
+    /// with it: a file damaged on disk (truncated, overwritten) is refused,
+    /// never served as if it were the capture.
+    pub(crate) async fn read(&self) -> Result<Vec<u8>, Error> {
+        read_verified(&self.path, self.len, &self.sha256).await
+    }
+}
+
+/// The file at `path`, if it still has `len` bytes hashing to `sha256`.
+pub(crate) async fn read_verified(
+    path: &std::path::Path,
+    len: u64,
+    sha256: &str,
+) -> Result<Vec<u8>, Error> {
+    use sha2::{Digest, Sha256};
+    let bytes = tokio::fs::read(path).await.map_err(|e| {
+        Error::failed(
+            "the capture's file cannot be read",
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    let found = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != len || found != sha256 {
+        return Err(Error::failed(
+            "the capture's file is damaged (it no longer matches its SHA-256); take a new capture",
+            format!(
+                "{}: {} bytes, SHA-256 {found}; recorded {len} bytes, {sha256}",
+                path.display(),
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 fn store_error(e: StoreError) -> Error {
     Error::Failed {
         reason: "the store did not answer".into(),
