@@ -1145,7 +1145,8 @@ fn a_damaged_store_or_media_file_found_at_start_is_refused_never_served() {
     // WAL still holds would be mended by SQLite itself at the next start.
     {
         let c = rusqlite::Connection::open(&db_path).unwrap();
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
     }
     let _ = std::fs::remove_file(dir.join("vmshot.db-wal"));
     let _ = std::fs::remove_file(dir.join("vmshot.db-shm"));
