@@ -1153,25 +1153,15 @@ fn a_damaged_store_or_media_file_found_at_start_is_refused_never_served() {
     let pristine = std::fs::read(&db_path).unwrap();
     eprintln!("database: {} bytes", pristine.len());
     let mut refused_db = 0;
-    let damages: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 2] = [
-        (
-            "database truncated to half",
-            Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)),
-        ),
-        (
-            "a database page overwritten",
-            Box::new(|b: &mut Vec<u8>| {
-                let page = 4096 * (b.len() / 4096 / 2).max(1);
-                let end = (page + 4096).min(b.len());
-                for x in &mut b[page..end] {
-                    *x = 0x5a;
-                }
-            }),
-        ),
-    ];
-    for (what, damage) in damages {
+    for what in ["database truncated to half", "a database page overwritten"] {
         let mut bytes = pristine.clone();
-        damage(&mut bytes);
+        if what.contains("truncated") {
+            bytes.truncate(bytes.len() / 2);
+        } else {
+            let page = 4096 * (bytes.len() / 4096 / 2).max(1);
+            let end = (page + 4096).min(bytes.len());
+            bytes[page..end].fill(0x5a);
+        }
         std::fs::write(&db_path, &bytes).unwrap();
         let started = Instant::now();
         let result = Daemon::try_start("", &config, 0o600);
