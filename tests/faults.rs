@@ -602,6 +602,13 @@ fn libvirtd_stopped_mid_load_fails_fast_then_recovers() {
     );
 }
 
+/// A gauge's value from the daemon's `/metrics`.
+fn gauge(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let text = try_send(addr, "GET", "/metrics", &[], b"")?.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Threads of a process now, from /proc.
 fn threads(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -709,7 +716,15 @@ fn eight_frozen_guests_leave_the_others_fast_and_the_daemon_bounded() {
         .collect();
     let held: Vec<common::host::Frozen> = pids.into_iter().map(common::host::Frozen::new).collect();
     let (during, frozen_answers, threads_during, rss_during) = measure(40, true);
+    let hung_while_frozen = gauge(d.addr, "vmshot_hung_domains");
     drop(held);
+    let thawed = Instant::now();
+    while gauge(d.addr, "vmshot_hung_domains") != Some(0.0)
+        && thawed.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cleared_in = thawed.elapsed();
 
     let p99 = |samples: &[(Duration, u16)]| {
         let mut ok: Vec<Duration> = samples
@@ -733,7 +748,7 @@ fn eight_frozen_guests_leave_the_others_fast_and_the_daemon_bounded() {
     let mut row = Row::new(
         "frozen",
         &format!("{FROZEN} guests frozen (SIGSTOP) at once for 40 s, each asked for screenshots without pause, while 2 others are captured (every capture a libvirt screenshot)"),
-        "the others' p99 within 2x of before (or +100 ms) and none fail; frozen guests' answers come by the libvirt deadline (15 s); threads and memory bounded (RSS under the unit's 512 MiB)",
+        "the others' p99 within 2x of before (or +100 ms) and none fail; frozen guests' answers come by the libvirt deadline (15 s), then at once (`vmshot_hung_domains` 8, back to 0 once they run); threads and memory bounded (RSS under the unit's 512 MiB)",
     );
     row.figure("others' p99 before", ms(p99_before));
     row.figure("while frozen", ms(p99_during));
@@ -744,6 +759,11 @@ fn eight_frozen_guests_leave_the_others_fast_and_the_daemon_bounded() {
         format!("{frozen_codes:?}"),
     );
     row.figure("their slowest", ms(percentile(&mut frozen_latency, 100.0)));
+    row.figure(
+        "vmshot_hung_domains while frozen",
+        format!("{hung_while_frozen:?}"),
+    );
+    row.figure("back to 0 after SIGCONT in", ms(cleared_in));
     row.figure(
         "threads before / while frozen",
         format!("{threads_before} / {threads_during}"),
@@ -757,7 +777,9 @@ fn eight_frozen_guests_leave_the_others_fast_and_the_daemon_bounded() {
             && !during.is_empty()
             && p99_during <= (p99_before * 2).max(p99_before + Duration::from_millis(100))
             && percentile(&mut frozen_latency, 100.0) < Duration::from_secs(20)
-            && rss_during < 512 * 1024,
+            && rss_during < 512 * 1024
+            && hung_while_frozen == Some(FROZEN as f64)
+            && cleared_in < Duration::from_secs(60),
     );
     assert!(
         met,

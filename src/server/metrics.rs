@@ -70,6 +70,8 @@ pub struct Now {
     pub reconnects: u64,
     /// VNC mirrors open.
     pub mirrors: usize,
+    /// Domains whose last libvirt call hangs (their calls fail at once).
+    pub hung: usize,
     /// Whether the domain inventory follows libvirt's events, and the domains
     /// it holds; `None` where it does not run.
     pub inventory: Option<(bool, usize)>,
@@ -87,6 +89,7 @@ pub struct Metrics {
     reconnects: Counter,
     reconnects_seen: AtomicU64,
     mirrors: Gauge,
+    hung: Gauge,
     inventory_live: Gauge,
     inventory_domains: Gauge,
     connections_open: Gauge,
@@ -141,6 +144,12 @@ impl Default for Metrics {
             "VNC mirrors holding a screen (the fast path)",
             mirrors.clone(),
         );
+        let hung = Gauge::default();
+        registry.register(
+            "hung_domains",
+            "Domains whose last libvirt call outlived its deadline and has not returned (QEMU stopped or wedged); their calls fail at once until it does",
+            hung.clone(),
+        );
         let inventory_live = Gauge::default();
         registry.register(
             "inventory_live",
@@ -185,6 +194,7 @@ impl Default for Metrics {
             verdicts,
             unchanged,
             mirrors,
+            hung,
             inventory_live,
             inventory_domains,
             connections_open,
@@ -265,6 +275,7 @@ impl Metrics {
     pub fn encode(&self, now: &Now) -> String {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.mirrors.set(gauge(now.mirrors));
+        self.hung.set(gauge(now.hung));
         let (live, domains) = now.inventory.unwrap_or((false, 0));
         self.inventory_live.set(i64::from(live));
         self.inventory_domains.set(gauge(domains));
@@ -334,6 +345,7 @@ mod tests {
         let now = |reconnects| Now {
             reconnects,
             mirrors: 5,
+            hung: 1,
             inventory: Some((true, 12)),
             verdicts: vec![("web-1".into(), "kernel_panic", 42)],
         };
@@ -346,6 +358,7 @@ mod tests {
             "vmshot_captures_total{how=\"reused\"} 1",
             "vmshot_captures_total{how=\"shared\"} 1",
             "vmshot_libvirt_reconnects_total 2",
+            "vmshot_hung_domains 1",
             "vmshot_vnc_mirrors 5",
             "vmshot_inventory_live 1",
             "vmshot_inventory_domains 12",

@@ -429,6 +429,7 @@ async fn metrics_text(
     let body = app.metrics.encode(&metrics::Now {
         reconnects: app.hypervisor.reconnects(),
         mirrors: app.service.mirrors_open(),
+        hung: app.hypervisor.hung_domains(),
         inventory: app
             .hypervisor
             .inventory()
