@@ -57,7 +57,7 @@ fn stateful_config(dir: &Path, guest: &Owned, s3: &S3Server) -> (String, String)
          [oracle.instances]\n\"guest\" = \"{name}\"\n\n\
          [huawei]\ncredentials_file = \"@KEYS@\"\ntokens_file = \"{tokens}\"\n\n\
          [recordings]\ndir = \"{recordings}\"\n\n\
-         [uploads]\nchunk_kib = 64\nbackoff_ms = 200\nmax_backoff_secs = 2\n\n\
+         [uploads]\nchunk_mb = 5\nbackoff_ms = 200\nmax_backoff_secs = 2\n\n\
          [[uploads.targets]]\nname = \"obs\"\nkind = \"s3\"\nendpoint = \"{endpoint}\"\n\
          bucket = \"{BUCKET}\"\nprefix = \"vmshot\"\nallow_http = true\ncredentials_file = \"{s3keys}\"\n",
         db = dir.join("vmshot.db").display(),
