@@ -42,14 +42,7 @@ pub fn send(
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
+    let head = request_head(addr, method, target, headers, body.len());
     // The server may answer and close before reading everything (oversized
     // requests): a failed write is then not the test's business.
     let _ = stream
@@ -73,14 +66,7 @@ pub fn try_send(
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .ok()?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
+    let head = request_head(addr, method, target, headers, body.len());
     let _ = stream
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(body));
@@ -100,6 +86,25 @@ pub fn try_send(
         None if reply.header("transfer-encoding").is_none() && !reply.body.is_empty() => None,
         _ => Some(reply),
     }
+}
+
+/// A request's head, `Connection: close`, with `Content-Length` if there is a body.
+fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) -> String {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if body_len > 0 {
+        head.push_str(&format!("Content-Length: {body_len}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
 }
 
 pub fn parse(raw: &[u8]) -> Reply {
