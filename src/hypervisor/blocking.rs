@@ -42,6 +42,12 @@ struct Hung {
     since: Instant,
 }
 
+/// The hung domains' map. It holds no invariant a panic elsewhere could
+/// break, so a poisoned lock is taken as it is.
+fn marks(hung: &Mutex<HashMap<String, Hung>>) -> std::sync::MutexGuard<'_, HashMap<String, Hung>> {
+    hung.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Where a call is: `WAITING` for a permit, `RUNNING` on its thread, `DONE`.
 const WAITING: u8 = 0;
 const RUNNING: u8 = 1;
@@ -58,7 +64,7 @@ impl Blocking {
 
     /// Domains with a call hanging now.
     pub(crate) fn hung_count(&self) -> usize {
-        self.hung.lock().unwrap_or_else(|e| e.into_inner()).len()
+        marks(&self.hung).len()
     }
 
     /// `run`, for a call on `domain`: refused at once while an earlier call
@@ -74,14 +80,7 @@ impl Blocking {
         T: Send + 'static,
         F: FnOnce() -> Result<T, Error> + Send + 'static,
     {
-        // The map holds no invariant a panic elsewhere could break, hence
-        // `into_inner` on a poisoned lock throughout.
-        if let Some(h) = self
-            .hung
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(domain)
-        {
+        if let Some(h) = marks(&self.hung).get(domain) {
             return Err(Error::Hung {
                 domain: domain.to_owned(),
                 since: h.since.elapsed(),
@@ -93,7 +92,7 @@ impl Blocking {
         let tracked = move || {
             seen.store(RUNNING, Ordering::Release);
             let result = call();
-            let mut map = hung.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = marks(&hung);
             seen.store(DONE, Ordering::Release);
             if map.get(&key).is_some_and(|h| h.ticket == ticket) {
                 let since = map.remove(&key).map(|h| h.since.elapsed());
@@ -104,7 +103,7 @@ impl Blocking {
         let started = Instant::now();
         let result = self.run(what, deadline, tracked).await;
         if matches!(result, Err(Error::Timeout { .. })) {
-            let mut map = self.hung.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = marks(&self.hung);
             if state.load(Ordering::Acquire) == RUNNING {
                 tracing::warn!(%domain, "a call on the domain outlived its deadline; its calls fail at once until it returns");
                 map.insert(
