@@ -18,3 +18,5 @@ bash scripts/check-layers.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# The Debian package on a fresh Debian 12 booted under systemd (~N min).
+bash scripts/package-test.sh
