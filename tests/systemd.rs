@@ -208,6 +208,8 @@ fn the_directives_vmshot_relies_on_are_there() {
         // libnuma (through libvirt.so) calls it before main(): without it the
         // syscall filter kills vmshot at every start.
         ("Service", "SystemCallFilter", "set_mempolicy"),
+        // The OCR child's nice 10 (src/diagnose/ocr.rs).
+        ("Service", "SystemCallFilter", "setpriority"),
         ("Install", "WantedBy", "multi-user.target"),
     ];
     let missing: Vec<String> = expected
@@ -227,12 +229,11 @@ fn the_directives_vmshot_relies_on_are_there() {
         .map(|(_, _, v)| v.as_str())
         .collect();
     let position = |v: &str| filters.iter().position(|f| *f == v);
-    match (
-        position("~@privileged @resources"),
-        position("set_mempolicy"),
-    ) {
-        (Some(exclusion), Some(exception)) if exclusion < exception => {}
-        _ => panic!("set_mempolicy must be allowed after @resources is excluded: {filters:?}"),
+    for allowed in ["set_mempolicy", "setpriority"] {
+        match (position("~@privileged @resources"), position(allowed)) {
+            (Some(exclusion), Some(exception)) if exclusion < exception => {}
+            _ => panic!("{allowed} must be allowed after @resources is excluded: {filters:?}"),
+        }
     }
 }
 
