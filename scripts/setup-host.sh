@@ -23,6 +23,7 @@ packages=(
     grub-pc-bin grub-common xorriso                         # fixtures/grub: GRUB's BIOS modules, grub-mkrescue and grub-mkimage (no boot loader of the host's)
     initramfs-tools-core busybox                            # fixtures/initramfs: mkinitramfs and the BusyBox shell of the initramfs guest
     chromium chromium-driver                                # tests/ui.rs: the live page in headless Chromium, through chromedriver
+    dpkg-dev debootstrap qemu-utils e2fsprogs               # scripts/package-test.sh: cargo deb's dependencies (dpkg-shlibdeps), the guest's Debian 12 image
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -46,6 +47,15 @@ fi
 if ! command -v cargo >/dev/null; then
     echo "setup-host.sh: cargo is missing: install Rust (rustup) first" >&2
     exit 1
+fi
+
+# The Debian package is built by cargo-deb, pinned: where it puts units, what
+# it strips and the maintainer scripts it writes change between its versions,
+# and the package should not change with the day it was built.
+cargo_deb=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb" ]; then
+    echo "setup-host.sh: installing cargo-deb $cargo_deb" >&2
+    nice -n 19 cargo install --locked --quiet cargo-deb --version "$cargo_deb"
 fi
 
 # On a host with systemd, libvirtd is socket-activated; elsewhere start it here.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up the host and run every test: unit tests, and integration tests that boot
-# real QEMU guests (TCG) under a real libvirtd. The fixture guests are removed
+# Set up the host and run every test: unit tests, integration tests that boot
+# real QEMU guests (TCG) under a real libvirtd, and the Debian package's test. The fixture guests are removed
 # afterwards unless VMSHOT_KEEP_FIXTURES=1 (a later run then reuses them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +18,6 @@ bash scripts/check-layers.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# The Debian package on a fresh Debian 12 booted under systemd: a release
+# build, once a Debian 12 image (cached in target/pkgtest), then a VM run.
+bash scripts/package-test.sh

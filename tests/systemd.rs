@@ -18,7 +18,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const UNIT: &str = include_str!("../systemd/vmshot.service");
-const EXEC_START: &str = "/usr/local/bin/vmshot serve --config /etc/vmshot/vmshot.toml";
+// Where the Debian package puts the binary, and the manual install too.
+const EXEC_START: &str = "/usr/bin/vmshot serve --config /etc/vmshot/vmshot.toml";
 
 /// `systemd-analyze` with its arguments, or a failure that says what to install.
 fn systemd_analyze(args: &[&str]) -> Output {
@@ -135,7 +136,8 @@ fn verify_check_catches_a_misspelt_directive() {
 }
 
 /// `systemd-analyze security` scores what a compromised vmshot could still do
-/// (0 = nothing, 10 = everything); the unit scores 1.4 ("OK") with systemd 252.
+/// (0 = nothing, 10 = everything); the unit scores 1.7 ("OK") with systemd 252
+/// (1.4 before CAP_DAC_READ_SEARCH, which reads guests' serial logs).
 /// A higher score means some hardening was lost.
 #[test]
 fn sandbox_exposure_stays_low() {
@@ -148,7 +150,7 @@ fn sandbox_exposure_stays_low() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in:\n{all}"));
-    assert!(score <= 2.0, "exposure {score} > 2.0:\n{all}");
+    assert!(score <= 1.7, "exposure {score} > 1.7:\n{all}");
 }
 
 /// `(section, key, value)` for every assignment, in order.
@@ -193,11 +195,21 @@ fn the_directives_vmshot_relies_on_are_there() {
         // The sandbox.
         ("Service", "ProtectSystem", "strict"),
         ("Service", "NoNewPrivileges", "yes"),
-        ("Service", "CapabilityBoundingSet", ""),
+        // One capability, to read virtlogd's root-only logs, and the secrets
+        // it would otherwise open up hidden.
+        ("Service", "CapabilityBoundingSet", "CAP_DAC_READ_SEARCH"),
+        ("Service", "AmbientCapabilities", "CAP_DAC_READ_SEARCH"),
+        (
+            "Service",
+            "InaccessiblePaths",
+            "-/etc/libvirt -/var/lib/libvirt",
+        ),
         ("Service", "SystemCallFilter", "@system-service"),
         // libnuma (through libvirt.so) calls it before main(): without it the
         // syscall filter kills vmshot at every start.
         ("Service", "SystemCallFilter", "set_mempolicy"),
+        // The OCR child's nice 10 (src/diagnose/ocr.rs).
+        ("Service", "SystemCallFilter", "setpriority"),
         ("Install", "WantedBy", "multi-user.target"),
     ];
     let missing: Vec<String> = expected
@@ -208,19 +220,20 @@ fn the_directives_vmshot_relies_on_are_there() {
     assert!(missing.is_empty(), "missing from the unit: {missing:?}");
 
     // Later SystemCallFilter= lines edit the set the earlier ones made: the
-    // exception only counts after the exclusion.
+    // exception only counts after the exclusion. (@privileged also holds
+    // open_by_handle_at, with which CAP_DAC_READ_SEARCH would reach files the
+    // mount namespace hides.)
     let filters: Vec<&str> = all
         .iter()
         .filter(|(s, k, _)| s == "Service" && k == "SystemCallFilter")
         .map(|(_, _, v)| v.as_str())
         .collect();
     let position = |v: &str| filters.iter().position(|f| *f == v);
-    match (
-        position("~@privileged @resources"),
-        position("set_mempolicy"),
-    ) {
-        (Some(exclusion), Some(exception)) if exclusion < exception => {}
-        _ => panic!("set_mempolicy must be allowed after @resources is excluded: {filters:?}"),
+    for allowed in ["set_mempolicy", "setpriority"] {
+        match (position("~@privileged @resources"), position(allowed)) {
+            (Some(exclusion), Some(exception)) if exclusion < exception => {}
+            _ => panic!("{allowed} must be allowed after @resources is excluded: {filters:?}"),
+        }
     }
 }
 

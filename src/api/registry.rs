@@ -215,6 +215,16 @@ mod tests {
         assert_eq!(named, known, "every dialect is documented in vmshot.toml");
     }
 
+    /// The Debian package's /etc/vmshot/vmshot.toml must start the daemon
+    /// on a fresh install, where no secret file exists yet: no dialect.
+    #[test]
+    fn the_packaged_configuration_needs_no_secret() {
+        let packaged =
+            config::Config::parse(include_str!("../../packaging/deb/vmshot.toml")).unwrap();
+        assert!(packaged.dialects.is_empty(), "{:?}", packaged.dialects);
+        assert!(packaged.store.is_some(), "the package's store is on");
+    }
+
     #[test]
     fn a_dialect_checks_its_own_section() {
         let section: toml::Table = toml::from_str("throttle = 1").unwrap();

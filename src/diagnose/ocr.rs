@@ -114,9 +114,21 @@ impl Ocr {
             .stderr(Stdio::null())
             .kill_on_drop(true);
         // SAFETY: between fork and exec the closure makes only the
-        // async-signal-safe setpriority and setrlimit system calls.
+        // async-signal-safe prctl, setpriority and setrlimit system calls.
         unsafe {
             command.pre_exec(move || {
+                // systemd/vmshot.service gives vmshot CAP_DAC_READ_SEARCH as
+                // an ambient capability, which exec would pass on: the OCR
+                // reads what a guest puts on its screen and needs none.
+                // Variadic: each argument as the unsigned long the kernel reads.
+                let clear = libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong;
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    clear,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
                 libc::setpriority(libc::PRIO_PROCESS, 0, OCR_NICE);
                 let limit = |resource, value| {
                     let rlim = libc::rlimit {
