@@ -23,6 +23,7 @@ packages=(
     grub-pc-bin grub-common xorriso                         # fixtures/grub: GRUB's BIOS modules, grub-mkrescue and grub-mkimage (no boot loader of the host's)
     initramfs-tools-core busybox                            # fixtures/initramfs: mkinitramfs and the BusyBox shell of the initramfs guest
     chromium chromium-driver                                # tests/ui.rs: the live page in headless Chromium, through chromedriver
+    make                                                    # fuzz/run.sh: cargo-afl builds AFL++ with make (and gcc)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -18,3 +18,5 @@ bash scripts/check-layers.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# Every fuzz target for 20 s under AFL++ (docs/RELIABILITY.md, "Hostile input").
+bash fuzz/run.sh 20

@@ -150,3 +150,108 @@ fn png_error(err: png::DecodingError) -> DecodeError {
         other => DecodeError::Corrupt(format!("PNG: {other}")),
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pixels of a small screen in one of the layouts the encoders write.
+    fn screen() -> impl Strategy<Value = (usize, usize, png::ColorType, Vec<u8>)> {
+        let color = prop_oneof![
+            Just(png::ColorType::Rgb),
+            Just(png::ColorType::Rgba),
+            Just(png::ColorType::Grayscale),
+            Just(png::ColorType::GrayscaleAlpha),
+        ];
+        (1usize..24, 1usize..24, color).prop_flat_map(|(w, h, color)| {
+            let len = w * h * color.samples();
+            proptest::collection::vec(any::<u8>(), len).prop_map(move |px| (w, h, color, px))
+        })
+    }
+
+    fn png_of(w: usize, h: usize, color: png::ColorType, pixels: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, w as u32, h as u32);
+        encoder.set_color(color);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(pixels).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    /// A screen, if the payload is one, holds exactly its size in pixels:
+    /// the encoders trust that.
+    fn check(payload: &[u8]) {
+        if let Ok((_, frame)) = decode(payload.to_vec(), "image/png", &Limits::default()) {
+            let size = frame.width * frame.height * frame.layout.bytes_per_pixel();
+            assert_eq!(frame.pixels().len(), size);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// A PNG written by an encoder is decoded to its own pixels (gray
+        /// with alpha to its gray).
+        #[test]
+        fn png_round_trips((w, h, color, pixels) in screen()) {
+            let payload = png_of(w, h, color, &pixels);
+            let (format, frame) = decode(payload, "image/png", &Limits::default()).unwrap();
+            prop_assert_eq!(format, SourceFormat::Png);
+            prop_assert_eq!((frame.width, frame.height), (w, h));
+            let want: Vec<u8> = match color {
+                png::ColorType::GrayscaleAlpha => pixels.chunks(2).map(|ga| ga[0]).collect(),
+                _ => pixels,
+            };
+            prop_assert_eq!(frame.pixels(), &want[..]);
+        }
+
+        /// A PPM as QEMU writes it is decoded to its own pixels, in place;
+        /// at another depth, to pixels scaled to 8 bits.
+        #[test]
+        fn ppm_round_trips(w in 1usize..24, h in 1usize..24, gray in any::<bool>(), maxval in prop_oneof![Just(255usize), 1usize..65536], seed in any::<u64>()) {
+            let channels = if gray { 1 } else { 3 };
+            let wide = maxval > 255;
+            let samples: Vec<usize> = (0..w * h * channels)
+                .map(|i| (seed as usize).wrapping_mul(i + 1).wrapping_add(i) % (maxval + 1))
+                .collect();
+            let mut payload = format!("P{} {w} {h} {maxval}\n", if gray { 5 } else { 6 }).into_bytes();
+            for s in &samples {
+                if wide {
+                    payload.extend_from_slice(&(*s as u16).to_be_bytes());
+                } else {
+                    payload.push(*s as u8);
+                }
+            }
+            let (format, frame) = decode(payload, "image/x-portable-pixmap", &Limits::default()).unwrap();
+            prop_assert_eq!(format, SourceFormat::Ppm);
+            prop_assert_eq!((frame.width, frame.height), (w, h));
+            let want: Vec<u8> = samples.iter().map(|s| ((s * 255 + maxval / 2) / maxval) as u8).collect();
+            prop_assert_eq!(frame.pixels(), &want[..]);
+        }
+
+        /// Any payload, or a valid one with a byte changed, is a screen of
+        /// exactly its size or an error.
+        #[test]
+        fn any_payload_is_an_answer(
+            (w, h, color, pixels) in screen(),
+            at in any::<prop::sample::Index>(),
+            to in any::<u8>(),
+            junk in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut payload = png_of(w, h, color, &pixels);
+            let i = at.index(payload.len());
+            payload[i] = to;
+            check(&payload);
+            check(&junk);
+            let mut ppm = format!("P6 {w} {h} 255\n").into_bytes();
+            ppm.extend(std::iter::repeat_n(9, w * h * 3));
+            let i = at.index(ppm.len());
+            ppm[i] = to;
+            check(&ppm);
+        }
+    }
+}

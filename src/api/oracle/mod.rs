@@ -17,8 +17,10 @@
 //!
 //! The dialect needs the store: without `[store]` it refuses to mount.
 
+// What the fuzz target drives (see `api::fuzzing`).
 mod config;
 pub(crate) mod credentials;
+pub(super) mod fuzz;
 mod params;
 mod wire;
 

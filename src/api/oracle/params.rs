@@ -419,3 +419,31 @@ mod tests {
         assert_eq!(lookup_id(&short, &BTreeMap::new()), "web-01");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::fuzzing::strategies;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Any body is a request or a refusal, never a panic; the clients'
+        /// own body is read as written.
+        #[test]
+        fn bodies_never_panic(body in strategies::body(), field in strategies::json(), vm in "[a-z0-9]{1,8}") {
+            let _ = parse_create(&body, "acme");
+            let _ = parse_update(&body, "/Compute-acme/jack/vm1/1", "/Compute-acme/jack/vm1", "");
+            for name in ["instance", "account", "cancel", "name"] {
+                let shaped = serde_json::json!({ name: field.clone() }).to_string();
+                let _ = parse_create(shaped.as_bytes(), "acme");
+                let _ = parse_update(shaped.as_bytes(), "n", "i", "a");
+            }
+            let instance = format!("/Compute-acme/jack/{vm}");
+            let asked = parse_create(serde_json::json!({ "instance": instance }).to_string().as_bytes(), "acme").unwrap();
+            prop_assert_eq!(asked.instance.to_string(), instance);
+        }
+    }
+}
