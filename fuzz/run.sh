@@ -40,36 +40,42 @@ if ! git diff --quiet -- Cargo.lock 2>/dev/null; then
     echo "fuzz: Cargo.lock gained entries: commit fuzz/Cargo.lock" >&2
 fi
 
-targets=$(ls corpus)
-results=()
-crashes_total=0
-for target in $targets; do
-    out=target/afl/$target
+# One target: AFL++ for $secs from its corpus; its row of the table in
+# target/afl/<target>/row, its crashes copied to regressions/<target>/.
+fuzz_one() {
+    local target=$1 out=target/afl/$1
     rm -rf "$out"
     mkdir -p "$out"
     echo "fuzz: $target for ${secs}s" >&2
     # No UI, no CPU binding (CI shares the cores), no core-dump setup (a
     # sandbox cannot change /proc/sys/kernel/core_pattern); 2 s per input.
-    AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_FAST_CAL=1 \
+    if ! AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_FAST_CAL=1 \
         AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_SKIP_CRASHES=1 \
         nice -n 19 cargo afl fuzz -V "$secs" -t 2000 -i "corpus/$target" -o "$out" \
-        -- "$bin" "$target" >"$out/log" 2>&1 || {
+        -- "$bin" "$target" >"$out/log" 2>&1; then
         echo "fuzz: afl-fuzz failed on $target:" >&2
         tail -20 "$out/log" >&2
-        exit 1
-    }
-    stats=$out/default/fuzzer_stats
-    stat() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$stats"; }
-    crashes=$(stat saved_crashes)
-    hangs=$(stat saved_hangs)
-    results+=("$target $(stat run_time) $(stat execs_done) $(stat execs_per_sec) $(stat edges_found) $crashes $hangs")
-    if [ "${crashes:-0}" != 0 ]; then
-        crashes_total=$((crashes_total + crashes))
-        mkdir -p "regressions/$target"
-        for crash in "$out"/default/crashes/id:*; do
-            cp "$crash" "regressions/$target/crash-$(sha1sum "$crash" | cut -c1-16)"
-        done
+        return 1
     fi
+    local stats=$out/default/fuzzer_stats
+    field() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$stats"; }
+    echo "$target $(field run_time) $(field execs_done) $(field execs_per_sec) $(field edges_found) $(field saved_crashes) $(field saved_hangs)" >"$out/row"
+    for crash in "$out"/default/crashes/id:*; do
+        [ -e "$crash" ] || continue
+        mkdir -p "regressions/$target"
+        cp "$crash" "regressions/$target/crash-$(sha1sum "$crash" | cut -c1-16)"
+    done
+}
+export -f fuzz_one
+export secs bin
+
+# FUZZ_JOBS targets at a time (default 1: CI shares two cores with others).
+printf '%s\n' $(ls corpus) | xargs -P "${FUZZ_JOBS:-1}" -I{} bash -c 'fuzz_one {}'
+results=()
+crashes_total=0
+for row in target/afl/*/row; do
+    results+=("$(cat "$row")")
+    crashes_total=$((crashes_total + $(cut -d' ' -f6 "$row")))
 done
 
 table() {
@@ -82,7 +88,7 @@ table() {
     done
 }
 report=$(
-    echo "\`bash fuzz/run.sh $secs\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(cargo afl --version 2>/dev/null | head -1):"
+    echo "\`FUZZ_JOBS=${FUZZ_JOBS:-1} bash fuzz/run.sh $secs\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(cargo afl --version 2>/dev/null | head -1):"
     echo
     table
 )

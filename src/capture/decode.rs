@@ -123,6 +123,14 @@ fn decode_png(payload: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
     check_dimensions(width, height, limits)?;
     let mut buf = vec![0; reader.output_buffer_size()];
     let out = reader.next_frame(&mut buf).map_err(png_error)?;
+    // An animated PNG's first frame may cover less than the image (its
+    // fcTL): that is not a screen, and a frame must hold its size in pixels.
+    if (out.width as usize, out.height as usize) != (width, height) {
+        return Err(DecodeError::Corrupt(format!(
+            "the PNG's first frame is {}x{} of a {width}x{height} image",
+            out.width, out.height
+        )));
+    }
     buf.truncate(out.buffer_size());
     // Read through IEND: a stream cut after its last IDAT is still truncated.
     reader.finish().map_err(png_error)?;
@@ -148,6 +156,22 @@ fn png_error(err: png::DecodingError) -> DecodeError {
             DecodeError::Truncated("PNG data".into())
         }
         other => DecodeError::Corrupt(format!("PNG: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found with the fuzz target `screenshot`'s size check, on an input
+    /// written for it (fuzz/regressions/screenshot) after reading this code:
+    /// an APNG whose first frame (fcTL) is 2x2 of a 4x4 image decoded to a
+    /// 4x4 frame holding 2x2 pixels, which the encoders would read past.
+    #[test]
+    fn a_first_frame_smaller_than_the_image_is_refused() {
+        let payload = include_bytes!("../../fuzz/regressions/screenshot/apng-small-first-frame");
+        let err = decode(payload.to_vec(), "image/png", &Limits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::Corrupt(_)), "{err}");
     }
 }
 

@@ -28,12 +28,18 @@ pub(in crate::api) fn request(r: &Request<'_>) -> bool {
         }
     }
     if let Ok(name) = ObjectName::parse(r.path) {
-        let child = name.child_in(DOMAIN, "user", "0");
-        // What a capture's name is rendered as is read back as that name.
-        assert_eq!(ObjectName::parse(&child.to_string()).ok(), Some(child));
+        // What a name is written as is read back as that name.
+        assert_eq!(ObjectName::parse(&name.to_string()).as_ref(), Ok(&name));
         let _ = name.relative();
     }
     if let Ok(create) = params::parse_create(r.body, DOMAIN) {
+        // A capture is created only under a name it can be found by again.
+        let user = "jack.jones@example.com";
+        let id = "5b8c0d3e-0000-4000-8000-000000000001";
+        if let Ok(name) = params::capture_name(&create.instance, DOMAIN, user, id) {
+            let found = ObjectName::parse_in(&name.to_string(), DOMAIN);
+            assert_eq!(found.as_ref(), Ok(&name), "a capture named beyond reach");
+        }
         let instance = create.instance.to_string();
         let _ = params::parse_update(r.body, r.path, &instance, &create.account);
     }
