@@ -18,5 +18,6 @@ bash scripts/check-layers.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
-# Every fuzz target for 20 s under AFL++ (docs/RELIABILITY.md, "Hostile input").
-bash fuzz/run.sh 20
+# Every fuzz target for 20 s under AFL++ (docs/RELIABILITY.md, "Hostile input"),
+# built where the next run on this machine finds it again.
+FUZZ_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/vmshot-fuzz-target" bash fuzz/run.sh 20

@@ -112,6 +112,7 @@ pub fn decode(
 }
 
 fn decode_png(payload: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
+    check_palette(payload)?;
     let mut decoder = png::Decoder::new(payload);
     // Palettes and sub-byte depths become 8-bit gray/RGB(A); 16-bit becomes 8.
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -150,6 +151,25 @@ fn decode_png(payload: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
     Ok(frame)
 }
 
+/// `png` 0.17 (and 0.18) panics expanding a palette whose PLTE chunk is not
+/// whole RGB entries (found by the fuzz target `screenshot`); PNG allows 1 to
+/// 256 of them, so any other PLTE is refused before the decoder sees it.
+fn check_palette(payload: &[u8]) -> Result<(), DecodeError> {
+    // Chunks after the signature: length, type, data, CRC; each step moves
+    // at least 12 bytes, so the walk ends.
+    let mut at = 8;
+    while let Some(head) = payload.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if &head[4..] == b"PLTE" && (len == 0 || len % 3 != 0 || len > 3 * 256) {
+            return Err(DecodeError::Corrupt(format!(
+                "PNG: a palette of {len} bytes"
+            )));
+        }
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    Ok(())
+}
+
 fn png_error(err: png::DecodingError) -> DecodeError {
     match err {
         png::DecodingError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -172,6 +192,30 @@ mod tests {
         let payload = include_bytes!("../../fuzz/regressions/screenshot/apng-small-first-frame");
         let err = decode(payload.to_vec(), "image/png", &Limits::default()).unwrap_err();
         assert!(matches!(err, DecodeError::Corrupt(_)), "{err}");
+    }
+
+    /// Found by the fuzz target `screenshot` (18 inputs in 240 s, all this
+    /// one bug, kept in fuzz/regressions/screenshot): a PLTE chunk of 1 or 2
+    /// bytes made `png` panic (slice index) when expanding the palette.
+    #[test]
+    fn a_palette_of_partial_entries_is_refused() {
+        let payload = include_bytes!("../../fuzz/regressions/screenshot/crash-29e99de4a34ed623");
+        let err = decode(payload.to_vec(), "image/png", &Limits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::Corrupt(_)), "{err}");
+        // The same image with whole entries still decodes.
+        let png = |plte: &[u8]| {
+            let mut out = Vec::new();
+            let mut encoder = png::Encoder::new(&mut out, 2, 1);
+            encoder.set_color(png::ColorType::Indexed);
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder.set_palette(plte.to_vec());
+            let mut writer = encoder.write_header().unwrap();
+            writer.write_image_data(&[0, 0]).unwrap();
+            writer.finish().unwrap();
+            out
+        };
+        let (_, frame) = decode(png(&[1, 2, 3]), "image/png", &Limits::default()).unwrap();
+        assert_eq!(frame.pixels(), [1, 2, 3, 1, 2, 3]);
     }
 }
 
