@@ -160,7 +160,7 @@ fn check_palette(payload: &[u8]) -> Result<(), DecodeError> {
     let mut at = 8;
     while let Some(head) = payload.get(at..at + 8) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if &head[4..] == b"PLTE" && (len == 0 || len % 3 != 0 || len > 3 * 256) {
+        if &head[4..] == b"PLTE" && (len == 0 || !len.is_multiple_of(3) || len > 3 * 256) {
             return Err(DecodeError::Corrupt(format!(
                 "PNG: a palette of {len} bytes"
             )));
