@@ -25,6 +25,8 @@ declare -A may_use=(
     [diagnose]="frame"
     [server]="api service store capture hypervisor auth config daemon frame"
     [cli]="server api service capture hypervisor config daemon frame"
+    # The fuzz targets' entry points (fuzz/): beside the top, like cli.
+    [fuzzing]="api capture diagnose hypervisor serial"
 )
 # Known exceptions, each with the work that removes it (none today).
 exceptions=()

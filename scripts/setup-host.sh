@@ -24,6 +24,7 @@ packages=(
     initramfs-tools-core busybox                            # fixtures/initramfs: mkinitramfs and the BusyBox shell of the initramfs guest
     chromium chromium-driver                                # tests/ui.rs: the live page in headless Chromium, through chromedriver
     dpkg-dev debootstrap qemu-utils e2fsprogs               # scripts/package-test.sh: cargo deb's dependencies (dpkg-shlibdeps), the guest's Debian 12 image
+    make                                                    # fuzz/run.sh: cargo-afl builds AFL++ with make (and gcc)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -21,3 +21,6 @@ cargo test --locked
 # The Debian package on a fresh Debian 12 booted under systemd: a release
 # build, once a Debian 12 image (cached in target/pkgtest), then a VM run.
 bash scripts/package-test.sh
+# Every fuzz target for 20 s under AFL++ (docs/RELIABILITY.md, "Hostile input"),
+# built where the next run on this machine finds it again.
+FUZZ_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/vmshot-fuzz-target" bash fuzz/run.sh 20

@@ -18,6 +18,9 @@ pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod diagnose;
 pub(crate) mod frame;
+/// The fuzz targets' entry points (`fuzz/`): not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hypervisor;
 pub mod record;
 pub(crate) mod serial;

@@ -92,3 +92,35 @@ mod tests {
         assert_eq!(strip_port("a:b"), "a:b");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use std::net::SocketAddr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// A configured name is accepted with any port or none, in any case;
+        /// any `Host` at all is an answer, never a panic.
+        #[test]
+        fn configured_names_are_accepted(
+            name in "[a-z][a-z0-9.-]{0,20}",
+            port in proptest::option::of(any::<u16>()),
+            upper in any::<bool>(),
+            junk in "\\[?[0-9a-f:.]{0,20}\\]?(:[0-9]{0,6})?|\\PC{0,30}",
+        ) {
+            let hosts = HostNames::new(std::slice::from_ref(&name));
+            let mut host = if upper { name.to_ascii_uppercase() } else { name.clone() };
+            if let Some(port) = port {
+                host = format!("{host}:{port}");
+            }
+            prop_assert!(hosts.accepts(&host, None));
+            let local = LocalAddr(SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let _ = hosts.accepts(&junk, Some(local));
+        }
+    }
+}

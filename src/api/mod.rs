@@ -6,6 +6,7 @@
 
 pub mod alibaba;
 mod aws;
+pub(crate) mod fuzzing;
 mod host;
 mod huawei;
 mod marketplace;

@@ -99,3 +99,40 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever the header, a span served lies inside the body, and
+        /// `Content-Range` says so.
+        #[test]
+        fn a_span_lies_inside_the_body(
+            header in "(bytes=)?[ 0-9,-]{0,24}|\\PC{0,70}",
+            len in prop_oneof![Just(0u64), 1u64..1000, Just(u64::MAX)],
+        ) {
+            match Span::of(Some(&header), len) {
+                Span::Bytes(a, b) => {
+                    prop_assert!(a <= b && b < len, "{header:?} of {len}: {a}-{b}");
+                    prop_assert_eq!(Span::Bytes(a, b).content_range(len), Some(format!("bytes {a}-{b}/{len}")));
+                }
+                Span::Unsatisfiable | Span::Whole => {}
+            }
+        }
+
+        /// A span written as the RFC writes it is read back as itself.
+        #[test]
+        fn a_written_span_is_read_back(len in 1u64..1_000_000, a in 0u64..1_000_000, n in 1u64..1000) {
+            let a = a % len;
+            let b = (a + n - 1).min(len - 1);
+            prop_assert_eq!(Span::of(Some(&format!("bytes={a}-{b}")), len), Span::Bytes(a, b));
+            prop_assert_eq!(Span::of(Some(&format!("bytes={a}-")), len), Span::Bytes(a, len - 1));
+            prop_assert_eq!(Span::of(Some(&format!("bytes=-{n}")), len), Span::Bytes(len.saturating_sub(n), len - 1));
+        }
+    }
+}

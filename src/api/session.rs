@@ -458,3 +458,62 @@ mod tests {
         assert_eq!(from_cookie_headers(&ORACLE, []), Err(SessionError::Missing));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const POLICY: Policy = Policy {
+        lifetime: Duration::from_secs(1800),
+        cap: Duration::from_secs(10_800),
+    };
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// A sealed session opens as itself until it expires, under its own
+        /// key and use only; any one byte of the cookie changed, and it is
+        /// refused.
+        #[test]
+        fn sealed_sessions_open_and_nothing_else_does(
+            user in "[A-Za-z0-9._@+-]{1,64}",
+            grant in any::<[u8; 32]>(),
+            now in 0u64..4_102_444_800,
+            later in 0u64..1800,
+            at in any::<prop::sample::Index>(),
+            to in any::<u8>(),
+        ) {
+            let key = CookieKey::from_bytes(&ORACLE, &[3; 32]).unwrap();
+            let session = Session::begin(&user, grant, now, POLICY);
+            let value = session.seal(&key);
+            prop_assert!(value.len() <= MAX_VALUE);
+            prop_assert_eq!(Session::open(&key, &value, now + later), Ok(session.clone()));
+            prop_assert_eq!(Session::open(&key, &value, now + 1800), Err(SessionError::Expired));
+            let other = CookieKey::from_bytes(&ORACLE, &[4; 32]).unwrap();
+            prop_assert_eq!(Session::open(&other, &value, now), Err(SessionError::BadSignature));
+
+            let mut bytes = value.clone().into_bytes();
+            let i = at.index(bytes.len());
+            prop_assume!(bytes[i] != to);
+            bytes[i] = to;
+            let changed = String::from_utf8_lossy(&bytes);
+            prop_assert!(Session::open(&key, &changed, now).is_err(), "{} opened", changed);
+        }
+
+        /// Whatever the `Cookie` headers and the value, reading them is an
+        /// answer, never a panic.
+        #[test]
+        fn cookies_never_panic(
+            headers in proptest::collection::vec("((nimbula|a|__Host-vmshot-ui)=\"?[ -~]{0,40}\"?;? ?){0,3}", 0..3),
+            value in "(v1\\.)?[A-Za-z0-9_.-]{0,80}",
+        ) {
+            let key = CookieKey::from_bytes(&ORACLE, &[3; 32]).unwrap();
+            if let Ok(found) = from_cookie_headers(&ORACLE, headers.iter().map(String::as_str)) {
+                let _ = Session::open(&key, found, 0);
+            }
+            let _ = Session::open(&key, &value, 0);
+        }
+    }
+}

@@ -86,8 +86,13 @@ impl KeyStore {
             message,
         };
         let text = read_secret_text(path)?;
-        let file: KeyFile = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
-        Self::from_keys(file.key).map_err(parse_error)
+        Self::parse(&text).map_err(parse_error)
+    }
+
+    /// A key file's text (`[[key]]` tables).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: KeyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_keys(file.key)
     }
 
     pub fn from_keys(keys: Vec<AccessKey>) -> Result<Self, String> {

@@ -112,6 +112,7 @@ pub fn decode(
 }
 
 fn decode_png(payload: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
+    check_palette(payload)?;
     let mut decoder = png::Decoder::new(payload);
     // Palettes and sub-byte depths become 8-bit gray/RGB(A); 16-bit becomes 8.
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -123,6 +124,14 @@ fn decode_png(payload: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
     check_dimensions(width, height, limits)?;
     let mut buf = vec![0; reader.output_buffer_size()];
     let out = reader.next_frame(&mut buf).map_err(png_error)?;
+    // An animated PNG's first frame may cover less than the image (its
+    // fcTL): that is not a screen, and a frame must hold its size in pixels.
+    if (out.width as usize, out.height as usize) != (width, height) {
+        return Err(DecodeError::Corrupt(format!(
+            "the PNG's first frame is {}x{} of a {width}x{height} image",
+            out.width, out.height
+        )));
+    }
     buf.truncate(out.buffer_size());
     // Read through IEND: a stream cut after its last IDAT is still truncated.
     reader.finish().map_err(png_error)?;
@@ -142,11 +151,175 @@ fn decode_png(payload: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
     Ok(frame)
 }
 
+/// `png` 0.17 (and 0.18) panics expanding a palette whose PLTE chunk is not
+/// whole RGB entries (found by the fuzz target `screenshot`); PNG allows 1 to
+/// 256 of them, so any other PLTE is refused before the decoder sees it.
+fn check_palette(payload: &[u8]) -> Result<(), DecodeError> {
+    // Chunks after the signature: length, type, data, CRC; each step moves
+    // at least 12 bytes, so the walk ends.
+    let mut at = 8;
+    while let Some(head) = payload.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if &head[4..] == b"PLTE" && (len == 0 || !len.is_multiple_of(3) || len > 3 * 256) {
+            return Err(DecodeError::Corrupt(format!(
+                "PNG: a palette of {len} bytes"
+            )));
+        }
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    Ok(())
+}
+
 fn png_error(err: png::DecodingError) -> DecodeError {
     match err {
         png::DecodingError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             DecodeError::Truncated("PNG data".into())
         }
         other => DecodeError::Corrupt(format!("PNG: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found with the fuzz target `screenshot`'s size check, on an input
+    /// written for it (fuzz/regressions/screenshot) after reading this code:
+    /// an APNG whose first frame (fcTL) is 2x2 of a 4x4 image decoded to a
+    /// 4x4 frame holding 2x2 pixels, which the encoders would read past.
+    #[test]
+    fn a_first_frame_smaller_than_the_image_is_refused() {
+        let payload = include_bytes!("../../fuzz/regressions/screenshot/apng-small-first-frame");
+        let err = decode(payload.to_vec(), "image/png", &Limits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::Corrupt(_)), "{err}");
+    }
+
+    /// Found by the fuzz target `screenshot` (18 inputs in 240 s, all this
+    /// one bug, kept in fuzz/regressions/screenshot): a PLTE chunk of 1 or 2
+    /// bytes made `png` panic (slice index) when expanding the palette.
+    #[test]
+    fn a_palette_of_partial_entries_is_refused() {
+        let payload = include_bytes!("../../fuzz/regressions/screenshot/crash-29e99de4a34ed623");
+        let err = decode(payload.to_vec(), "image/png", &Limits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::Corrupt(_)), "{err}");
+        // The same image with whole entries still decodes.
+        let png = |plte: &[u8]| {
+            let mut out = Vec::new();
+            let mut encoder = png::Encoder::new(&mut out, 2, 1);
+            encoder.set_color(png::ColorType::Indexed);
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder.set_palette(plte.to_vec());
+            let mut writer = encoder.write_header().unwrap();
+            writer.write_image_data(&[0, 0]).unwrap();
+            writer.finish().unwrap();
+            out
+        };
+        let (_, frame) = decode(png(&[1, 2, 3]), "image/png", &Limits::default()).unwrap();
+        assert_eq!(frame.pixels(), [1, 2, 3, 1, 2, 3]);
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pixels of a small screen in one of the layouts the encoders write.
+    fn screen() -> impl Strategy<Value = (usize, usize, png::ColorType, Vec<u8>)> {
+        let color = prop_oneof![
+            Just(png::ColorType::Rgb),
+            Just(png::ColorType::Rgba),
+            Just(png::ColorType::Grayscale),
+            Just(png::ColorType::GrayscaleAlpha),
+        ];
+        (1usize..24, 1usize..24, color).prop_flat_map(|(w, h, color)| {
+            let len = w * h * color.samples();
+            proptest::collection::vec(any::<u8>(), len).prop_map(move |px| (w, h, color, px))
+        })
+    }
+
+    fn png_of(w: usize, h: usize, color: png::ColorType, pixels: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, w as u32, h as u32);
+        encoder.set_color(color);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(pixels).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    /// A screen, if the payload is one, holds exactly its size in pixels:
+    /// the encoders trust that.
+    fn check(payload: &[u8]) {
+        if let Ok((_, frame)) = decode(payload.to_vec(), "image/png", &Limits::default()) {
+            let size = frame.width * frame.height * frame.layout.bytes_per_pixel();
+            assert_eq!(frame.pixels().len(), size);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// A PNG written by an encoder is decoded to its own pixels (gray
+        /// with alpha to its gray).
+        #[test]
+        fn png_round_trips((w, h, color, pixels) in screen()) {
+            let payload = png_of(w, h, color, &pixels);
+            let (format, frame) = decode(payload, "image/png", &Limits::default()).unwrap();
+            prop_assert_eq!(format, SourceFormat::Png);
+            prop_assert_eq!((frame.width, frame.height), (w, h));
+            let want: Vec<u8> = match color {
+                png::ColorType::GrayscaleAlpha => pixels.chunks(2).map(|ga| ga[0]).collect(),
+                _ => pixels,
+            };
+            prop_assert_eq!(frame.pixels(), &want[..]);
+        }
+
+        /// A PPM as QEMU writes it is decoded to its own pixels, in place;
+        /// at another depth, to pixels scaled to 8 bits.
+        #[test]
+        fn ppm_round_trips(w in 1usize..24, h in 1usize..24, gray in any::<bool>(), maxval in prop_oneof![Just(255usize), 1usize..65536], seed in any::<u64>()) {
+            let channels = if gray { 1 } else { 3 };
+            let wide = maxval > 255;
+            let samples: Vec<usize> = (0..w * h * channels)
+                .map(|i| (seed as usize).wrapping_mul(i + 1).wrapping_add(i) % (maxval + 1))
+                .collect();
+            let mut payload = format!("P{} {w} {h} {maxval}\n", if gray { 5 } else { 6 }).into_bytes();
+            for s in &samples {
+                if wide {
+                    payload.extend_from_slice(&(*s as u16).to_be_bytes());
+                } else {
+                    payload.push(*s as u8);
+                }
+            }
+            let (format, frame) = decode(payload, "image/x-portable-pixmap", &Limits::default()).unwrap();
+            prop_assert_eq!(format, SourceFormat::Ppm);
+            prop_assert_eq!((frame.width, frame.height), (w, h));
+            let want: Vec<u8> = samples.iter().map(|s| ((s * 255 + maxval / 2) / maxval) as u8).collect();
+            prop_assert_eq!(frame.pixels(), &want[..]);
+        }
+
+        /// Any payload, or a valid one with a byte changed, is a screen of
+        /// exactly its size or an error.
+        #[test]
+        fn any_payload_is_an_answer(
+            (w, h, color, pixels) in screen(),
+            at in any::<prop::sample::Index>(),
+            to in any::<u8>(),
+            junk in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut payload = png_of(w, h, color, &pixels);
+            let i = at.index(payload.len());
+            payload[i] = to;
+            check(&payload);
+            check(&junk);
+            let mut ppm = format!("P6 {w} {h} 255\n").into_bytes();
+            ppm.extend(std::iter::repeat_n(9, w * h * 3));
+            let i = at.index(ppm.len());
+            ppm[i] = to;
+            check(&ppm);
+        }
     }
 }

@@ -83,7 +83,8 @@ impl Rules {
         Ok(rules)
     }
 
-    fn parse(text: &str) -> Result<Self, RulesError> {
+    /// A rules file's text (the fuzz target `config` reads it too).
+    pub(crate) fn parse(text: &str) -> Result<Self, RulesError> {
         let file: File = toml::from_str(text).map_err(|e| RulesError::Parse(e.to_string()))?;
         if file.rule.len() > MAX_RULES {
             return Err(RulesError::Parse(format!("more than {MAX_RULES} rules")));

@@ -7,7 +7,9 @@
 //! first, then a domain whose metadata carries the id (`service::instances`),
 //! else the id itself as a domain UUID or name.
 
+// What the fuzz target drives (see `api::fuzzing`).
 mod config;
+pub(super) mod fuzz;
 mod params;
 mod signature;
 mod wire;

@@ -7,7 +7,9 @@
 //! InstanceId → libvirt domain: the `[aws.instances]` table first, then a
 //! domain whose metadata carries the id, else the id as a domain UUID or name.
 
+// What the fuzz target drives (see `api::fuzzing`).
 mod config;
+pub(super) mod fuzz;
 mod params;
 mod sigv4;
 mod wire;

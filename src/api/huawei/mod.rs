@@ -17,7 +17,9 @@
 //! id in its metadata, else its name or UUID); records are keyed by the
 //! domain's UUID there and outlive the domain.
 
+// What the fuzz target drives (see `api::fuzzing`).
 mod config;
+pub(super) mod fuzz;
 mod params;
 mod signing;
 mod wire;

@@ -590,3 +590,64 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::fuzzing::strategies;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Every path the SDK builds is routed to what it names, its ids
+        /// decoded; any other path is `APIGW.0101` or `WKS.0001`, never a panic.
+        #[test]
+        fn routes_read_back_what_was_built(
+            project in "[0-9a-f]{32}",
+            record in "[a-z0-9 é-]{1,20}",
+            which in 0..5usize,
+            junk in "(/v2)?(/[a-z0-9%.-]{0,10}){0,5}",
+            method in "GET|POST|HEAD|PUT|[A-Z]{0,6}",
+        ) {
+            let id = percent_encoding::utf8_percent_encode(&record, percent_encoding::NON_ALPHANUMERIC);
+            let base = format!("/v2/{project}/screen-records");
+            let (method_used, path) = match which {
+                0 => ("GET", base.clone()),
+                1 => ("POST", format!("{base}/batch-delete")),
+                2 => ("GET", format!("{base}/{id}")),
+                3 => ("POST", format!("{base}/{id}/stop")),
+                _ => ("GET", format!("{base}/{id}/video")),
+            };
+            let routed = route(method_used, &path).unwrap();
+            prop_assert_eq!(routed.project(), project.as_str());
+            match routed {
+                Route::Show { id, .. } | Route::Stop { id, .. } | Route::Download { id, .. } => {
+                    prop_assert_eq!(id, record.clone());
+                }
+                Route::List { .. } | Route::BatchDelete { .. } | Route::Start { .. } => {}
+            }
+            let _ = route(&method, &junk);
+        }
+
+        /// The list's query and the bodies: read or refused, never a panic;
+        /// a limit and offset given are the ones read.
+        #[test]
+        fn queries_and_bodies_never_panic(
+            query in strategies::query(),
+            body in strategies::body(),
+            limit in 1u64..=MAX_LIMIT,
+            offset in 0u64..1000,
+        ) {
+            let now = OffsetDateTime::from_unix_timestamp(1_795_330_814).unwrap();
+            let _ = list_query(&query, now);
+            let read = list_query(&format!("limit={limit}&offset={offset}"), now).unwrap();
+            prop_assert_eq!((read.limit, read.offset), (limit, offset));
+            for content_type in [None, Some("application/json"), Some("text/plain")] {
+                let _ = start(content_type, &body);
+                let _ = batch_delete(content_type, &body);
+            }
+        }
+    }
+}

@@ -717,3 +717,196 @@ mod tests {
         assert_eq!(canonical_query(&q), "a=0&a=1&b=2&c=");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use std::collections::BTreeMap;
+
+    use axum::http::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SK: &[u8] = b"exampleSecretKey0000000000000000000000000";
+    const DATE: &str = "20261122T070014Z";
+
+    /// Python's `quote(s, safe='~')`, as the SDK encodes.
+    fn quote(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// A signer written from the SDK's `signer.py`, apart from the verifier.
+    fn sign(
+        method: &str,
+        path: &str,
+        query: &BTreeMap<String, String>,
+        headers: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> String {
+        let q: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+            .collect();
+        let h: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}:{}\n", v.trim()))
+            .collect();
+        let names = headers.keys().cloned().collect::<Vec<_>>().join(";");
+        let canonical = format!(
+            "{method}\n{path}/\n{}\n{h}\n{names}\n{}",
+            q.join("&"),
+            hex::encode(Sha256::digest(body))
+        );
+        let to_sign = format!(
+            "SDK-HMAC-SHA256\n{DATE}\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(SK).unwrap();
+        mac.update(to_sign.as_bytes());
+        format!(
+            "SDK-HMAC-SHA256 Access=AK, SignedHeaders={names}, Signature={}",
+            hex::encode(mac.finalize().into_bytes())
+        )
+    }
+
+    fn check(
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(String, Vec<u8>)],
+        body: &[u8],
+    ) -> bool {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            let Ok(value) = HeaderValue::from_bytes(value) else {
+                return false;
+            };
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
+        }
+        let request = Request {
+            method,
+            path,
+            query,
+            headers: &map,
+            body,
+        };
+        let at = parse_date(DATE).unwrap().into();
+        verify(&request, at, Duration::from_secs(900), |ak| {
+            (ak == "AK").then_some(SK)
+        })
+        .is_ok()
+    }
+
+    fn mutate(s: &[u8], at: prop::sample::Index, to: u8) -> Option<Vec<u8>> {
+        let mut s = s.to_vec();
+        let i = at.index(s.len().max(1));
+        (i < s.len() && s[i] != to).then(|| {
+            s[i] = to;
+            s
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// A request signed as the SDK signs verifies; any one byte of its
+        /// path, query, signed header values or body changed, and it fails,
+        /// unless the path or query still decodes to the same text.
+        #[test]
+        fn accepts_what_is_signed_and_nothing_else(
+            post in any::<bool>(),
+            path in "(/[a-z0-9-]{1,6}){1,4}",
+            query in proptest::collection::btree_map("[a-z_]{1,8}", "\\PC{0,10}", 0..4),
+            project in proptest::option::of("[0-9a-f]{32}"),
+            body in proptest::collection::vec(any::<u8>(), 0..40),
+            part in 0..4usize,
+            at in any::<prop::sample::Index>(),
+            to in any::<u8>(),
+        ) {
+            let method = if post { "POST" } else { "GET" };
+            let mut signed = BTreeMap::from([
+                ("host".to_owned(), "127.0.0.1:8443".to_owned()),
+                ("x-sdk-date".to_owned(), DATE.to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ]);
+            if let Some(p) = project {
+                signed.insert("x-project-id".into(), p);
+            }
+            let authorization = sign(method, &path, &query, &signed, &body);
+            let raw_query = query.iter().map(|(k, v)| format!("{}={}", quote(k), quote(v))).collect::<Vec<_>>().join("&");
+            let mut headers: Vec<(String, Vec<u8>)> =
+                signed.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+            headers.push(("authorization".into(), authorization.into_bytes()));
+            prop_assert!(check(method, &path, &raw_query, &headers, &body));
+
+            let text = |b: Option<Vec<u8>>| b.and_then(|b| String::from_utf8(b).ok());
+            match part {
+                0 => {
+                    let changed = text(mutate(path.as_bytes(), at, to));
+                    prop_assume!(changed.is_some());
+                    let changed = changed.unwrap();
+                    if check(method, &changed, &raw_query, &headers, &body) {
+                        prop_assert_eq!(percent_decode(&changed), percent_decode(&path));
+                    }
+                }
+                1 => {
+                    let changed = text(mutate(raw_query.as_bytes(), at, to));
+                    prop_assume!(changed.is_some());
+                    let changed = changed.unwrap();
+                    if check(method, &path, &changed, &headers, &body) {
+                        let sorted = |q: &str| decode_query(q).map(|mut p| { p.sort(); p });
+                        prop_assert_eq!(sorted(&changed), sorted(&raw_query));
+                    }
+                }
+                2 => {
+                    let i = at.index(headers.len() - 1);
+                    let changed = mutate(&headers[i].1, at, to);
+                    prop_assume!(changed.is_some());
+                    let mut headers = headers.clone();
+                    headers[i].1 = changed.unwrap();
+                    prop_assert!(!check(method, &path, &raw_query, &headers, &body));
+                }
+                _ => {
+                    let changed = mutate(&body, at, to);
+                    prop_assume!(changed.is_some());
+                    prop_assert!(!check(method, &path, &raw_query, &headers, &changed.unwrap()));
+                }
+            }
+        }
+
+        /// `X-Sdk-Date` written from a time is read back as that time, and
+        /// anything else is refused, never a panic.
+        #[test]
+        fn dates_round_trip(secs in 0i64..253_402_300_799, junk in "\\PC{0,20}") {
+            let t = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+            prop_assert_eq!(parse_date(&t.format(&format).unwrap()), Some(t));
+            let _ = parse_date(&junk);
+        }
+
+        /// Whatever arrives, checking it never panics.
+        #[test]
+        fn never_panics(
+            path in "\\PC{0,20}",
+            query in "([a-z%0-9]{0,6}=[ -~]{0,10}&?){0,5}",
+            authorization in "(SDK-HMAC-SHA256 )?(Access=[ -~]{0,20}, ?)?(SignedHeaders=[a-z;-]{0,30}, ?)?(Signature=[0-9a-f]{0,64})?",
+            date in "[0-9]{8}T[0-9]{6}Z|\\PC{0,16}",
+            body in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let headers = [
+                ("host".to_owned(), b"h".to_vec()),
+                ("x-sdk-date".to_owned(), date.into_bytes()),
+                ("authorization".to_owned(), authorization.into_bytes()),
+            ];
+            let _ = check("GET", &path, &query, &headers, &body);
+        }
+    }
+}

@@ -12,7 +12,9 @@
 //! may not see (another tenant's) is not found (404) in the same words as
 //! one that does not exist. Errors are `{"errorCode", "errorMessage"}`.
 
+// What the fuzz target drives (see `api::fuzzing`).
 mod config;
+pub(super) mod fuzz;
 mod wire;
 
 use axum::http::request::Parts;
@@ -227,6 +229,30 @@ mod tests {
         ] {
             let err = parse_id(bad).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Every positive id is read back as itself; anything else is a
+        /// refusal, never a panic.
+        #[test]
+        fn ids_round_trip(id in 1i64..=i64::MAX, junk in "[0-9+ -]{0,24}|\\PC{0,24}", token in "\\PC{0,40}") {
+            prop_assert_eq!(parse_id(&id.to_string()).ok(), Some(UploadId(id)));
+            // Leading zeros are let be: the same upload either way.
+            if let Ok(read) = parse_id(&junk) {
+                prop_assert!(read.0 > 0 && read.0.to_string() == junk.trim_start_matches('0'));
+            }
+            let header = format!("Bearer {token}");
+            prop_assert_eq!(bearer(Some(&header)), Some(token.trim()));
         }
     }
 }

@@ -6,9 +6,11 @@
 //! Handlers only translate: the core (`service::Live`, `Screenshots`,
 //! `Recordings`) does the work.
 
+// What the fuzz target drives (see `api::fuzzing`).
 pub(crate) mod access;
 pub(crate) mod error;
 mod files;
+pub(super) mod fuzz;
 pub(crate) mod routes;
 mod views;
 
@@ -434,5 +436,43 @@ mod tests {
         let q = Query::parse(Some("width=9999&fresh=maybe")).unwrap();
         assert!(q.number("width", 64, 640).is_err());
         assert!(q.flag("fresh").is_err());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::fuzzing::strategies;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Parameters encoded as a browser encodes a form are read back as
+        /// themselves; anything else is read or refused, never a panic.
+        #[test]
+        fn queries_round_trip(
+            pairs in proptest::collection::btree_map("\\PC{1,8}", "\\PC{0,8}", 0..5),
+            junk in strategies::query(),
+            method in "GET|POST|PUT|[A-Z]{0,5}",
+            path in "(/v1)?(/(domains|recordings|[a-z%0-9.]{0,8})){0,5}",
+        ) {
+            let enc = |s: &str| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+            };
+            let query = pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
+            prop_assume!(query.len() <= MAX_QUERY);
+            let read = Query::parse(Some(&query)).unwrap();
+            for (k, v) in &pairs {
+                prop_assert_eq!(read.get(k), Some(v.as_str()));
+            }
+            let _ = Query::parse(Some(&junk));
+            if let Ok((_, params)) = routes::find(&method, &path) {
+                for p in params {
+                    let _ = decode(p);
+                }
+            }
+        }
     }
 }

@@ -175,3 +175,27 @@ mod tests {
         assert_eq!(output(log, Some(99)), output(log, None));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::fuzzing::strategies;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Any body is a length or a refusal; the SDK's own body is read as
+        /// the length it asks, and the output has at most that many lines.
+        #[test]
+        fn bodies_never_panic(body in strategies::body(), length in 1u64..100, log in "[a-z\n]{0,200}") {
+            let _ = parse(&body);
+            let sdk = format!(r#"{{"os-getConsoleOutput": {{"length": {length}}}}}"#);
+            let asked = parse(sdk.as_bytes()).unwrap();
+            prop_assert_eq!(asked, Some(length));
+            let out = output(log.as_bytes(), asked);
+            prop_assert!(out.matches('\n').count() < length as usize);
+        }
+    }
+}

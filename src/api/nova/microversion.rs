@@ -222,3 +222,45 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Every version Nova serves, asked for in either header, is the one
+        /// settled on; and whatever the headers say, the answer is a version
+        /// or Nova's refusal.
+        #[test]
+        fn versions_round_trip(
+            minor in MIN.minor..=MAX.minor,
+            legacy in any::<bool>(),
+            junk in proptest::collection::vec("(compute )?[0-9.a-z ,-]{0,12}|\\PC{0,12}", 0..3),
+        ) {
+            let version = Version::new(2, minor);
+            let mut headers = HeaderMap::new();
+            if legacy {
+                headers.insert(LEGACY_HEADER, HeaderValue::from_str(&version.to_string()).unwrap());
+            } else {
+                headers.insert(STANDARD_HEADER, HeaderValue::from_str(&format!("compute {version}")).unwrap());
+            }
+            prop_assert_eq!(negotiate(&headers).unwrap(), version);
+            let mut echoed = HeaderMap::new();
+            echo(version, &mut echoed);
+            prop_assert_eq!(negotiate(&echoed).unwrap(), version);
+
+            let mut odd = HeaderMap::new();
+            for value in junk.iter().filter_map(|j| HeaderValue::from_str(j).ok()) {
+                odd.append(if legacy { LEGACY_HEADER } else { STANDARD_HEADER }, value);
+            }
+            if let Ok(v) = negotiate(&odd) {
+                prop_assert!((MIN..=MAX).contains(&v));
+            }
+        }
+    }
+}

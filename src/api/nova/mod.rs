@@ -15,8 +15,10 @@
 //! for that version, and then the core, which resolves the server id to its
 //! domain and decides scope on it.
 
+// What the fuzz target drives (see `api::fuzzing`).
 mod config;
 mod console;
+pub(super) mod fuzz;
 mod microversion;
 mod params;
 mod token;

@@ -580,3 +580,71 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::super::microversion::{MAX, MIN};
+    use super::*;
+    use crate::api::fuzzing::strategies;
+
+    fn version() -> impl Strategy<Value = Version> {
+        (MIN.minor..=MAX.minor).prop_map(|minor| Version::new(2, minor))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// A path the clients build is routed to what it names, its server
+        /// id decoded; anything else is a refusal, never a panic.
+        #[test]
+        fn routes_read_back_what_was_built(
+            project in proptest::option::of("[0-9a-f]{32}"),
+            server in "[a-z0-9 %é-]{1,12}",
+            request in "req-[0-9a-f-]{1,12}",
+            which in 0..3usize,
+            junk in "(/v2\\.1)?(/[a-z0-9.%-]{0,8}){0,5}",
+        ) {
+            let encoded = percent_encoding::utf8_percent_encode(&server, percent_encoding::NON_ALPHANUMERIC).to_string();
+            let prefix = project.as_ref().map(|p| format!("/{p}")).unwrap_or_default();
+            let path = match which {
+                0 => format!("/v2.1{prefix}/servers/{encoded}/action"),
+                1 => format!("/v2.1{prefix}/servers/{encoded}/os-instance-actions"),
+                _ => format!("/v2.1{prefix}/servers/{encoded}/os-instance-actions/{request}"),
+            };
+            let (asked_project, asked_server) = match route(&path).unwrap() {
+                Route::Action { project, server } | Route::List { project, server } => (project, server),
+                Route::Show { project, server, request_id } => {
+                    prop_assert_eq!(request_id, request.clone());
+                    (project, server)
+                }
+                other => return Err(TestCaseError::fail(format!("{path} → {other:?}"))),
+            };
+            prop_assert_eq!(asked_project, project);
+            prop_assert_eq!(asked_server.asked, server);
+            let _ = route(&junk);
+        }
+
+        /// The queries, at every microversion: refused or read, never a
+        /// panic; a limit read is the one asked.
+        #[test]
+        fn queries_never_panic(query in strategies::query(), version in version(), limit in 0u64..2000) {
+            let _ = list_query(Some(&query), version);
+            let _ = show_query(Some(&query), version);
+            if version.at_least(2, 58) {
+                let read = list_query(Some(&format!("limit={limit}")), version).unwrap();
+                prop_assert_eq!(read.limit, Some(limit));
+            }
+        }
+
+        /// `changes-since` as Nova writes times is read back as that time.
+        #[test]
+        fn isotimes_round_trip(secs in 0i64..4_102_444_800, junk in "\\PC{0,24}") {
+            let t = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let written = t.format(&time::format_description::well_known::Rfc3339).unwrap();
+            prop_assert_eq!(parse_isotime(&written), Some(t));
+            let _ = parse_isotime(&junk);
+        }
+    }
+}

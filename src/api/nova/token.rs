@@ -572,3 +572,24 @@ mod tests {
         assert_eq!(tokens.len(), 1);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::fuzzing::strategies;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever Keystone (or something in its place) answers, reading it
+        /// gives a caller or an error, never a panic.
+        #[test]
+        fn validations_never_panic(body in strategies::body(), user in strategies::json()) {
+            let _ = parse_validation(&body);
+            let shaped = serde_json::json!({"token": {"user": user, "project": {"id": "p"}, "roles": []}});
+            let _ = parse_validation(shaped.to_string().as_bytes());
+        }
+    }
+}

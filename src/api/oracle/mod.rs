@@ -17,8 +17,10 @@
 //!
 //! The dialect needs the store: without `[store]` it refuses to mount.
 
+// What the fuzz target drives (see `api::fuzzing`).
 mod config;
 pub(crate) mod credentials;
+pub(super) mod fuzz;
 mod params;
 mod wire;
 
@@ -453,9 +455,8 @@ impl Oracle {
         let lookup = params::lookup_id(&asked.instance, &self.config.instances);
         let user = who.id.rsplit('/').next().unwrap_or(&who.id).to_owned();
         let id = uuid::Uuid::new_v4().to_string();
-        let name = asked
-            .instance
-            .child_in(&self.config.identity_domain, &user, &id);
+        let name = params::capture_name(&asked.instance, &self.config.identity_domain, &user, &id)
+            .map_err(|e| e.to_wire())?;
         let job = self
             .jobs
             .submit(Submit {

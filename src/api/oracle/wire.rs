@@ -894,3 +894,42 @@ mod tests {
         assert!(reason.starts_with("Error capturing instance screen, last state 'in-progress' ("));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn part() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9._@+-]{1,10}".prop_filter("not . or ..", |p| p != "." && p != "..")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// A name is written as it was read: parsing what `Display` wrote
+        /// gives the same name, and its container is read back too.
+        #[test]
+        fn names_round_trip(
+            domain in "[A-Za-z0-9_.-]{1,12}",
+            user in part(),
+            parts in proptest::collection::vec(part(), 1..=MAX_PARTS),
+        ) {
+            let name = ObjectName { domain: domain.clone(), user: user.clone(), parts };
+            prop_assert_eq!(ObjectName::parse(&name.to_string()), Ok(name.clone()));
+            prop_assert_eq!(ObjectName::parse_in(&name.to_string(), &domain), Ok(name.clone()));
+            prop_assert_eq!(parse_container(&name.container()), Ok((domain, user)));
+        }
+
+        /// Anything else is a name or a refusal, never a panic.
+        #[test]
+        fn names_never_panic(name in "(/Compute-[a-z.]{0,6}/[a-z.@]{0,6})?(/[a-z0-9./%é-]{0,8}){0,6}/?") {
+            if let Ok(parsed) = ObjectName::parse(&name) {
+                prop_assert_eq!(parsed.to_string(), name.clone());
+            }
+            let _ = parse_container(&name);
+            let _ = valid_host(&name);
+        }
+    }
+}

@@ -13,6 +13,8 @@
 //! the caller falls back to screenshots and may open a new one later.
 
 mod canvas;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod rfb;
 
 use std::os::fd::OwnedFd;
