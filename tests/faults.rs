@@ -48,6 +48,18 @@ fn sha256(bytes: &[u8]) -> String {
 /// jobs and Huawei's recordings of `guest`, both uploaded to `s3`; Alibaba's
 /// screenshots (recorded as instance actions) through `alibaba_map`.
 fn stateful_config(dir: &Path, guest: &Owned, s3: &S3Server) -> (String, String) {
+    stateful_config_via(dir, guest, s3, &s3.endpoint(), "")
+}
+
+/// `stateful_config`, with the S3 target reached at `endpoint` (a proxy) and
+/// `uploads` added to the `[uploads]` section.
+fn stateful_config_via(
+    dir: &Path,
+    guest: &Owned,
+    s3: &S3Server,
+    endpoint: &str,
+    uploads: &str,
+) -> (String, String) {
     let tokens = format!(
         "[[token]]\nid = \"{HUAWEI_TOKEN}\"\nuser_id = \"user-a\"\nproject_id = \"{PROJECT_A}\"\nroles = [\"member\"]\n"
     );
@@ -57,7 +69,7 @@ fn stateful_config(dir: &Path, guest: &Owned, s3: &S3Server) -> (String, String)
          [oracle.instances]\n\"guest\" = \"{name}\"\n\n\
          [huawei]\ncredentials_file = \"@KEYS@\"\ntokens_file = \"{tokens}\"\n\n\
          [recordings]\ndir = \"{recordings}\"\n\n\
-         [uploads]\nchunk_mb = 5\nbackoff_ms = 200\nmax_backoff_secs = 2\n\n\
+         [uploads]\nchunk_mb = 5\nbackoff_ms = 200\nmax_backoff_secs = 2\n{uploads}\n\
          [[uploads.targets]]\nname = \"obs\"\nkind = \"s3\"\nendpoint = \"{endpoint}\"\n\
          bucket = \"{BUCKET}\"\nprefix = \"vmshot\"\nallow_http = true\ncredentials_file = \"{s3keys}\"\n",
         db = dir.join("vmshot.db").display(),
@@ -65,7 +77,6 @@ fn stateful_config(dir: &Path, guest: &Owned, s3: &S3Server) -> (String, String)
         name = guest.name,
         tokens = secret_file(dir, "huawei-tokens.toml", &tokens),
         recordings = dir.join("recordings").display(),
-        endpoint = s3.endpoint(),
         s3keys = s3.credentials_file(dir, None).display(),
     );
     let alibaba = format!(
@@ -989,7 +1000,7 @@ fn a_full_state_directory_refuses_new_work_in_each_dialect_and_recovers() {
     let mut row = Row::new(
         "disk-full",
         "the state directory's file system (a 16 MiB tmpfs holding the store and the recordings) filled to the last byte, then freed",
-        "new work refused in each dialect's own error shape, within 1 s, no 2xx for work that cannot be kept; the store passes `PRAGMA integrity_check` and earlier files are intact; a new job completes once space returns",
+        "new work refused within 1 s with each dialect's own 503 \"unavailable\" (Oracle's saying the storage is full), no 2xx for work that cannot be kept; the store passes `PRAGMA integrity_check` and earlier files are intact; a new job completes once space returns",
     );
     for (what, (status, code)) in &answers {
         row.figure(what, format!("{status} {code}"));
@@ -1001,9 +1012,15 @@ fn a_full_state_directory_refuses_new_work_in_each_dialect_and_recovers() {
         "a job after the space returned",
         after_done["state"].as_str().unwrap_or("?"),
     );
-    let refused = answers.iter().all(|(_, (status, code))| {
-        *status >= 400 && !code.starts_with("unshaped") && !code.is_empty()
-    });
+    let unavailable = [
+        "storage for vmshot's state is full",
+        "ServiceUnavailable",
+        "WKS.0503",
+    ];
+    let refused = answers
+        .iter()
+        .zip(unavailable)
+        .all(|((_, (status, code)), expected)| *status == 503 && code.contains(expected));
     let met = row.write(
         refused
             && !accepted_job
@@ -1214,4 +1231,448 @@ fn a_damaged_store_or_media_file_found_at_start_is_refused_never_served() {
     row.figure("the intact database back in place: starts", restored);
     let met = row.write(served_damaged == 0 && refused_db == 2 && restored);
     assert!(met, "{outcomes:#?}");
+}
+
+/// The newest upload's target: its state, attempts and error, and the
+/// upload's object key and SHA-256.
+fn newest_upload(db: &Path) -> Option<(String, i64, Option<String>, String, String)> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ok()?;
+    c.query_row(
+        "SELECT t.state, t.attempts, t.error, u.object_key, u.sha256 FROM uploads u \
+         JOIN upload_targets t ON t.upload_id = u.id ORDER BY u.id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )
+    .ok()
+}
+
+/// The object store down, slow, then answering 500s, each for 5 s in the
+/// middle of an upload (held halfway by `chunk_pause_ms`), then well again;
+/// last, answering 500s for good.
+#[test]
+fn the_object_store_down_slow_or_failing_mid_upload_delays_it_and_never_corrupts_it() {
+    use common::faulty::{Fault, Faulty};
+    let _lock = LibvirtdLock::shared();
+    ensure_libvirtd();
+    let dir = tempdir();
+    let guest = Owned::running(&format!("vmshot-fm-s3-{}", std::process::id()), PROJECT_A);
+    let s3 = S3Server::start(BUCKET);
+    let proxy = Faulty::start(s3.addr);
+    let uploads = "chunk_pause_ms = 1500\nrequest_timeout_secs = 3\nconnect_timeout_secs = 2\nmax_attempts = 12\n";
+    let (alibaba, extra) = stateful_config_via(&dir, &guest, &s3, &proxy.endpoint(), uploads);
+    let d = Daemon::start(&alibaba, &extra);
+    let cookie = oracle_login(d.addr).unwrap();
+    let db = dir.join("vmshot.db");
+    let mut outcomes = Vec::new();
+    let mut wrong = 0;
+    for fault in [Fault::Down, Fault::Slow(2048), Fault::Failing] {
+        let before = newest_upload(&db).map(|u| u.3);
+        oracle_capture_started(d.addr, &cookie);
+        common::host::wait_until("an upload under way", Duration::from_secs(30), || {
+            newest_upload(&db).is_some_and(|u| Some(&u.3) != before.as_ref() && u.0 == "uploading")
+        });
+        proxy.set(fault);
+        let fault_start = Instant::now();
+        let mut completed_during = false;
+        while fault_start.elapsed() < Duration::from_secs(5) {
+            completed_during |= newest_upload(&db).is_some_and(|u| u.0 == "completed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        proxy.set(Fault::None);
+        let cleared = Instant::now();
+        let mut last = None;
+        while cleared.elapsed() < Duration::from_secs(60) {
+            last = newest_upload(&db);
+            if last
+                .as_ref()
+                .is_some_and(|u| u.0 == "completed" || u.0 == "failed")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (state, attempts, _, key, sha) = last.expect("an upload");
+        let object = s3.object(BUCKET, &format!("vmshot/{key}"));
+        let whole = object.as_deref().map(sha256) == Some(sha);
+        if state != "completed" || !whole || (completed_during && fault != Fault::Slow(2048)) {
+            wrong += 1;
+        }
+        outcomes.push(format!(
+            "{fault:?}: {state} {} after the fault ended, {attempts} attempts, object whole: {whole}",
+            ms(cleared.elapsed())
+        ));
+    }
+    // A store that keeps failing: the upload fails, with S3's reason, never completes.
+    proxy.set(Fault::Failing);
+    let before = newest_upload(&db).map(|u| u.3);
+    oracle_capture_started(d.addr, &cookie);
+    let mut last = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        last = newest_upload(&db);
+        if last
+            .as_ref()
+            .is_some_and(|u| Some(&u.3) != before.as_ref() && u.0 == "failed")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (state, attempts, error, ..) = last.expect("an upload");
+    let error = error.unwrap_or_default();
+    let leaks = error.contains("127.0.0.1");
+    if state != "failed" || leaks {
+        wrong += 1;
+    }
+    outcomes.push(format!(
+        "500s for good: {state} after {attempts} attempts in {}, reason {error:?}",
+        ms(start.elapsed())
+    ));
+
+    let mut row = Row::new(
+        "object-store",
+        "the S3-compatible store behind a proxy that, in the middle of an upload, refuses connections, trickles 2 KiB/s, or answers every request 500 InternalError, for 5 s each; then 500s for good",
+        "each upload completes once the store is well, its object whole (SHA-256); never `completed` while the store is down or failing; a store that stays broken fails the upload after its attempts, with a reason that names no endpoint",
+    );
+    for o in &outcomes {
+        row.figure("·", o);
+    }
+    let met = row.write(wrong == 0);
+    assert!(met, "{outcomes:#?}\n{}", d.logs());
+}
+
+/// An Oracle capture of `guest` created (its interval waited out); its name.
+fn oracle_capture_started(addr: std::net::SocketAddr, cookie: &str) -> String {
+    let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match oracle(
+            addr,
+            Some(cookie),
+            "POST",
+            "/console/screencapture/",
+            Some(body.clone()),
+        ) {
+            Some(r) if r.status == 201 => return r.json()["name"].as_str().unwrap().to_owned(),
+            r => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no capture: {:?}",
+                    r.map(|r| r.text())
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// What a screenshot got: the image's size, or the dialect's error.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Got {
+    Image(u32, u32),
+    Refused(u16, String),
+    Broken(String),
+}
+
+/// The image in an Alibaba screenshot's answer (base64 in `Screenshot`).
+fn alibaba_image(answer: &Value) -> Result<image::DynamicImage, String> {
+    use base64::Engine;
+    let text = answer["Screenshot"].as_str().ok_or("no Screenshot")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())?;
+    image::load_from_memory(&bytes).map_err(|e| e.to_string())
+}
+
+/// A recording's file as its record names it: the name and the SHA-256.
+type NamedFile = (String, String);
+
+/// One screenshot asked during the guest-changes row: of which guest, when
+/// sent, how long it took, what it got.
+type Answer = (usize, Instant, Duration, Got);
+
+/// A guest destroyed, one undefined while running (then destroyed), and one
+/// rebooted (its screen 1024x768, SeaBIOS's 720x400, then 1024x768 again),
+/// each while screenshots are asked of it without pause, its VNC mirror is
+/// open and a recording of it runs.
+#[test]
+fn guests_destroyed_undefined_or_resized_under_capture_mirror_and_recording() {
+    use common::events_guest::EventsGuest;
+    let _lock = LibvirtdLock::shared();
+    ensure_libvirtd();
+    let guests = [
+        EventsGuest::define("fm-destroy", ""),
+        EventsGuest::define("fm-undefine", ""),
+        EventsGuest::define_with_boot_menu("fm-resize", 3000),
+    ];
+    for g in &guests {
+        g.start();
+    }
+    for g in &guests {
+        g.wait_ready(1, Duration::from_secs(120));
+    }
+    let dir = tempdir();
+    let mut map = String::from("throttle_interval_secs = 0\n[alibaba.instances]\n");
+    for (i, g) in guests.iter().enumerate() {
+        map += &format!("\"i-{i}\" = \"{}\"\n", g.name);
+    }
+    let d = Daemon::start(
+        &map,
+        &format!(
+            // No diagnosis watcher: its mirrors of every running guest
+            // would hide these three's in the gauge.
+            "[store]\npath = \"{}\"\n\n[recordings]\ndir = \"{}\"\n\n[ui]\n\n[diagnosis]\nenabled = false\n",
+            dir.join("vmshot.db").display(),
+            dir.join("recordings").display()
+        ),
+    );
+    let csrf = common::page::csrf(&d);
+    let recording_ids = guests.each_ref().map(|g| {
+        let r = try_send(
+            d.addr,
+            "POST",
+            &format!("/v1/domains/{}/recordings", g.name),
+            &[("X-Vmshot-Csrf", &csrf)],
+            b"",
+        )
+        .expect("an answer");
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    });
+    // Every guest's mirror holding a screen: the page above asked for one of
+    // every running domain, the host's others too, so the gauge counts
+    // those as well; each guest's own shows as its screen's generation.
+    let mirrored = |name: &str| {
+        try_send(d.addr, "GET", &format!("/v1/domains/{name}"), &[], b"")
+            .is_some_and(|r| r.status == 200 && !r.json()["screen"]["generation"].is_null())
+    };
+    common::host::wait_until("three mirrors", Duration::from_secs(60), || {
+        guests.iter().all(|g| mirrored(&g.name))
+    });
+
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let (answers, stop, addr) = (answers.clone(), stop.clone(), d.addr);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let query = screenshot_query(KEY_ID, SECRET, &format!("i-{i}"));
+                    let sent = Instant::now();
+                    let got = match try_send(addr, "GET", &format!("/?{query}"), &[], b"") {
+                        None => Got::Broken("no whole answer".into()),
+                        Some(r) if r.status == 200 => match alibaba_image(&r.json()) {
+                            Ok(img) => Got::Image(img.width(), img.height()),
+                            Err(e) => Got::Broken(format!("undecodable: {e}")),
+                        },
+                        Some(r) => match serde_json::from_slice::<Value>(&r.body)
+                            .ok()
+                            .and_then(|v| v["Code"].as_str().map(str::to_owned))
+                        {
+                            Some(code) => Got::Refused(r.status, code),
+                            None => Got::Broken(format!("{} unshaped", r.status)),
+                        },
+                    };
+                    answers.lock().unwrap().push((i, sent, sent.elapsed(), got));
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let changed = Instant::now();
+    common::host::virsh(&["destroy", &guests[0].name]);
+    let destroyed = Instant::now();
+    common::host::virsh(&["undefine", &guests[1].name]);
+    guests[2].key("KEY_R");
+    // Undefined, the guest runs on as a transient domain: under load a while.
+    std::thread::sleep(Duration::from_secs(2));
+    common::host::virsh(&["destroy", &guests[1].name]);
+    // The rebooted guest: SeaBIOS's prompt at 720x400 for 3 s, then the
+    // kernel's 1024x768 again.
+    let seen_at = |size: Got, after: Instant| {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(i, sent, _, got)| *i == 2 && *sent > after && *got == size)
+            .map(|a| a.1)
+    };
+    common::host::wait_until(
+        "the rebooted guest at 720x400",
+        Duration::from_secs(60),
+        || seen_at(Got::Image(720, 400), changed).is_some(),
+    );
+    let text_mode = seen_at(Got::Image(720, 400), changed).unwrap();
+    common::host::wait_until(
+        "the rebooted guest at 1024x768 again",
+        Duration::from_secs(60),
+        || seen_at(Got::Image(1024, 768), text_mode).is_some(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let mirror_followed = mirrored(&guests[2].name);
+    // Mirrors are keyed by UUID; each that dies is logged with it.
+    let logs = d.logs();
+    let mirrors_closed = guests[..2].iter().all(|g| {
+        logs.lines()
+            .any(|l| l.contains("VNC mirror lost") && l.contains(&g.uuid))
+    });
+
+    let answers = answers.lock().unwrap().clone();
+    let seen = |i: usize| -> BTreeSet<Got> {
+        answers
+            .iter()
+            .filter(|a| a.0 == i && a.1 > changed)
+            .map(|a| a.3.clone())
+            .collect()
+    };
+    let broken: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| matches!(a.3, Got::Broken(_)))
+        .collect();
+    let slowest = answers.iter().map(|a| a.2).max().unwrap_or_default();
+    // Once gone, a guest is refused at once.
+    let gone_after = |i: usize| {
+        answers
+            .iter()
+            .filter(|a| a.0 == i && matches!(a.3, Got::Refused(..)))
+            .map(|a| a.1 + a.2)
+            .min()
+            .map(|t| t.saturating_duration_since(destroyed))
+    };
+    let odd_sizes: Vec<Got> = seen(2)
+        .into_iter()
+        .filter(|g| {
+            !matches!(
+                g,
+                Got::Image(1024, 768)
+                    | Got::Image(720, 400)
+                    | Got::Image(640, 480)
+                    | Got::Refused(..)
+            )
+        })
+        .collect();
+
+    // The recordings: the undefined guest's ends by itself, the others are
+    // stopped here; every one's files whole, its events telling what happened.
+    let db = dir.join("vmshot.db");
+    let recording = |name: &str| -> (String, Option<String>, bool, String) {
+        let c =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let (status, reason, files): (String, Option<String>, [Option<NamedFile>; 2]) = c
+            .query_row(
+                "SELECT status, reason, video_name, video_sha256, events_name, events_sha256 \
+                 FROM recordings WHERE domain_name = ?1",
+                [name],
+                |r| {
+                    let file = |i: usize| -> rusqlite::Result<Option<NamedFile>> {
+                        Ok(r.get::<_, Option<String>>(i)?
+                            .zip(r.get::<_, Option<String>>(i + 1)?))
+                    };
+                    Ok((r.get(0)?, r.get(1)?, [file(2)?, file(4)?]))
+                },
+            )
+            .unwrap();
+        let read = |f: &Option<NamedFile>| {
+            f.as_ref().and_then(|(n, sha)| {
+                let bytes = std::fs::read(dir.join("recordings").join(n)).ok()?;
+                (sha256(&bytes) == *sha).then_some(bytes)
+            })
+        };
+        let whole = files.iter().all(|f| read(f).is_some());
+        let events = String::from_utf8(read(&files[1]).unwrap_or_default()).unwrap();
+        (status, reason, whole, events)
+    };
+    common::host::wait_until(
+        "the undefined guest's recording ended",
+        Duration::from_secs(30),
+        || recording(&guests[1].name).0 != "RECORDING",
+    );
+    // The destroyed guest's recording waits for it to start again, until it
+    // is undefined too.
+    let waited_while_off = recording(&guests[0].name).0 == "RECORDING";
+    common::host::virsh(&["undefine", &guests[0].name]);
+    let undefined = Instant::now();
+    common::host::wait_until(
+        "the destroyed guest's recording ended once it was undefined",
+        Duration::from_secs(30),
+        || recording(&guests[0].name).0 != "RECORDING",
+    );
+    let ended_alone = undefined.elapsed();
+    let r = try_send(
+        d.addr,
+        "POST",
+        &format!("/v1/recordings/{}/stop", recording_ids[2]),
+        &[("X-Vmshot-Csrf", &csrf)],
+        b"",
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    common::host::wait_until("every recording closed", Duration::from_secs(30), || {
+        guests
+            .iter()
+            .all(|g| recording(&g.name).0 == "REC_COMPLETED")
+    });
+    let mut recordings = Vec::new();
+    let mut rec_wrong = 0;
+    for (i, g) in guests.iter().enumerate() {
+        let (status, reason, whole, events) = recording(&g.name);
+        let resizes = events.matches("\"resize\"").count();
+        let stopped = events.contains("\"stopped\"");
+        let ok = whole
+            && match i {
+                0 => stopped && waited_while_off && reason.as_deref() == Some("the domain is gone"),
+                1 => reason.as_deref() == Some("the domain is gone"),
+                _ => resizes >= 2,
+            };
+        rec_wrong += usize::from(!ok);
+        recordings.push(format!(
+            "{status} (reason {:?}), files whole: {whole}, lifecycle stopped: {stopped}, {resizes} resizes",
+            reason.unwrap_or_default()
+        ));
+    }
+
+    let mut row = Row::new(
+        "guest-changes",
+        "under Alibaba screenshots without pause, an open VNC mirror and a running recording each: one guest destroyed, one undefined while running then destroyed, one rebooted (1024x768, SeaBIOS's prompt at 720x400 for 3 s, 1024x768)",
+        "every answer an image of one of the guest's real sizes or the dialect's own refusal, none broken, none slower than the libvirt deadline; the destroyed guest refused within 1 s, the gone guests' mirrors closed; the rebooted guest's mirror follows its size; the destroyed guest's recording waits for it to start again, and ends by itself (\"the domain is gone\") once it is undefined, as does the undefined one's; the rebooted one's when stopped; every file whole, the events telling the stop and the resizes",
+    );
+    row.figure("screenshots answered", answers.len());
+    row.figure("broken", broken.len());
+    row.figure("slowest", ms(slowest));
+    row.figure(
+        "destroyed: refused after",
+        gone_after(0).map(ms).unwrap_or_else(|| "never".into()),
+    );
+    row.figure("undefined: answers", format!("{:?}", seen(1)));
+    row.figure("rebooted: answers", format!("{:?}", seen(2)));
+    row.figure("the gone guests' mirrors closed", mirrors_closed);
+    row.figure(
+        "rebooted guest's mirror holds its screen after",
+        mirror_followed,
+    );
+    row.figure(
+        "the destroyed guest's recording, waiting while it was off, ended by itself once it was undefined, in",
+        ms(ended_alone),
+    );
+    row.figure("recordings", recordings.join(" / "));
+    let met = row.write(
+        broken.is_empty()
+            && slowest < Duration::from_secs(15)
+            && gone_after(0).is_some_and(|t| t < Duration::from_secs(1))
+            && odd_sizes.is_empty()
+            && mirror_followed
+            && mirrors_closed
+            && rec_wrong == 0,
+    );
+    assert!(
+        met,
+        "broken {broken:?}, odd sizes {odd_sizes:?}, recordings {recordings:?}\n{}",
+        d.logs()
+    );
 }

@@ -166,7 +166,7 @@ impl Mirrors {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots
             .values()
-            .filter(|s| matches!(s, Slot::Open { .. }))
+            .filter(|s| matches!(s, Slot::Open { mirror, .. } if mirror.is_alive()))
             .count()
     }
 

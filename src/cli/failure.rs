@@ -131,6 +131,7 @@ impl Failure {
             // Internal faults, and refusals a one-off grab never meets (it
             // has the service to itself, with no interval to keep).
             E::Failed { .. }
+            | E::StorageFull { .. }
             | E::Busy
             | E::Throttled { .. }
             | E::NoSuchMarker { .. }
@@ -489,9 +490,10 @@ mod tests {
             E::Invalid { .. } => 16,
             E::NoSuchUpload { .. } => 17,
             E::NoConsoleLog { .. } => 18,
+            E::StorageFull { .. } => 19,
         }
     }
-    const SERVICE_VARIANTS: usize = 19;
+    const SERVICE_VARIANTS: usize = 20;
 
     /// `vmshot grab` went from calling libvirt to calling the screenshot
     /// service: each hypervisor error must still end it as it did before.
@@ -532,6 +534,9 @@ mod tests {
                 reason: "fps out of range".into(),
             },
             service::Error::NoSuchUpload { id: 7 },
+            service::Error::StorageFull {
+                detail: "database or disk is full".into(),
+            },
         ] {
             seen.push(service_variant(&err));
             let f = Failure::from_service(err, uri);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{Domain, Error, Principal, Screenshots};
-use crate::store::{Action, ActionPage, Store, StoreError};
+use crate::store::{Action, ActionPage, Store};
 
 /// One action, with its events when read alone (a listing has none).
 pub(crate) type InstanceAction = Action;
@@ -43,13 +43,6 @@ impl Screenshots {
     }
 }
 
-fn store_error(e: StoreError) -> Error {
-    match e {
-        StoreError::MarkerNotFound(marker) => Error::NoSuchMarker { marker },
-        e => Error::failed("the store did not answer", e),
-    }
-}
-
 impl Actions {
     /// A page of the actions of the instance whose domain UUID is `uuid`.
     pub(crate) async fn list(
@@ -68,7 +61,7 @@ impl Actions {
         self.store
             .list_actions(uuid, page)
             .await
-            .map_err(store_error)
+            .map_err(Error::from)
     }
 
     /// One action with its events; `None` if the instance has none by that
@@ -83,7 +76,7 @@ impl Actions {
         self.store
             .get_action(uuid, request_id)
             .await
-            .map_err(store_error)
+            .map_err(Error::from)
     }
 
     /// Whether `who` may read the actions of `uuid`: the live domain decides;
@@ -115,7 +108,7 @@ impl Actions {
                 },
             )
             .await
-            .map_err(store_error)?;
+            .map_err(Error::from)?;
         let Some(action) = newest.first() else {
             return Err(not_found());
         };

@@ -360,7 +360,7 @@ impl Live {
                 ..JobFilter::default()
             })
             .await
-            .map_err(|e| Error::failed("the store did not answer", e))?;
+            .map_err(Error::from)?;
         let mut jobs: Vec<CaptureJob> = jobs.into_iter().map(capture_job).collect();
         jobs.sort_by_key(|j| std::cmp::Reverse(j.created));
         Ok(jobs)

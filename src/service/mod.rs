@@ -130,6 +130,10 @@ pub enum Error {
     /// A part the screenshot needs (libvirt, the store) does not answer.
     #[error("{what} does not answer")]
     Unavailable { what: &'static str, detail: String },
+    /// The file system of vmshot's state (the store, media, recordings) is
+    /// full: new work cannot be kept, so it is refused until space returns.
+    #[error("the host's storage for vmshot's state is full: retry once space is freed")]
+    StorageFull { detail: String },
     /// libvirt refused a call for a reason of its own; its words, which may
     /// name files and URIs, are in `detail`.
     #[error("libvirt could not {what}")]
@@ -165,6 +169,7 @@ impl Error {
     pub fn detail(&self) -> Option<&str> {
         match self {
             Self::Unavailable { detail, .. }
+            | Self::StorageFull { detail }
             | Self::Libvirt { detail, .. }
             | Self::Failed { detail, .. } => Some(detail),
             _ => None,
@@ -206,6 +211,27 @@ impl From<hypervisor::Error> for Error {
                 what: what.clone(),
                 detail: e.to_string(),
             },
+        }
+    }
+}
+
+/// What the store's failures mean to a caller, for every part of the core
+/// that keeps state. A full disk is its own answer (each dialect's
+/// "unavailable"); the rest is the store failing, with its words logged.
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            e if e.is_full() => Self::StorageFull {
+                detail: e.to_string(),
+            },
+            S::MarkerNotFound(marker) => Self::NoSuchMarker { marker },
+            S::Refused(reason) => Self::Conflict { reason },
+            S::Timeout(_) | S::Closed => Self::Unavailable {
+                what: "the store",
+                detail: e.to_string(),
+            },
+            e => Self::failed("the store failed", e),
         }
     }
 }
@@ -335,7 +361,7 @@ impl Screenshots {
             .store()
             .insert_nonce_if_absent(dialect, &format!("{key}/{digest}"), now, now + ttl)
             .await
-            .map_err(|e| Error::failed("the store did not answer", e))
+            .map_err(Error::from)
     }
 
     /// VNC mirrors holding a screen now.

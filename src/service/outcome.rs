@@ -53,7 +53,9 @@ impl Error {
             Self::OverBudget { .. } => Outcome::Busy,
             Self::Throttled { .. } => Outcome::Throttled,
             Self::Busy => Outcome::Busy,
-            Self::Timeout(_) | Self::Unavailable { .. } => Outcome::Unavailable,
+            Self::Timeout(_) | Self::Unavailable { .. } | Self::StorageFull { .. } => {
+                Outcome::Unavailable
+            }
             Self::TooLarge { .. }
             | Self::Undecodable { .. }
             | Self::Libvirt { .. }

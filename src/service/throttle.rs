@@ -100,9 +100,14 @@ impl Throttle {
                                 let _ = store.release_throttle_slot(rule, &uuid, at, every).await;
                             });
                         }
-                        Err(Error::Unavailable {
-                            what: "the store",
-                            detail: format!("throttle slot of {}: {e}", domain.name),
+                        let detail = format!("throttle slot of {}: {e}", domain.name);
+                        Err(if e.is_full() {
+                            Error::StorageFull { detail }
+                        } else {
+                            Error::Unavailable {
+                                what: "the store",
+                                detail,
+                            }
                         })
                     }
                 }

@@ -143,6 +143,20 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+impl StoreError {
+    /// Whether the call failed for want of space on the store's file system
+    /// (SQLite's `SQLITE_FULL`, or `ENOSPC`/`EDQUOT` writing a media file).
+    pub fn is_full(&self) -> bool {
+        match self {
+            Self::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            Self::Media { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Microseconds since the epoch: how times are kept in the database.
 pub(crate) fn to_micros(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1000) as i64

@@ -24,34 +24,44 @@ impl EventsGuest {
     /// `vmshot-ev-<tag>-<random>` (shut off), with `cmdline` added to its
     /// kernel command line (e.g. `vmshot.panic_after=5`).
     pub fn define(tag: &str, cmdline: &str) -> Self {
-        Self::define_as(tag, cmdline, false)
+        Self::define_edited(tag, cmdline, |xml| xml)
     }
 
     /// `define`, with its serial port a pty whose log virtlogd writes
     /// (`<log file=… append='on'/>`) and rolls over at 2 MiB to `serial.0`, ….
     pub fn define_logged(tag: &str, cmdline: &str) -> Self {
-        Self::define_as(tag, cmdline, true)
+        Self::define_edited(tag, cmdline, |xml| {
+            let xml = xml.replace(
+                "<serial type='file'><source path='@RUNDIR@/events-serial.log'/></serial>",
+                "<serial type='pty'><log file='@RUNDIR@/events-serial.log' append='on'/></serial>",
+            );
+            assert!(xml.contains("<log file="), "events.xml's serial port moved");
+            xml
+        })
     }
 
-    fn define_as(tag: &str, cmdline: &str, logged: bool) -> Self {
+    /// `define`, with SeaBIOS's boot menu prompt shown for `ms` at each boot:
+    /// the screen is 720x400 text for that long before the kernel sets
+    /// 1024x768, so a reboot changes the resolution twice, slowly enough to see.
+    pub fn define_with_boot_menu(tag: &str, ms: u32) -> Self {
+        Self::define_edited(tag, "", |xml| {
+            xml.replace(
+                "</os>",
+                &format!("<bootmenu enable='yes' timeout='{ms}'/></os>"),
+            )
+        })
+    }
+
+    /// `define`, with the domain's XML template changed by `edit` first.
+    fn define_edited(tag: &str, cmdline: &str, edit: impl FnOnce(String) -> String) -> Self {
         build();
         let uuid = uuid::Uuid::new_v4().hyphenated().to_string();
         let name = format!("vmshot-ev-{tag}-{}", &uuid[..8]);
         let dir = fixtures_dir();
         let serial = dir.join("run").join(format!("{name}-serial.log"));
         remove_logs(&serial);
-        let mut template =
-            std::fs::read_to_string(repo().join("fixtures/domains/events.xml")).unwrap();
-        if logged {
-            template = template.replace(
-                "<serial type='file'><source path='@RUNDIR@/events-serial.log'/></serial>",
-                "<serial type='pty'><log file='@RUNDIR@/events-serial.log' append='on'/></serial>",
-            );
-            assert!(
-                template.contains("<log file="),
-                "events.xml's serial port moved"
-            );
-        }
+        let template =
+            edit(std::fs::read_to_string(repo().join("fixtures/domains/events.xml")).unwrap());
         let xml = template
             .replace("@PREFIX@events", &name)
             .replace("@RUNDIR@/events-serial.log", serial.to_str().unwrap())

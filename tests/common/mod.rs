@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod events_guest;
+pub mod faulty;
 pub mod fixtures;
 pub mod host;
 pub mod http;

@@ -211,7 +211,7 @@ impl AliError {
                 ),
             ),
             E::Busy => Self::busy(),
-            E::Timeout(_) | E::Unavailable { .. } => Self::new(
+            E::Timeout(_) | E::Unavailable { .. } | E::StorageFull { .. } => Self::new(
                 503,
                 "ServiceUnavailable",
                 format!("The request has failed due to a temporary failure of the server: {err}."),

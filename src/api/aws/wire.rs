@@ -76,7 +76,7 @@ impl AwsError {
             )),
             E::Throttled { .. } => Self::request_limit_exceeded(),
             E::Busy => Self::unavailable(),
-            E::Timeout(_) | E::Unavailable { .. } => {
+            E::Timeout(_) | E::Unavailable { .. } | E::StorageFull { .. } => {
                 Self::service_unavailable(format!("The service is unavailable: {err}."))
             }
             E::NoSuchScreen { .. }

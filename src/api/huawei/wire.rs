@@ -193,7 +193,7 @@ impl HuaweiError {
                 retry_after.as_secs_f64()
             )),
             E::Busy => Self::busy("Too many requests in progress on this host."),
-            E::Timeout(_) | E::Unavailable { .. } => {
+            E::Timeout(_) | E::Unavailable { .. } | E::StorageFull { .. } => {
                 Self::unavailable("The service is unavailable. Please try again later.")
             }
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {

@@ -197,7 +197,9 @@ impl MarketError {
             CoreError::NoSuchUpload { id } => {
                 Self::not_found(format!("Entity Not Found: no upload request {id}."))
             }
-            CoreError::Timeout(_) | CoreError::Unavailable { .. } => Self {
+            CoreError::Timeout(_)
+            | CoreError::Unavailable { .. }
+            | CoreError::StorageFull { .. } => Self {
                 detail: err.detail().map(str::to_owned),
                 ..Self::unavailable("System Error: the service is unavailable.")
             },

@@ -55,7 +55,9 @@ impl WebError {
             E::OverBudget { .. } => (S::TOO_MANY_REQUESTS, "over_budget"),
             E::Busy => (S::SERVICE_UNAVAILABLE, "busy"),
             E::Timeout(_) => (S::SERVICE_UNAVAILABLE, "timeout"),
-            E::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            E::Unavailable { .. } | E::StorageFull { .. } => {
+                (S::SERVICE_UNAVAILABLE, "unavailable")
+            }
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {
                 (S::INTERNAL_SERVER_ERROR, "internal")
             }

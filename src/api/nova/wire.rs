@@ -476,7 +476,7 @@ impl NovaError {
                 retry_after.as_secs_f64().ceil().max(1.0) as u64,
             ),
             E::Busy => Self::unavailable("Too many requests in progress on this host."),
-            E::Timeout(_) | E::Unavailable { .. } => {
+            E::Timeout(_) | E::Unavailable { .. } | E::StorageFull { .. } => {
                 Self::unavailable(format!("The service is unavailable: {err}."))
             }
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {

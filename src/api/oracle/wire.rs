@@ -506,7 +506,7 @@ impl OracleError {
                 retry_after: Some(1),
                 ..Self::unavailable("Too many screen captures are in progress; retry shortly.")
             },
-            E::Timeout(_) | E::Unavailable { .. } => {
+            E::Timeout(_) | E::Unavailable { .. } | E::StorageFull { .. } => {
                 Self::unavailable(format!("The service is unavailable: {err}."))
             }
             E::TooLarge { .. } | E::Undecodable { .. } | E::Libvirt { .. } | E::Failed { .. } => {

@@ -109,13 +109,6 @@ pub(crate) async fn read_verified(
     Ok(bytes)
 }
 
-fn store_error(e: StoreError) -> Error {
-    Error::Failed {
-        reason: "the store did not answer".into(),
-        detail: e.to_string(),
-    }
-}
-
 impl Screenshots {
     /// The jobs of one dialect, if there is a store to keep them in.
     pub(crate) fn jobs(self: &Arc<Self>, settings: JobSettings) -> Option<Jobs> {
@@ -160,7 +153,7 @@ impl Jobs {
             Err(e) => {
                 // No job was made: the slot is not spent.
                 self.service.throttle.release(slot).await;
-                return Err(store_error(e));
+                return Err(Error::from(e));
             }
         };
         tokio::spawn(self.clone().run(job.clone(), domain));
@@ -178,7 +171,7 @@ impl Jobs {
             .store
             .get_job(name)
             .await
-            .map_err(store_error)?
+            .map_err(Error::from)?
             .ok_or_else(not_found)?;
         if job.dialect != self.settings.dialect || !(who.is_admin() || job.principal == who.id) {
             return Err(not_found());
@@ -197,7 +190,7 @@ impl Jobs {
                 ..JobFilter::default()
             })
             .await
-            .map_err(store_error)
+            .map_err(Error::from)
     }
 
     /// Asks `who`'s job to stop: the runner sees it at its next step. On a
@@ -209,14 +202,14 @@ impl Jobs {
                 machine::apply(s, &Event::Cancel).map_err(|r| r.to_string())
             })
             .await
-            .map_err(store_error)
+            .map_err(Error::from)
     }
 
     /// Deletes `who`'s job and its media. A runner still at work finds the
     /// job gone at its next step and stops.
     pub(crate) async fn delete(&self, who: &Principal, name: &str) -> Result<(), Error> {
         self.get(who, name).await?;
-        self.store.delete_job(name).await.map_err(store_error)?;
+        self.store.delete_job(name).await.map_err(Error::from)?;
         Ok(())
     }
 
@@ -239,7 +232,7 @@ impl Jobs {
     /// the machine's recovery rule; those that resume get a runner again.
     pub(crate) async fn recover(&self, started: OffsetDateTime) -> Result<usize, Error> {
         let mut resumed = 0;
-        for job in self.store.unfinished_jobs().await.map_err(store_error)? {
+        for job in self.store.unfinished_jobs().await.map_err(Error::from)? {
             if job.dialect != self.settings.dialect || job.creation_time >= started {
                 continue;
             }
@@ -259,7 +252,7 @@ impl Jobs {
                 .store
                 .update_job(&job.name, |s| Ok(machine::recover(s)))
                 .await
-                .map_err(store_error)?;
+                .map_err(Error::from)?;
             tracing::info!(job = %job.name, status = %job.status, "job recovered");
             if !machine::resumable(job.status.state) {
                 continue;
@@ -349,7 +342,7 @@ impl Jobs {
                 self.end_if_cancelled(&name, &mut seen).await;
                 return;
             }
-            Err(e) => return self.fail(&name, &seen, &store_error(e)).await,
+            Err(e) => return self.fail(&name, &seen, &Error::from(e)).await,
         }
         if let Some(job) = uploaded {
             if let Err(e) = self.upload(&job).await {
@@ -416,7 +409,7 @@ impl Jobs {
             self.store
                 .set_job_media_uri(&job.name, uri)
                 .await
-                .map_err(store_error)?;
+                .map_err(Error::from)?;
         }
         Ok(())
     }

@@ -368,16 +368,6 @@ pub(super) struct Inner {
     shipping: Mutex<HashSet<String>>,
 }
 
-fn store_error(e: StoreError) -> Error {
-    match e {
-        StoreError::Refused(reason) => Error::Conflict { reason },
-        e => Error::Failed {
-            reason: "the store did not answer".into(),
-            detail: e.to_string(),
-        },
-    }
-}
-
 impl Inner {
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
@@ -652,7 +642,7 @@ impl Recordings {
             Err(e) => {
                 let _ = seat.close(Duration::ZERO).await;
                 release(&self.inner, &id);
-                return Err(store_error(e));
+                return Err(Error::from(e));
             }
         };
         let recorder = Recorder {
@@ -718,7 +708,7 @@ impl Recordings {
             .store
             .get_recording(id)
             .await
-            .map_err(store_error)?
+            .map_err(Error::from)?
             .ok_or_else(not_found)?;
         let rec = self.with_progress(to_recording(row));
         if !who.may_see(&rec.domain, &BTreeMap::new()) {
@@ -791,7 +781,7 @@ impl Recordings {
             .store
             .list_recordings(query)
             .await
-            .map_err(store_error)?;
+            .map_err(Error::from)?;
         let mut items: Vec<Recording> = rows.into_iter().map(to_recording).collect();
         let mut total = total;
         if !who.is_admin() && who.allow.is_some() {
@@ -842,7 +832,7 @@ impl Recordings {
             .store
             .delete_recordings(ids)
             .await
-            .map_err(store_error)?;
+            .map_err(Error::from)?;
         for rec in &doomed {
             for f in [&rec.video, &rec.events].into_iter().flatten() {
                 match tokio::fs::remove_file(self.inner.path(&f.name)).await {
@@ -923,7 +913,7 @@ impl Recordings {
                 StoreError::NotFound { .. } => Error::NoSuchRecording {
                     id: id.chars().take(64).collect(),
                 },
-                e => store_error(e),
+                e => Error::from(e),
             })?;
         Ok(to_recording(row))
     }
@@ -949,7 +939,7 @@ impl Recordings {
                 .store
                 .recordings_in(status.as_str())
                 .await
-                .map_err(store_error)?;
+                .map_err(Error::from)?;
             for row in rows {
                 if self.inner.shipping().contains(&row.id)
                     || self.inner.active().contains_key(&row.id)
@@ -1005,7 +995,7 @@ impl Recordings {
             .store
             .recordings_in(Status::Recording.as_str())
             .await
-            .map_err(store_error)?;
+            .map_err(Error::from)?;
         let mut closed = 0;
         for row in rows {
             if self.inner.active().contains_key(&row.id) {
@@ -1036,7 +1026,7 @@ impl Recordings {
                     Ok(())
                 })
                 .await
-                .map_err(store_error)?;
+                .map_err(Error::from)?;
             tracing::info!(recording = %updated.id, frames = updated.frames, "recording cut by a restart, closed");
             closed += 1;
         }
@@ -1045,7 +1035,7 @@ impl Recordings {
             .store
             .recording_bytes()
             .await
-            .map_err(store_error)?;
+            .map_err(Error::from)?;
         self.inner.closed_bytes.store(used, Ordering::Relaxed);
         Ok(closed)
     }

@@ -10,7 +10,9 @@
 //! rate, encoding only those that differ from the last.
 //!
 //! ```text
-//!   FULL, INTERVAL   start ──► Recording ──stop / max duration / size / disk──► closed
+//!   FULL, INTERVAL   start ──► Recording ──stop / max duration / size / disk / domain gone──► closed
+//!                                │  ▲
+//!                        Stopped ▼  │ Started     (the domain off: no frames; gone once undefined)
 //!   SESSION          start ──► Waiting (domain off) ──Started──► Recording ──Stopped──► closed
 //!   OPERATION        start ──► Armed (ring of the last `before`) ──trigger──► After (`after` s) ──► closed
 //! ```
@@ -43,6 +45,10 @@ const MIRROR_TOUCH: Duration = Duration::from_secs(30);
 /// MiB, so ten changed screens; an unchanged one costs nothing more, as
 /// snapshots share the mirror's pixels): the memory of every armed watcher.
 const RING_BYTES: usize = 32 << 20;
+/// How often a recording whose domain is off looks whether the domain still
+/// exists: one undefined (or a transient one destroyed) never comes back, so
+/// its recording ends rather than wait out its maximum duration.
+const GONE_CHECK: Duration = Duration::from_secs(2);
 
 /// What the recording does, settled from the request and the defaults.
 #[derive(Debug, Clone)]
@@ -291,6 +297,15 @@ impl Recorder {
         })
     }
 
+    /// Whether libvirt no longer knows the domain (a failed lookup is not
+    /// that: libvirtd away for a moment must not end the recording).
+    async fn domain_gone(&self) -> bool {
+        matches!(
+            self.inner.capturer.hypervisor().find(&self.uuid).await,
+            Err(hypervisor::Error::NotFound { .. })
+        )
+    }
+
     /// Records until the end; returns how it ended and the seat to close.
     pub async fn run(mut self) -> (Ended, Seat) {
         let started = Instant::now();
@@ -384,6 +399,11 @@ impl Recorder {
                             after_until = Some(now + plan.after);
                             self.inner.mark_triggered(&self.id, clock.wall_at(origin)).await;
                         }
+                    }
+                }
+                () = tokio::time::sleep(GONE_CHECK), if !recording => {
+                    if self.domain_gone().await {
+                        break Some("the domain is gone".to_owned());
                     }
                 }
                 got = source.next(not_before, sampled), if recording => {

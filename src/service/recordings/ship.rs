@@ -68,12 +68,7 @@ pub(super) fn spawn(inner: Arc<Inner>, uploads: Uploads, id: String) {
 
 async fn ship(recordings: &Recordings, uploads: &Uploads, id: &str) -> Result<(), Error> {
     let inner = &recordings.inner;
-    let Some(row) = inner
-        .store
-        .get_recording(id)
-        .await
-        .map_err(super::store_error)?
-    else {
+    let Some(row) = inner.store.get_recording(id).await.map_err(Error::from)? else {
         return Ok(());
     };
     let status: Status = row.status.parse().unwrap_or(Status::RecFailed);

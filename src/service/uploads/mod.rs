@@ -312,13 +312,6 @@ impl Watchers {
     }
 }
 
-pub(crate) fn store_error(e: crate::store::StoreError) -> Error {
-    Error::Failed {
-        reason: "the store did not answer".into(),
-        detail: e.to_string(),
-    }
-}
-
 impl Uploads {
     /// Checks the settings, starts the owner task and queues again every
     /// upload an earlier run left unfinished.
@@ -334,7 +327,7 @@ impl Uploads {
                 watchers: watchers.clone(),
             }),
         };
-        let left = store.unfinished_uploads().await.map_err(store_error)?;
+        let left = store.unfinished_uploads().await.map_err(Error::from)?;
         if !left.is_empty() {
             tracing::info!(uploads = left.len(), "resuming unfinished uploads");
         }
@@ -400,7 +393,7 @@ impl Uploads {
                 .store
                 .create_upload(new)
                 .await
-                .map_err(store_error)?,
+                .map_err(Error::from)?,
         );
         tracing::info!(upload = id.0, key = %media.key, bytes = media.bytes, "upload queued");
         // The owner task lives as long as any handle: a send cannot fail
@@ -413,7 +406,7 @@ impl Uploads {
     /// a caller that kept no id finds its upload again after a restart.
     pub async fn find(&self, key: &str, sha256: &str) -> Result<Option<UploadId>, Error> {
         let found = self.inner.store.find_upload(key, sha256).await;
-        Ok(found.map_err(store_error)?.map(UploadId))
+        Ok(found.map_err(Error::from)?.map(UploadId))
     }
 
     /// The upload's status as the store has it.
@@ -423,7 +416,7 @@ impl Uploads {
             .store
             .get_upload(id.0)
             .await
-            .map_err(store_error)?
+            .map_err(Error::from)?
             .ok_or(Error::NoSuchUpload { id: id.0 })?;
         Ok(UploadStatus::from_row(row))
     }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::blocking;
 use super::settings::UploadSettings;
 use super::target::{self, fatal, retry, StepError, Target};
-use super::{chunk_count, store_error, Error, UploadId, UploadState, UploadStatus, Watchers};
+use super::{chunk_count, Error, UploadId, UploadState, UploadStatus, Watchers};
 use crate::store::{ChunkRow, Store, TargetRow, TargetUpdate, UploadRow};
 
 pub(super) struct Owner {
@@ -99,7 +99,7 @@ impl Ctx {
     }
 
     async fn upload_targets(&self, id: UploadId) -> Result<(), Error> {
-        let Some(row) = self.store.get_upload(id.0).await.map_err(store_error)? else {
+        let Some(row) = self.store.get_upload(id.0).await.map_err(Error::from)? else {
             return Ok(());
         };
         let open: Vec<&TargetRow> = row
@@ -154,7 +154,7 @@ impl Ctx {
                 },
             )
             .await
-            .map_err(store_error)?;
+            .map_err(Error::from)?;
         self.publish(id).await;
         loop {
             let result = self.attempt(row, target, &mut multipart).await;
@@ -177,7 +177,7 @@ impl Ctx {
                 self.store
                     .restart_upload_target(row.id, &t.target, None)
                     .await
-                    .map_err(store_error)?;
+                    .map_err(Error::from)?;
             }
             if attempts >= self.settings.max_attempts {
                 let reason = format!("gave up after {attempts} attempts: {}", err.reason());
@@ -191,7 +191,7 @@ impl Ctx {
                         },
                     )
                     .await
-                    .map_err(store_error)?;
+                    .map_err(Error::from)?;
                 self.abandon(row, target, multipart.as_deref()).await;
                 return self.end(id, &t.target, Err(reason)).await;
             }
@@ -206,7 +206,7 @@ impl Ctx {
                     },
                 )
                 .await
-                .map_err(store_error)?;
+                .map_err(Error::from)?;
             tokio::time::sleep(target::backoff(&self.settings, attempts)).await;
         }
     }
@@ -352,7 +352,7 @@ impl Ctx {
         self.store
             .update_upload_target(id.0, target, update)
             .await
-            .map_err(store_error)?;
+            .map_err(Error::from)?;
         self.publish(id).await;
         Ok(())
     }
