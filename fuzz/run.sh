@@ -38,8 +38,15 @@ export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/target}
 # Not --locked: fuzz/Cargo.lock pins every version it has (the daemon's
 # own, copied from ../Cargo.lock), and a dependency the daemon gains later
 # is added rather than failing the build.
-nice -n 19 cargo afl build --release
-bin=$CARGO_TARGET_DIR/release/vmshot-fuzz
+# FUZZ_PROFILE=dev: an unoptimised build, several times quicker to make and
+# slower to run; for a short run (CI's), where building is most of the cost.
+if [ "${FUZZ_PROFILE:-release}" = dev ]; then
+    nice -n 19 cargo afl build
+    bin=$CARGO_TARGET_DIR/debug/vmshot-fuzz
+else
+    nice -n 19 cargo afl build --release
+    bin=$CARGO_TARGET_DIR/release/vmshot-fuzz
+fi
 afl=$CARGO_TARGET_DIR/afl
 if ! git diff --quiet -- Cargo.lock 2>/dev/null; then
     echo "fuzz: Cargo.lock gained entries: commit fuzz/Cargo.lock" >&2
@@ -75,7 +82,7 @@ export -f fuzz_one
 export secs bin afl
 
 # FUZZ_TARGETS: some targets only (default: all, and only then is the table
-# written into the docs). FUZZ_JOBS targets at a time (default 1: CI shares
+# written into the docs, unless FUZZ_DOC=0). FUZZ_JOBS targets at a time (default 1: CI shares
 # two cores with others).
 targets=${FUZZ_TARGETS:-$(ls corpus)}
 printf '%s\n' $targets | xargs -P "${FUZZ_JOBS:-1}" -I{} bash -c 'fuzz_one {}'
@@ -97,7 +104,7 @@ table() {
     done
 }
 report=$(
-    echo "\`${FUZZ_TARGETS:+FUZZ_TARGETS=\"$FUZZ_TARGETS\" }FUZZ_JOBS=${FUZZ_JOBS:-1} bash fuzz/run.sh $secs\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(cargo afl --version 2>/dev/null | head -1):"
+    echo "\`${FUZZ_TARGETS:+FUZZ_TARGETS=\"$FUZZ_TARGETS\" }${FUZZ_PROFILE:+FUZZ_PROFILE=$FUZZ_PROFILE }FUZZ_JOBS=${FUZZ_JOBS:-1} bash fuzz/run.sh $secs\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(cargo afl --version 2>/dev/null | head -1):"
     echo
     table
 )
@@ -105,7 +112,7 @@ echo "$report"
 
 # The table goes between the markers; the rest of the file is left alone.
 doc=../docs/RELIABILITY.md
-if [ -z "${FUZZ_TARGETS:-}" ] && grep -q '<!-- fuzz:begin -->' "$doc" && grep -q '<!-- fuzz:end -->' "$doc"; then
+if [ -z "${FUZZ_TARGETS:-}" ] && [ "${FUZZ_DOC:-1}" = 1 ] && grep -q '<!-- fuzz:begin -->' "$doc" && grep -q '<!-- fuzz:end -->' "$doc"; then
     REPORT="$report" awk '
         /<!-- fuzz:begin -->/ { print; print ""; print ENVIRON["REPORT"]; print ""; skip = 1; next }
         /<!-- fuzz:end -->/ { skip = 0 }

@@ -23,7 +23,7 @@ packages=(
     grub-pc-bin grub-common xorriso                         # fixtures/grub: GRUB's BIOS modules, grub-mkrescue and grub-mkimage (no boot loader of the host's)
     initramfs-tools-core busybox                            # fixtures/initramfs: mkinitramfs and the BusyBox shell of the initramfs guest
     chromium chromium-driver                                # tests/ui.rs: the live page in headless Chromium, through chromedriver
-    dpkg-dev debootstrap qemu-utils e2fsprogs               # scripts/package-test.sh: cargo deb's dependencies (dpkg-shlibdeps), the guest's Debian 12 image
+    dpkg-dev debootstrap systemd-container                  # scripts/package-test.sh: cargo deb's dependencies (dpkg-shlibdeps), a Debian 12 booted in systemd-nspawn
     make                                                    # fuzz/run.sh: cargo-afl builds AFL++ with make (and gcc)
 )
 missing=()
