@@ -159,7 +159,7 @@ log=/var/log/libvirt/qemu/pkgtest-serial0.log
 printf 'pkgtest: the serial console says hello\n' >"$log"
 chown root:root "$log"
 chmod 0600 "$log"
-# A stand-in for tesseract (a real reading takes minutes under TCG), put in
+# A stand-in for tesseract (a real one would not say what it was allowed), put in
 # place as an admin replaces a packaged file, with dpkg-divert: it notes what
 # the OCR child may do where user vmshot may write, and its "text" is a line
 # the rules know.
