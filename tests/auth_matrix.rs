@@ -40,7 +40,7 @@ use common::users::{users_file, ALICE_PASSWORD, BOB_PASSWORD};
 const KEY: (&str, &str) = (KEY_ID, SECRET);
 const LIMITED_KEY: (&str, &str) = (LIMITED_KEY_ID, LIMITED_SECRET);
 /// Beyond every dialect's skew (5 min for SigV4, 15 for the others).
-const SKEW: i64 = -16 * 60;
+const SKEW: i64 = 16 * 60;
 
 /// An answer as a caller could compare two: status, the dialect's code and
 /// message, and how the table shows it.
@@ -205,6 +205,24 @@ fn hidden(
     row.verdict(column, observed, met, &expected);
 }
 
+/// The expired/skewed cell of a signature: one dated `SKEW` in the past
+/// (`late`) and one dated as far ahead (`early`) are both refused as `expected`.
+fn skewed(row: &mut AuthRow, late: Answer, early: Answer, expected: &str) {
+    let (late, early) = (late.to_string(), early.to_string());
+    let observed = if late == early {
+        format!("{late} (behind and ahead)")
+    } else {
+        format!("{late}; ahead: {early}")
+    };
+    let met = late == expected && early == expected;
+    row.verdict(
+        "expired/skewed",
+        observed,
+        met,
+        &format!("{expected} (behind and ahead)"),
+    );
+}
+
 /// Whether `done` holds within 10 s, polled (the inventory follows
 /// libvirt's events; a domain defined just before may take a moment).
 fn eventually(mut done: impl FnMut() -> bool) -> bool {
@@ -273,8 +291,13 @@ fn alibaba_signature_1_0() {
     row.check("wrong secret", wrong, "400 SignatureDoesNotMatch");
     let unknown = alibaba(&get(&ask(("vmshot-no-such-key", SECRET), &pattern, None)));
     row.check("unknown key", unknown, "404 InvalidAccessKeyId.NotFound");
-    let late = alibaba(&get(&ask(KEY, &pattern, Some(&timestamp(SKEW)))));
-    row.check("expired/skewed", late, "400 InvalidTimeStamp.Expired");
+    let dated = |secs| alibaba(&get(&ask(KEY, &pattern, Some(&timestamp(secs)))));
+    skewed(
+        &mut row,
+        dated(-SKEW),
+        dated(SKEW),
+        "400 InvalidTimeStamp.Expired",
+    );
     row.check("replayed", alibaba(&get(&valid)), "400 SignatureNonceUsed");
 
     let ali = |key, instance: &str| alibaba(&get(&ask(key, instance, None))).about(instance);
@@ -321,8 +344,13 @@ fn alibaba_acs3() {
     row.check("wrong secret", wrong, "400 SignatureDoesNotMatch");
     let unknown = alibaba(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
     row.check("unknown key", unknown, "404 InvalidAccessKeyId.NotFound");
-    let late = alibaba(&call(&ask(KEY, &pattern, SKEW)));
-    row.check("expired/skewed", late, "400 InvalidTimeStamp.Expired");
+    let dated = |secs| alibaba(&call(&ask(KEY, &pattern, secs)));
+    skewed(
+        &mut row,
+        dated(-SKEW),
+        dated(SKEW),
+        "400 InvalidTimeStamp.Expired",
+    );
     row.check("replayed", alibaba(&call(&valid)), "400 SignatureNonceUsed");
 
     let ali = |key, instance: &str| alibaba(&call(&ask(key, instance, 0))).about(instance);
@@ -403,8 +431,8 @@ fn aws_row(form: Form) {
     row.check("wrong secret", wrong, "403 SignatureDoesNotMatch");
     let unknown = aws(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
     row.check("unknown key", unknown, "401 AuthFailure");
-    let late = aws(&call(&ask(KEY, &pattern, -3600)));
-    row.check("expired/skewed", late, "400 RequestExpired");
+    let dated = |secs| aws(&call(&ask(KEY, &pattern, secs)));
+    skewed(&mut row, dated(-3600), dated(3600), "400 RequestExpired");
     // SigV4 has no nonce: the repeat passes, and meets the guest's interval.
     let again = aws(&call(&valid));
     let reason = match form {
@@ -604,7 +632,9 @@ fn tampered(token: &str) -> String {
 
 #[test]
 fn nova_static_token() {
+    // Running: only a capture that runs is recorded as an action.
     let (guest, _) = theirs("nova");
+    let guest = guest.start();
     let dir = tempdir();
     let tokens = [
         (TOKEN_A, Some(PROJECT_A), "\"member\"", ""),
@@ -623,17 +653,27 @@ fn nova_static_token() {
     };
     let mut row = AuthRow::new("nova-token");
 
-    // The owner lists its server's actions: none yet.
+    // B takes a screenshot of its guest, recorded as an action of the
+    // server, which its owner then lists.
+    let asked = eventually(|| d.alibaba_screenshot(PROJECT_B_KEY, &guest.name).status == 200);
+    let listed = |r: &Reply| {
+        let body = serde_json::from_slice::<Value>(&r.body).unwrap_or_default();
+        body["instanceActions"][0]["action"] == "vmshot_capture"
+    };
     let mut valid = None;
     eventually(|| {
         valid = Some(actions(TOKEN_B, &guest.uuid));
-        valid.as_ref().is_some_and(|r| r.status == 200)
+        valid.as_ref().is_some_and(|r| r.status == 200 && listed(r))
     });
     let valid = valid.unwrap();
-    let body = serde_json::from_slice::<Value>(&valid.body).unwrap_or_default();
-    let ok = valid.status == 200 && body == json!({"instanceActions": []});
+    let ok = asked && valid.status == 200 && listed(&valid);
     let observed = format!("{} {}", valid.status, clip(&valid.text()));
-    row.verdict("valid", observed, ok, "200 {\"instanceActions\": []}");
+    row.verdict(
+        "valid",
+        observed,
+        ok,
+        "200, the server's vmshot_capture action",
+    );
     let refused = |token: &str| nova(&actions(token, &guest.uuid));
     row.check(
         "wrong secret",
@@ -649,10 +689,16 @@ fn nova_static_token() {
         twice,
     );
 
+    // Hidden while the server exists, and once it is deleted (its actions
+    // stay, under the project they were recorded for).
     let missing = uuid::Uuid::new_v4().to_string();
     let ask = |server: &str| nova(&actions(TOKEN_A, server)).about(server);
-    let pair = (&ask(&guest.uuid), &ask(&missing));
-    hidden(&mut row, "other tenant", pair, true, "404 itemNotFound");
+    let live = ask(&guest.uuid);
+    guest.remove();
+    let deleted =
+        eventually(|| ask(&guest.uuid) == live && actions(TOKEN_B, &guest.uuid).status == 200);
+    let pair = (&live, &ask(&missing));
+    hidden(&mut row, "other tenant", pair, deleted, "404 itemNotFound");
     let roleless = actions(TOKEN_B_ROLELESS, &guest.uuid).status;
     row.not_applicable(
         "missing role",
@@ -749,9 +795,9 @@ fn huawei_ak_sk() {
     );
     let unknown = huawei(&list(signed(("vmshot-no-such-key", SECRET), 0)));
     row.check("unknown key", unknown, "401 APIGW.0301 (ak not exist)");
-    let late = huawei(&list(signed(PROJECT_A_KEY, SKEW)));
+    let dated = |secs| huawei(&list(signed(PROJECT_A_KEY, secs)));
     let expected = "401 APIGW.0301 (X-Sdk-Date is more than 15 min from this host's clock)";
-    row.check("expired/skewed", late, expected);
+    skewed(&mut row, dated(-SKEW), dated(SKEW), expected);
     // The same request again, byte for byte: its date and signature too.
     let path = format!("/v2/{PROJECT_A}/screen-records");
     let host = d.addr.to_string();
