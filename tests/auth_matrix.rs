@@ -164,12 +164,17 @@ fn screen(row: &mut AuthRow, reply: &Reply, jpeg: Option<Vec<u8>>) {
                 && digest == Some(hex::encode(Sha256::digest(&jpeg)).as_str())
                 && shows_pattern(&decode_rgb(&jpeg), 6.0)
         });
+    valid_cell(row, reply, ok, "200, the guest's JPEG");
+}
+
+/// The valid cell, judged by the test (`ok`): what was expected, or what came.
+fn valid_cell(row: &mut AuthRow, reply: &Reply, ok: bool, expected: &str) {
     let observed = if ok {
-        "200, the guest's JPEG".to_owned()
+        expected.to_owned()
     } else {
         format!("{} {}", reply.status, clip(&reply.text()))
     };
-    row.verdict("valid", observed, ok, "200, the guest's JPEG");
+    row.verdict("valid", observed, ok, expected);
 }
 
 fn base64(text: &Value) -> Option<Vec<u8>> {
@@ -660,17 +665,16 @@ fn nova_static_token() {
         let body = serde_json::from_slice::<Value>(&r.body).unwrap_or_default();
         body["instanceActions"][0]["action"] == "vmshot_capture"
     };
-    let mut valid = None;
+    let mut reply = None;
     eventually(|| {
-        valid = Some(actions(TOKEN_B, &guest.uuid));
-        valid.as_ref().is_some_and(|r| r.status == 200 && listed(r))
+        reply = Some(actions(TOKEN_B, &guest.uuid));
+        reply.as_ref().is_some_and(|r| r.status == 200 && listed(r))
     });
-    let valid = valid.unwrap();
-    let ok = asked && valid.status == 200 && listed(&valid);
-    let observed = format!("{} {}", valid.status, clip(&valid.text()));
-    row.verdict(
-        "valid",
-        observed,
+    let reply = reply.unwrap();
+    let ok = asked && reply.status == 200 && listed(&reply);
+    valid_cell(
+        &mut row,
+        &reply,
         ok,
         "200, the server's vmshot_capture action",
     );
@@ -759,9 +763,7 @@ fn workspace(d: &Daemon, who: Workspace, project: &str, desktop: Option<&str>) -
 fn empty_list(row: &mut AuthRow, reply: &Reply) {
     let body = serde_json::from_slice::<Value>(&reply.body).unwrap_or_default();
     let ok = reply.status == 200 && body == json!({"screen_records": [], "total_count": 0});
-    let observed = format!("{} {}", reply.status, clip(&reply.text()));
-    let expected = "200 {\"screen_records\": [], \"total_count\": 0}";
-    row.verdict("valid", observed, ok, expected);
+    valid_cell(row, reply, ok, "200, the project's empty list");
 }
 
 /// Other tenant in Workspace: recording B's desktop from A is recording
@@ -890,21 +892,20 @@ fn marketplace_bearer() {
         id.is_some()
     });
     let id = id.expect("an upload queued");
-    let mut valid = None;
+    let mut reply = None;
     eventually(|| {
-        valid = Some(status(TOKEN_A, id));
-        valid
+        reply = Some(status(TOKEN_A, id));
+        reply
             .as_ref()
             .is_some_and(|r| r.text().contains("\"Completed\""))
     });
-    let valid = valid.unwrap();
+    let reply = reply.unwrap();
     let digest = hex::encode(Sha256::digest(&media.body));
-    let body = serde_json::from_slice::<Value>(&valid.body).unwrap_or_default();
-    let ok = valid.status == 200 && body["statusName"] == "Completed" && body["checkSum"] == digest;
-    let observed = format!("{} {}", valid.status, clip(&valid.text()));
-    row.verdict(
-        "valid",
-        observed,
+    let body = serde_json::from_slice::<Value>(&reply.body).unwrap_or_default();
+    let ok = reply.status == 200 && body["statusName"] == "Completed" && body["checkSum"] == digest;
+    valid_cell(
+        &mut row,
+        &reply,
         ok,
         "200, Completed, the capture's SHA-256",
     );
