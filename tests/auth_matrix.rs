@@ -27,11 +27,12 @@ use common::daemon::{
     Daemon, KEY_ID, LIMITED_KEY_ID, LIMITED_SECRET, PROJECT_A, PROJECT_A_KEY, PROJECT_B,
     PROJECT_B_KEY, SECRET,
 };
-use common::fixtures::{self, secret_file, shows_pattern, tempdir, PATTERN};
+use common::fixtures::{self, shows_pattern, tempdir, PATTERN};
 use common::host::{ensure_libvirtd, LibvirtdLock};
 use common::http::{send, Reply};
 use common::image_check::decode_rgb;
 use common::matrix::AuthRow;
+use common::nova::{self, Token};
 use common::owned::Owned;
 use common::signing::{acs3_headers_at, canonical_query, huawei_headers, signed_query, SigV4};
 use common::tls::Cert;
@@ -270,47 +271,65 @@ fn owned_headers(headers: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-#[test]
-fn alibaba_signature_1_0() {
+/// How an Alibaba test signs: signature 1.0 in the query, or ACS3 in the
+/// headers as the Tea SDK signs them (a fresh nonce each).
+#[derive(Clone, Copy)]
+enum Alibaba {
+    V1,
+    Acs3,
+}
+
+/// One Alibaba scheme's row: the same cells for both signatures.
+fn alibaba_row(scheme: Alibaba) {
     let _lock = LibvirtdLock::shared();
     fixtures::up();
-    let (guest, missing) = theirs("ali-v1");
-    let d = Daemon::start("", "");
-    let pattern = PATTERN.domain();
-    let ask = |key: (&str, &str), instance: &str, timestamp: Option<&str>| {
-        let mut params = vec![
-            ("Action", "GetInstanceScreenshot"),
-            ("RegionId", "cn-test"),
-            ("InstanceId", instance),
-        ];
-        params.extend(timestamp.map(|t| ("Timestamp", t)));
-        format!("/?{}", signed_query("GET", key.0, key.1, &params))
+    let name = match scheme {
+        Alibaba::V1 => "alibaba-v1",
+        Alibaba::Acs3 => "alibaba-acs3",
     };
-    let get = |target: &str| send(d.addr, "GET", target, &[], b"");
-    let mut row = AuthRow::new("alibaba-v1");
+    let (guest, missing) = theirs(name);
+    let d = Daemon::start("", "");
+    let host = d.addr.to_string();
+    let pattern = PATTERN.domain();
+    let ask = |key: (&str, &str), instance: &str, skew: i64| match scheme {
+        Alibaba::V1 => {
+            let params = [
+                ("Action", "GetInstanceScreenshot"),
+                ("RegionId", "cn-test"),
+                ("InstanceId", instance),
+                ("Timestamp", &timestamp(skew)),
+            ];
+            let query = signed_query("GET", key.0, key.1, &params);
+            (format!("/?{query}"), Vec::new())
+        }
+        Alibaba::Acs3 => {
+            let query =
+                format!("Action=GetInstanceScreenshot&InstanceId={instance}&RegionId=cn-test");
+            let headers = acs3_headers_at(skew, "GET", &query, &host, b"", key);
+            (format!("/?{query}"), headers)
+        }
+    };
+    let call = |(target, headers): &(String, Vec<(String, String)>)| {
+        send(d.addr, "GET", target, &owned_headers(headers), b"")
+    };
+    let mut row = AuthRow::new(name);
 
-    let valid = ask(KEY, &pattern, None);
-    let reply = get(&valid);
+    let valid = ask(KEY, &pattern, 0);
+    let reply = call(&valid);
     screen(&mut row, &reply, base64(&reply.json()["Screenshot"]));
-    let wrong = alibaba(&get(&ask((KEY_ID, "not-the-secret"), &pattern, None)));
+    let wrong = alibaba(&call(&ask((KEY_ID, "not-the-secret"), &pattern, 0)));
     row.check("wrong secret", wrong, "400 SignatureDoesNotMatch");
-    let unknown = alibaba(&get(&ask(("vmshot-no-such-key", SECRET), &pattern, None)));
+    let unknown = alibaba(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
     row.check("unknown key", unknown, "404 InvalidAccessKeyId.NotFound");
-    let dated = |secs| alibaba(&get(&ask(KEY, &pattern, Some(&timestamp(secs)))));
-    skewed(
-        &mut row,
-        dated(-SKEW),
-        dated(SKEW),
-        "400 InvalidTimeStamp.Expired",
-    );
-    row.check("replayed", alibaba(&get(&valid)), "400 SignatureNonceUsed");
+    let dated = |secs| alibaba(&call(&ask(KEY, &pattern, secs)));
+    let expected = "400 InvalidTimeStamp.Expired";
+    skewed(&mut row, dated(-SKEW), dated(SKEW), expected);
+    row.check("replayed", alibaba(&call(&valid)), "400 SignatureNonceUsed");
 
-    let ali = |key, instance: &str| alibaba(&get(&ask(key, instance, None))).about(instance);
+    let ali = |key, instance: &str| alibaba(&call(&ask(key, instance, 0))).about(instance);
     let exists = eventually(|| ali(PROJECT_B_KEY, &guest.name).code == "IncorrectInstanceStatus");
-    let pair = (
-        &ali(PROJECT_A_KEY, &guest.name),
-        &ali(PROJECT_A_KEY, &missing),
-    );
+    let theirs = ali(PROJECT_A_KEY, &guest.name);
+    let pair = (&theirs, &ali(PROJECT_A_KEY, &missing));
     hidden(
         &mut row,
         "other tenant",
@@ -324,56 +343,13 @@ fn alibaba_signature_1_0() {
 }
 
 #[test]
+fn alibaba_signature_1_0() {
+    alibaba_row(Alibaba::V1);
+}
+
+#[test]
 fn alibaba_acs3() {
-    let _lock = LibvirtdLock::shared();
-    fixtures::up();
-    let (guest, missing) = theirs("ali-acs3");
-    let d = Daemon::start("", "");
-    let host = d.addr.to_string();
-    let pattern = PATTERN.domain();
-    // Signed headers, as the Tea SDK signs them (a fresh nonce each).
-    let ask = |key: (&str, &str), instance: &str, skew: i64| {
-        let query = format!("Action=GetInstanceScreenshot&InstanceId={instance}&RegionId=cn-test");
-        let headers = acs3_headers_at(skew, "GET", &query, &host, b"", key);
-        (format!("/?{query}"), headers)
-    };
-    let call = |(target, headers): &(String, Vec<(String, String)>)| {
-        send(d.addr, "GET", target, &owned_headers(headers), b"")
-    };
-    let mut row = AuthRow::new("alibaba-acs3");
-
-    let valid = ask(KEY, &pattern, 0);
-    let reply = call(&valid);
-    screen(&mut row, &reply, base64(&reply.json()["Screenshot"]));
-    let wrong = alibaba(&call(&ask((KEY_ID, "not-the-secret"), &pattern, 0)));
-    row.check("wrong secret", wrong, "400 SignatureDoesNotMatch");
-    let unknown = alibaba(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
-    row.check("unknown key", unknown, "404 InvalidAccessKeyId.NotFound");
-    let dated = |secs| alibaba(&call(&ask(KEY, &pattern, secs)));
-    skewed(
-        &mut row,
-        dated(-SKEW),
-        dated(SKEW),
-        "400 InvalidTimeStamp.Expired",
-    );
-    row.check("replayed", alibaba(&call(&valid)), "400 SignatureNonceUsed");
-
-    let ali = |key, instance: &str| alibaba(&call(&ask(key, instance, 0))).about(instance);
-    let exists = eventually(|| ali(PROJECT_B_KEY, &guest.name).code == "IncorrectInstanceStatus");
-    let pair = (
-        &ali(PROJECT_A_KEY, &guest.name),
-        &ali(PROJECT_A_KEY, &missing),
-    );
-    hidden(
-        &mut row,
-        "other tenant",
-        pair,
-        exists,
-        "404 InvalidParameter",
-    );
-    let pair = (&ali(LIMITED_KEY, &pattern), &ali(LIMITED_KEY, &missing));
-    hidden(&mut row, "missing role", pair, true, "404 InvalidParameter");
-    row.finish();
+    alibaba_row(Alibaba::Acs3);
 }
 
 /// How an AWS test signs: in the `Authorization` header or presigned.
@@ -603,22 +579,20 @@ fn oracle_nimbula_cookie() {
     row.finish();
 }
 
-/// A tokens file (Nova's form, which Huawei and the Marketplace share):
-/// `(id, project, roles, expires)` each.
-fn tokens_file(dir: &Path, name: &str, tokens: &[(&str, Option<&str>, &str, &str)]) -> String {
-    let text: String = tokens
-        .iter()
-        .map(|(id, project, roles, expires)| {
-            let project = project.map(|p| format!("project_id = \"{p}\"\n"));
-            let expires = (!expires.is_empty()).then(|| format!("expires = \"{expires}\"\n"));
-            format!(
-                "[[token]]\nid = \"{id}\"\nuser_id = \"user-of-{id}\"\nroles = [{roles}]\n{}{}\n",
-                project.unwrap_or_default(),
-                expires.unwrap_or_default()
-            )
-        })
-        .collect();
-    secret_file(dir, name, &text).display().to_string()
+/// A token of `project` with `roles`, expiring at `expires` if given.
+fn token<'a>(
+    id: &'a str,
+    project: &'a str,
+    roles: &'a [&'a str],
+    expires: Option<&'a str>,
+) -> Token<'a> {
+    Token {
+        id,
+        user: "auth-matrix-user",
+        project,
+        roles,
+        expires,
+    }
 }
 
 const TOKEN_A: &str = "auth-matrix-token-project-a-0001";
@@ -642,16 +616,12 @@ fn nova_static_token() {
     let guest = guest.start();
     let dir = tempdir();
     let tokens = [
-        (TOKEN_A, Some(PROJECT_A), "\"member\"", ""),
-        (TOKEN_B, Some(PROJECT_B), "\"member\"", ""),
-        (TOKEN_B_ROLELESS, Some(PROJECT_B), "", ""),
-        (TOKEN_EXPIRED, Some(PROJECT_B), "\"member\"", PAST),
+        token(TOKEN_A, PROJECT_A, &["member"], None),
+        token(TOKEN_B, PROJECT_B, &["member"], None),
+        token(TOKEN_B_ROLELESS, PROJECT_B, &[], None),
+        token(TOKEN_EXPIRED, PROJECT_B, &["member"], Some(PAST)),
     ];
-    let section = format!(
-        "[nova]\ntokens_file = \"{}\"\n",
-        tokens_file(&dir, "nova-tokens.toml", &tokens)
-    );
-    let d = Daemon::start("", &section);
+    let d = Daemon::start("", &nova::section(&dir, &tokens));
     let actions = |token: &str, server: &str| {
         let path = format!("/compute/v2.1/servers/{server}/os-instance-actions");
         send(d.addr, "GET", &path, &[("X-Auth-Token", token)], b"")
@@ -718,14 +688,14 @@ fn nova_static_token() {
 /// `[huawei]` on the test keys, with `tokens`, and the recordings it needs.
 fn huawei_section(dir: &Path) -> String {
     let tokens = [
-        (TOKEN_A, Some(PROJECT_A), "", ""),
-        (TOKEN_B, Some(PROJECT_B), "", ""),
-        (TOKEN_EXPIRED, Some(PROJECT_A), "", PAST),
+        token(TOKEN_A, PROJECT_A, &[], None),
+        token(TOKEN_B, PROJECT_B, &[], None),
+        token(TOKEN_EXPIRED, PROJECT_A, &[], Some(PAST)),
     ];
     format!(
         "[huawei]\ncredentials_file = \"@KEYS@\"\ntokens_file = \"{}\"\n\n\
          [recordings]\ndir = \"{}\"\n",
-        tokens_file(dir, "huawei-tokens.toml", &tokens),
+        nova::tokens_file(dir, "huawei-tokens.toml", &tokens).display(),
         dir.join("recordings").display()
     )
 }
@@ -859,16 +829,17 @@ fn marketplace_bearer() {
     let _lock = LibvirtdLock::shared();
     fixtures::up();
     let dir = tempdir();
+    // An admin (its project aside, it sees every upload) and project B.
     let tokens = [
-        (TOKEN_A, None, "\"admin\"", ""),
-        (TOKEN_B, Some(PROJECT_B), "", ""),
-        (TOKEN_EXPIRED, None, "\"admin\"", PAST),
+        token(TOKEN_A, PROJECT_A, &["admin"], None),
+        token(TOKEN_B, PROJECT_B, &[], None),
+        token(TOKEN_EXPIRED, PROJECT_A, &["admin"], Some(PAST)),
     ];
     let section = format!(
         "{}\n[marketplace]\ntokens_file = \"{}\"\n\n\
          [[uploads.targets]]\nname = \"local\"\nkind = \"dir\"\npath = \"{}\"\n",
         oracle_section(&dir, 1800),
-        tokens_file(&dir, "marketplace-tokens.toml", &tokens),
+        nova::tokens_file(&dir, "marketplace-tokens.toml", &tokens).display(),
         dir.join("uploads").display()
     );
     let d = Daemon::start("", &section);

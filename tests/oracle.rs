@@ -253,6 +253,7 @@ fn a_capture_is_created_polled_to_complete_and_its_jpeg_served() {
         user: "operator",
         project: "0f5a",
         roles: &["admin"],
+        expires: None,
     };
     let config = oracle_section(&dir, PLAIN) + "\n" + &nova::section(&dir, &[admin]);
     let d = Daemon::start("", &config);

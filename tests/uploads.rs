@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use common::daemon::Daemon;
-use common::fixtures::{self, shows_pattern};
+use common::fixtures::{self, secret_file, shows_pattern};
 use common::host::{wait_until, LibvirtdLock};
 use common::http::{send, Reply};
 use common::image_check::decode_rgb;
@@ -56,14 +56,6 @@ user_id = "other@example.com"
 project_id = "9e9e9e9e-0000-4000-8000-000000000000"
 "#;
 
-fn secret_file(dir: &Path, name: &str, text: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 /// `[store]` (kept at `store`, so a restarted daemon finds it), `[oracle]`
 /// with the pattern guest, `[marketplace]` and `uploads` (an `[uploads]`
 /// body with its targets).
@@ -75,9 +67,9 @@ fn config(dir: &Path, store: &Path, uploads: &str) -> String {
          [marketplace]\ntokens_file = \"{}\"\n\n\
          {uploads}\n",
         store.display(),
-        secret_file(dir, "oracle-users.toml", USERS),
+        secret_file(dir, "oracle-users.toml", USERS).display(),
         fixtures::PATTERN.domain(),
-        secret_file(dir, "marketplace-tokens.toml", TOKENS),
+        secret_file(dir, "marketplace-tokens.toml", TOKENS).display(),
     )
 }
 
