@@ -34,7 +34,9 @@ use common::image_check::decode_rgb;
 use common::matrix::AuthRow;
 use common::nova::{self, Token};
 use common::owned::Owned;
-use common::signing::{acs3_headers_at, canonical_query, huawei_headers, signed_query, SigV4};
+use common::signing::{
+    acs3_headers_at, alibaba_date, canonical_query, huawei_headers, signed_query, SigV4,
+};
 use common::tls::Cert;
 use common::users::{users_file, ALICE_PASSWORD, BOB_PASSWORD};
 
@@ -253,20 +255,12 @@ fn theirs(scheme: &str) -> (Owned, String) {
     (guest, format!("vmshot-am-missing-{pid}"))
 }
 
-/// Alibaba's `Timestamp` (`YYYY-MM-DDThh:mm:ssZ`) `secs` from now.
-fn timestamp(secs: i64) -> String {
-    (time::OffsetDateTime::now_utc() + time::Duration::seconds(secs))
-        .format(time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-        ))
-        .unwrap()
-}
-
-fn owned_headers(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+/// A signer's headers as `send` takes them, but `Host`: `send` names the
+/// host itself, as the signers signed it.
+fn borrowed(headers: &[(String, String)]) -> Vec<(&str, &str)> {
     headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
-        // `send` names the host itself, as the signers signed it.
         .filter(|(n, _)| !n.eq_ignore_ascii_case("host"))
         .collect()
 }
@@ -297,7 +291,7 @@ fn alibaba_row(scheme: Alibaba) {
                 ("Action", "GetInstanceScreenshot"),
                 ("RegionId", "cn-test"),
                 ("InstanceId", instance),
-                ("Timestamp", &timestamp(skew)),
+                ("Timestamp", &alibaba_date(skew)),
             ];
             let query = signed_query("GET", key.0, key.1, &params);
             (format!("/?{query}"), Vec::new())
@@ -310,7 +304,7 @@ fn alibaba_row(scheme: Alibaba) {
         }
     };
     let call = |(target, headers): &(String, Vec<(String, String)>)| {
-        send(d.addr, "GET", target, &owned_headers(headers), b"")
+        send(d.addr, "GET", target, &borrowed(headers), b"")
     };
     let mut row = AuthRow::new(name);
 
@@ -397,7 +391,7 @@ fn aws_row(form: Form) {
         }
     };
     let call = |(target, headers): &(String, Vec<(String, String)>)| {
-        send(d.addr, "GET", target, &owned_headers(headers), b"")
+        send(d.addr, "GET", target, &borrowed(headers), b"")
     };
     let mut row = AuthRow::new(scheme);
 
@@ -611,6 +605,7 @@ fn tampered(token: &str) -> String {
 
 #[test]
 fn nova_static_token() {
+    let _lock = LibvirtdLock::shared();
     // Running: only a capture that runs is recorded as an action.
     let (guest, _) = theirs("nova");
     let guest = guest.start();
@@ -724,7 +719,7 @@ fn workspace(d: &Daemon, who: Workspace, project: &str, desktop: Option<&str>) -
         }
         Workspace::Token(token) => vec![("X-Auth-Token".into(), token.into())],
     };
-    let mut all = owned_headers(&signed);
+    let mut all = borrowed(&signed);
     all.extend(headers.iter().filter(|(n, _)| *n != "host"));
     send(d.addr, method, &path, &all, body.as_bytes())
 }
@@ -749,6 +744,7 @@ fn workspace_tenants(row: &mut AuthRow, d: &Daemon, a: Workspace, b: Workspace, 
 
 #[test]
 fn huawei_ak_sk() {
+    let _lock = LibvirtdLock::shared();
     let (guest, _) = theirs("hw-aksk");
     let dir = tempdir();
     let d = Daemon::start("", &huawei_section(&dir));
@@ -775,7 +771,7 @@ fn huawei_ak_sk() {
     let host = d.addr.to_string();
     let headers = [("x-project-id", PROJECT_A), ("host", host.as_str())];
     let first = huawei_headers(PROJECT_A_KEY, "GET", &path, "", &headers, b"", 0);
-    let mut all = owned_headers(&first);
+    let mut all = borrowed(&first);
     all.push(("X-Project-Id", PROJECT_A));
     // Within one second the two sign alike; the first may meet the list's
     // own replay of `valid`, so only the second is judged.
@@ -794,6 +790,7 @@ fn huawei_ak_sk() {
 
 #[test]
 fn huawei_token() {
+    let _lock = LibvirtdLock::shared();
     let (guest, _) = theirs("hw-token");
     let dir = tempdir();
     let d = Daemon::start("", &huawei_section(&dir));

@@ -10,11 +10,7 @@ use vmshot::api::alibaba::percent_encode;
 /// A query string signed for `method` with `secret`: `params` plus the common
 /// parameters (`Timestamp` and `SignatureNonce` may be overridden in `params`).
 pub fn signed_query(method: &str, key_id: &str, secret: &str, params: &[(&str, &str)]) -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-        ))
-        .unwrap();
+    let now = alibaba_date(0);
     let nonce = uuid::Uuid::new_v4().to_string();
     let mut all: Vec<(String, String)> = vec![
         ("AccessKeyId".into(), key_id.into()),
@@ -67,11 +63,7 @@ pub fn acs3_headers_at(
 ) -> Vec<(String, String)> {
     use sha2::Digest;
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let now = (time::OffsetDateTime::now_utc() + time::Duration::seconds(skew_secs))
-        .format(time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-        ))
-        .unwrap();
+    let now = alibaba_date(skew_secs);
     let mut headers: Vec<(String, String)> = vec![
         ("accept".into(), "application/json".into()),
         ("x-acs-content-sha256".into(), hex(&Sha256::digest(body))),
@@ -129,6 +121,16 @@ pub fn screenshot_query(key: &str, secret: &str, instance: &str) -> String {
             ("InstanceId", instance),
         ],
     )
+}
+
+/// A date as Alibaba's signatures carry it (`2026-11-30T05:13:25Z`),
+/// `skew_secs` from now (negative: in the past).
+pub fn alibaba_date(skew_secs: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(skew_secs))
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
+        .unwrap()
 }
 
 /// A date as SigV4 and SDK-HMAC-SHA256 sign it (`20261130T051325Z`),
