@@ -33,6 +33,7 @@ use common::http::{send, Reply};
 use common::image_check::decode_rgb;
 use common::matrix::AuthRow;
 use common::nova::{self, Token};
+use common::oracle;
 use common::owned::Owned;
 use common::signing::{
     acs3_headers_at, alibaba_date, canonical_query, huawei_headers, signed_query, SigV4,
@@ -85,76 +86,84 @@ impl fmt::Display for Answer {
     }
 }
 
-fn alibaba(reply: &Reply) -> Answer {
-    let body = reply.json();
-    Answer::new(reply.status, &body["Code"], &body["Message"])
-}
+/// Each dialect's refusal, read as an `Answer`.
+mod answer {
+    use serde_json::{json, Value};
 
-/// The text of `<name>` in an XML body.
-fn element(text: &str, name: &str) -> Value {
-    let open = format!("<{name}>");
-    text.split_once(&open)
-        .and_then(|(_, rest)| rest.split_once(&format!("</{name}>")))
-        .map_or(Value::Null, |(inner, _)| Value::from(inner))
-}
+    use super::Answer;
+    use crate::common::http::Reply;
 
-fn aws(reply: &Reply) -> Answer {
-    let text = reply.text();
-    Answer::new(
-        reply.status,
-        &element(&text, "Code"),
-        &element(&text, "Message"),
-    )
-}
+    pub(super) fn alibaba(reply: &Reply) -> Answer {
+        let body = reply.json();
+        Answer::new(reply.status, &body["Code"], &body["Message"])
+    }
 
-fn huawei(reply: &Reply) -> Answer {
-    let body = reply.json();
-    Answer::new(reply.status, &body["error_code"], &body["error_msg"])
-}
+    /// The text of `<name>` in an XML body.
+    pub(super) fn element(text: &str, name: &str) -> Value {
+        let open = format!("<{name}>");
+        text.split_once(&open)
+            .and_then(|(_, rest)| rest.split_once(&format!("</{name}>")))
+            .map_or(Value::Null, |(inner, _)| Value::from(inner))
+    }
 
-fn oracle(reply: &Reply) -> Answer {
-    Answer::new(reply.status, &json!(""), &reply.json()["message"])
-}
+    pub(super) fn aws(reply: &Reply) -> Answer {
+        let text = reply.text();
+        Answer::new(
+            reply.status,
+            &element(&text, "Code"),
+            &element(&text, "Message"),
+        )
+    }
 
-/// Nova's fault, `{"<name>": {"code", "message"}}`, or keystonemiddleware's
-/// refusal before it, `{"error": {"code", "title", "message"}}`.
-fn nova(reply: &Reply) -> Answer {
-    let body = reply.json();
-    let (name, fault) = body
-        .as_object()
-        .and_then(|o| o.iter().next())
-        .map_or(("-".to_owned(), Value::Null), |(n, f)| {
-            (n.clone(), f.clone())
-        });
-    let code = match name.as_str() {
-        "error" => fault["title"].clone(),
-        _ => Value::from(name),
-    };
-    Answer::new(reply.status, &code, &fault["message"])
-}
+    pub(super) fn huawei(reply: &Reply) -> Answer {
+        let body = reply.json();
+        Answer::new(reply.status, &body["error_code"], &body["error_msg"])
+    }
 
-fn market(reply: &Reply) -> Answer {
-    let body = reply.json();
-    Answer::new(reply.status, &body["errorCode"], &body["errorMessage"])
-}
+    pub(super) fn oracle(reply: &Reply) -> Answer {
+        Answer::new(reply.status, &json!(""), &reply.json()["message"])
+    }
 
-/// The log-in form again, with its error.
-fn login_form(reply: &Reply) -> Answer {
-    let text = reply.text();
-    let error = text
-        .split_once("<p class=\"error\">")
-        .and_then(|(_, rest)| rest.split_once("</p>"))
-        .map_or("-", |(error, _)| error);
-    Answer::new(reply.status, &json!(""), &json!(error))
-}
+    /// Nova's fault, `{"<name>": {"code", "message"}}`, or keystonemiddleware's
+    /// refusal before it, `{"error": {"code", "title", "message"}}`.
+    pub(super) fn nova(reply: &Reply) -> Answer {
+        let body = reply.json();
+        let (name, fault) = body
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .map_or(("-".to_owned(), Value::Null), |(n, f)| {
+                (n.clone(), f.clone())
+            });
+        let code = match name.as_str() {
+            "error" => fault["title"].clone(),
+            _ => Value::from(name),
+        };
+        Answer::new(reply.status, &code, &fault["message"])
+    }
 
-fn native(reply: &Reply) -> Answer {
-    let body = reply.json();
-    Answer::new(
-        reply.status,
-        &body["error"]["code"],
-        &body["error"]["message"],
-    )
+    pub(super) fn market(reply: &Reply) -> Answer {
+        let body = reply.json();
+        Answer::new(reply.status, &body["errorCode"], &body["errorMessage"])
+    }
+
+    /// The log-in form again, with its error.
+    pub(super) fn login_form(reply: &Reply) -> Answer {
+        let text = reply.text();
+        let error = text
+            .split_once("<p class=\"error\">")
+            .and_then(|(_, rest)| rest.split_once("</p>"))
+            .map_or("-", |(error, _)| error);
+        Answer::new(reply.status, &json!(""), &json!(error))
+    }
+
+    pub(super) fn native(reply: &Reply) -> Answer {
+        let body = reply.json();
+        Answer::new(
+            reply.status,
+            &body["error"]["code"],
+            &body["error"]["message"],
+        )
+    }
 }
 
 /// The valid cell of a screenshot: a 200 whose JPEG is the pattern guest's
@@ -311,16 +320,20 @@ fn alibaba_row(scheme: Alibaba) {
     let valid = ask(KEY, &pattern, 0);
     let reply = call(&valid);
     screen(&mut row, &reply, base64(&reply.json()["Screenshot"]));
-    let wrong = alibaba(&call(&ask((KEY_ID, "not-the-secret"), &pattern, 0)));
+    let wrong = answer::alibaba(&call(&ask((KEY_ID, "not-the-secret"), &pattern, 0)));
     row.check("wrong secret", wrong, "400 SignatureDoesNotMatch");
-    let unknown = alibaba(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
+    let unknown = answer::alibaba(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
     row.check("unknown key", unknown, "404 InvalidAccessKeyId.NotFound");
-    let dated = |secs| alibaba(&call(&ask(KEY, &pattern, secs)));
+    let dated = |secs| answer::alibaba(&call(&ask(KEY, &pattern, secs)));
     let expected = "400 InvalidTimeStamp.Expired";
     skewed(&mut row, dated(-SKEW), dated(SKEW), expected);
-    row.check("replayed", alibaba(&call(&valid)), "400 SignatureNonceUsed");
+    row.check(
+        "replayed",
+        answer::alibaba(&call(&valid)),
+        "400 SignatureNonceUsed",
+    );
 
-    let ali = |key, instance: &str| alibaba(&call(&ask(key, instance, 0))).about(instance);
+    let ali = |key, instance: &str| answer::alibaba(&call(&ask(key, instance, 0))).about(instance);
     let exists = eventually(|| ali(PROJECT_B_KEY, &guest.name).code == "IncorrectInstanceStatus");
     let theirs = ali(PROJECT_A_KEY, &guest.name);
     let pair = (&theirs, &ali(PROJECT_A_KEY, &missing));
@@ -400,16 +413,16 @@ fn aws_row(form: Form) {
     screen(
         &mut row,
         &reply,
-        base64(&element(&reply.text(), "imageData")),
+        base64(&answer::element(&reply.text(), "imageData")),
     );
-    let wrong = aws(&call(&ask((KEY_ID, "not-the-secret"), &pattern, 0)));
+    let wrong = answer::aws(&call(&ask((KEY_ID, "not-the-secret"), &pattern, 0)));
     row.check("wrong secret", wrong, "403 SignatureDoesNotMatch");
-    let unknown = aws(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
+    let unknown = answer::aws(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
     row.check("unknown key", unknown, "401 AuthFailure");
-    let dated = |secs| aws(&call(&ask(KEY, &pattern, secs)));
+    let dated = |secs| answer::aws(&call(&ask(KEY, &pattern, secs)));
     skewed(&mut row, dated(-3600), dated(3600), "400 RequestExpired");
     // SigV4 has no nonce: the repeat passes, and meets the guest's interval.
-    let again = aws(&call(&valid));
+    let again = answer::aws(&call(&valid));
     let reason = match form {
         Form::Header => {
             "SigV4 has no nonce: a repeat within the ±5 min skew is served, as EC2 does"
@@ -420,7 +433,7 @@ fn aws_row(form: Form) {
     let holds = again.to_string() == "503 RequestLimitExceeded";
     row.not_applicable("replayed", &seen, holds);
 
-    let ec2 = |key, instance: &str| aws(&call(&ask(key, instance, 0))).about(instance);
+    let ec2 = |key, instance: &str| answer::aws(&call(&ask(key, instance, 0))).about(instance);
     let exists = eventually(|| ec2(PROJECT_B_KEY, &guest.name).code == "IncorrectInstanceState");
     let pair = (
         &ec2(PROJECT_A_KEY, &guest.name),
@@ -454,8 +467,6 @@ fn aws_sigv4_presigned() {
     aws_row(Form::Presigned);
 }
 
-const ORACLE_MEDIA: &str = "application/oracle-compute-v3+json";
-
 /// `[oracle]` with the test users and the pattern guest, in `dir`.
 fn oracle_section(dir: &Path, session_secs: u64) -> String {
     format!(
@@ -466,35 +477,14 @@ fn oracle_section(dir: &Path, session_secs: u64) -> String {
     )
 }
 
-/// One Oracle call with the `nimbula` cookie, if any.
-fn oracle_call(d: &Daemon, cookie: Option<&str>, method: &str, path: &str, body: &Value) -> Reply {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let cookie = cookie.map(|c| format!("nimbula={c}"));
-    let mut headers = vec![("Accept", ORACLE_MEDIA), ("Content-Type", ORACLE_MEDIA)];
-    headers.extend(cookie.as_deref().map(|c| ("Cookie", c)));
-    send(d.addr, method, path, &headers, body.as_bytes())
-}
-
-/// `POST /authenticate/` as `/Compute-acme/{user}`: the cookie, or the refusal.
+/// `/Compute-acme/{user}`'s cookie, or the refusal.
 fn nimbula(d: &Daemon, user: &str, password: &str) -> Result<String, Reply> {
-    let body = json!({"user": format!("/Compute-acme/{user}"), "password": password});
-    let reply = oracle_call(d, None, "POST", "/authenticate/", &body);
-    let cookie = reply
-        .header("set-cookie")
-        .and_then(|c| c.strip_prefix("nimbula="))
-        .and_then(|c| c.split(';').next())
-        .map(str::to_owned);
-    cookie.filter(|_| reply.status == 204).ok_or(reply)
+    oracle::authenticate(d, &format!("/Compute-acme/{user}"), password)
 }
 
 /// A capture of `/Compute-acme/{user}/{instance}` asked for.
 fn oracle_capture(d: &Daemon, cookie: &str, user: &str, instance: &str) -> Reply {
-    let body = json!({"instance": format!("/Compute-acme/{user}/{instance}"), "cancel": false});
-    oracle_call(d, Some(cookie), "POST", "/console/screencapture/", &body)
+    oracle::create(d, cookie, &format!("/Compute-acme/{user}/{instance}"))
 }
 
 /// Polls a capture to its end; its JPEG (with the daemon's digest header
@@ -504,11 +494,11 @@ fn oracle_media(d: &Daemon, cookie: &str, created: &Reply) -> Reply {
     let path = format!("/console/screencapture{name}");
     let mut state = Value::Null;
     eventually(|| {
-        state = oracle_call(d, Some(cookie), "GET", &path, &Value::Null).json()["state"].clone();
+        state = oracle::call(d, Some(cookie), "GET", &path, None).json()["state"].clone();
         state == "complete" || state == "error"
     });
     let media = format!("/console/screencapture/media{name}");
-    oracle_call(d, Some(cookie), "GET", &media, &Value::Null)
+    oracle::call(d, Some(cookie), "GET", &media, None)
 }
 
 #[test]
@@ -525,7 +515,7 @@ fn oracle_nimbula_cookie() {
     let media = oracle_media(&d, &alice, &created);
     let jpeg = (created.status == 201).then(|| media.body.clone());
     screen(&mut row, &media, jpeg);
-    let refused = |user, password| oracle(&nimbula(&d, user, password).unwrap_err());
+    let refused = |user, password| answer::oracle(&nimbula(&d, user, password).unwrap_err());
     let expected = "401 \"Incorrect username or password\"";
     row.check(
         "wrong secret",
@@ -540,18 +530,17 @@ fn oracle_nimbula_cookie() {
     let list = "/console/screencapture/Compute-acme/alice/";
     let mut late = None;
     eventually(|| {
-        let reply = oracle_call(&brief, Some(&cookie), "GET", list, &Value::Null);
+        let reply = oracle::call(&brief, Some(&cookie), "GET", list, None);
         late = Some(reply);
         late.as_ref().is_some_and(|r| r.status != 200)
     });
-    let late = oracle(&late.unwrap());
+    let late = answer::oracle(&late.unwrap());
     row.check(
         "expired/skewed",
         late,
         "401 \"The session has expired: authenticate again.\"",
     );
-    let twice =
-        (0..2).all(|_| oracle_call(&d, Some(&alice), "GET", list, &Value::Null).status == 200);
+    let twice = (0..2).all(|_| oracle::call(&d, Some(&alice), "GET", list, None).status == 200);
     row.not_applicable(
         "replayed",
         "the nimbula cookie is a bearer session, presented again until it expires (30 min)",
@@ -561,13 +550,14 @@ fn oracle_nimbula_cookie() {
     let carol = nimbula(&d, "carol", ALICE_PASSWORD).expect("carol authenticates");
     let bob = nimbula(&d, "bob", BOB_PASSWORD).expect("bob authenticates");
     let exists = eventually(|| oracle_capture(&d, &bob, "bob", &guest.name).status != 404);
-    let ask =
-        |instance: &str| oracle(&oracle_capture(&d, &carol, "carol", instance)).about(instance);
+    let ask = |instance: &str| {
+        answer::oracle(&oracle_capture(&d, &carol, "carol", instance)).about(instance)
+    };
     let pair = (&ask(&guest.name), &ask(&missing));
     let expected = "404 \"/Compute-acme/carol/ID does not exist\"";
     hidden(&mut row, "other tenant", pair, exists, expected);
     let dave = nimbula(&d, "dave", ALICE_PASSWORD).expect("dave authenticates");
-    let roleless = oracle(&oracle_capture(&d, &dave, "dave", "pattern"));
+    let roleless = answer::oracle(&oracle_capture(&d, &dave, "dave", "pattern"));
     let expected = "403 \"The Compute_Operations role is required for this request.\"";
     row.check("missing role", roleless, expected);
     row.finish();
@@ -643,7 +633,7 @@ fn nova_static_token() {
         ok,
         "200, the server's vmshot_capture action",
     );
-    let refused = |token: &str| nova(&actions(token, &guest.uuid));
+    let refused = |token: &str| answer::nova(&actions(token, &guest.uuid));
     row.check(
         "wrong secret",
         refused(&tampered(TOKEN_B)),
@@ -661,7 +651,7 @@ fn nova_static_token() {
     // Hidden while the server exists, and once it is deleted (its actions
     // stay, under the project they were recorded for).
     let missing = uuid::Uuid::new_v4().to_string();
-    let ask = |server: &str| nova(&actions(TOKEN_A, server)).about(server);
+    let ask = |server: &str| answer::nova(&actions(TOKEN_A, server)).about(server);
     let live = ask(&guest.uuid);
     guest.remove();
     let deleted =
@@ -735,9 +725,11 @@ fn empty_list(row: &mut AuthRow, reply: &Reply) {
 /// one that does not exist, while B is told it is not running.
 fn workspace_tenants(row: &mut AuthRow, d: &Daemon, a: Workspace, b: Workspace, guest: &Owned) {
     let missing = format!("{}-missing", guest.name);
-    let exists =
-        eventually(|| huawei(&workspace(d, b, PROJECT_B, Some(&guest.name))).code == "WKS.0410");
-    let ask = |desktop: &str| huawei(&workspace(d, a, PROJECT_A, Some(desktop))).about(desktop);
+    let exists = eventually(|| {
+        answer::huawei(&workspace(d, b, PROJECT_B, Some(&guest.name))).code == "WKS.0410"
+    });
+    let ask =
+        |desktop: &str| answer::huawei(&workspace(d, a, PROJECT_A, Some(desktop))).about(desktop);
     let pair = (&ask(&guest.name), &ask(&missing));
     hidden(row, "other tenant", pair, exists, "404 WKS.0202");
 }
@@ -755,15 +747,15 @@ fn huawei_ak_sk() {
     let valid = signed(PROJECT_A_KEY, 0);
     let reply = list(valid);
     empty_list(&mut row, &reply);
-    let wrong = huawei(&list(signed((PROJECT_A_KEY.0, "not-the-secret"), 0)));
+    let wrong = answer::huawei(&list(signed((PROJECT_A_KEY.0, "not-the-secret"), 0)));
     row.check(
         "wrong secret",
         wrong,
         "401 APIGW.0301 (verify aksk signature fail)",
     );
-    let unknown = huawei(&list(signed(("vmshot-no-such-key", SECRET), 0)));
+    let unknown = answer::huawei(&list(signed(("vmshot-no-such-key", SECRET), 0)));
     row.check("unknown key", unknown, "401 APIGW.0301 (ak not exist)");
-    let dated = |secs| huawei(&list(signed(PROJECT_A_KEY, secs)));
+    let dated = |secs| answer::huawei(&list(signed(PROJECT_A_KEY, secs)));
     let expected = "401 APIGW.0301 (X-Sdk-Date is more than 15 min from this host's clock)";
     skewed(&mut row, dated(-SKEW), dated(SKEW), expected);
     // The same request again, byte for byte: its date and signature too.
@@ -776,13 +768,13 @@ fn huawei_ak_sk() {
     // Within one second the two sign alike; the first may meet the list's
     // own replay of `valid`, so only the second is judged.
     send(d.addr, "GET", &path, &all, b"");
-    let again = huawei(&send(d.addr, "GET", &path, &all, b""));
+    let again = answer::huawei(&send(d.addr, "GET", &path, &all, b""));
     let expected = "401 APIGW.0301 (the request was already received (replay))";
     row.check("replayed", again, expected);
 
     let b = signed(PROJECT_B_KEY, 0);
     workspace_tenants(&mut row, &d, valid, b, &guest);
-    let projectless = huawei(&list(signed(KEY, 0)));
+    let projectless = answer::huawei(&list(signed(KEY, 0)));
     let expected = "401 APIGW.0301 (the credentials are bound to no project)";
     row.check("missing role", projectless, expected);
     row.finish();
@@ -799,10 +791,22 @@ fn huawei_token() {
 
     empty_list(&mut row, &list(TOKEN_A));
     let expected = "401 APIGW.0301 (the token is not valid)";
-    row.check("wrong secret", huawei(&list(&tampered(TOKEN_A))), expected);
-    row.check("unknown key", huawei(&list(TOKEN_UNKNOWN)), expected);
+    row.check(
+        "wrong secret",
+        answer::huawei(&list(&tampered(TOKEN_A))),
+        expected,
+    );
+    row.check(
+        "unknown key",
+        answer::huawei(&list(TOKEN_UNKNOWN)),
+        expected,
+    );
     let expected = "401 APIGW.0301 (the token has expired)";
-    row.check("expired/skewed", huawei(&list(TOKEN_EXPIRED)), expected);
+    row.check(
+        "expired/skewed",
+        answer::huawei(&list(TOKEN_EXPIRED)),
+        expected,
+    );
     let twice = list(TOKEN_A).status == 200;
     row.not_applicable(
         "replayed",
@@ -880,17 +884,17 @@ fn marketplace_bearer() {
 
     row.check(
         "wrong secret",
-        market(&status(&tampered(TOKEN_A), id)),
+        answer::market(&status(&tampered(TOKEN_A), id)),
         "401 NotAuthorized",
     );
     row.check(
         "unknown key",
-        market(&status(TOKEN_UNKNOWN, id)),
+        answer::market(&status(TOKEN_UNKNOWN, id)),
         "401 NotAuthorized",
     );
     row.check(
         "expired/skewed",
-        market(&status(TOKEN_EXPIRED, id)),
+        answer::market(&status(TOKEN_EXPIRED, id)),
         "401 NotAuthorized",
     );
     let twice = status(TOKEN_A, id).status == 200;
@@ -899,7 +903,7 @@ fn marketplace_bearer() {
         "a bearer token, presented again until it expires",
         twice,
     );
-    let ask = |upload: i64| market(&status(TOKEN_B, upload)).about(&upload.to_string());
+    let ask = |upload: i64| answer::market(&status(TOKEN_B, upload)).about(&upload.to_string());
     let pair = (&ask(id), &ask(id + 1000));
     hidden(&mut row, "other tenant", pair, true, "404 EntityNotFound");
     row.not_applicable(
@@ -949,7 +953,8 @@ fn native_session() {
     let shot = format!("/v1/domains/{}/screenshot", PATTERN.domain());
     let reply = get(&d, &alice, &shot);
     screen(&mut row, &reply, Some(reply.body.clone()));
-    let refused = |user, password| login_form(&ui_login(&cert, &d, user, password).unwrap_err());
+    let refused =
+        |user, password| answer::login_form(&ui_login(&cert, &d, user, password).unwrap_err());
     let expected = "401 \"wrong user name or password\"";
     row.check(
         "wrong secret",
@@ -966,7 +971,7 @@ fn native_session() {
         late = Some(get(&brief, &cookie, "/v1/domains"));
         late.as_ref().is_some_and(|r| r.status != 200)
     });
-    let late = native(&late.unwrap());
+    let late = answer::native(&late.unwrap());
     row.check("expired/skewed", late, "401 unauthorized");
     let twice = (0..2).all(|_| get(&d, &alice, "/v1/domains").status == 200);
     row.not_applicable(
@@ -978,7 +983,8 @@ fn native_session() {
     let carol = ui_login(&cert, &d, "carol", ALICE_PASSWORD).expect("carol logs in");
     let bob = ui_login(&cert, &d, "bob", BOB_PASSWORD).expect("bob logs in");
     let exists = eventually(|| get(&d, &bob, &format!("/v1/domains/{}", guest.name)).status == 200);
-    let ask = |name: &str| native(&get(&d, &carol, &format!("/v1/domains/{name}"))).about(name);
+    let ask =
+        |name: &str| answer::native(&get(&d, &carol, &format!("/v1/domains/{name}"))).about(name);
     let pair = (&ask(&guest.name), &ask(&missing));
     hidden(&mut row, "other tenant", pair, exists, "404 not_found");
     row.not_applicable(

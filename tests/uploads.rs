@@ -24,9 +24,9 @@ use common::fixtures::{self, secret_file, shows_pattern};
 use common::host::{wait_until, LibvirtdLock};
 use common::http::{send, Reply};
 use common::image_check::decode_rgb;
+use common::oracle;
 use common::s3::S3Server;
 
-const MEDIA_TYPE: &str = "application/oracle-compute-v3+json";
 const ALICE: &str = "/Compute-acme/alice";
 const ALICE_PASSWORD: &str = "oracle-test-password-a";
 const BUCKET: &str = "captures-bucket";
@@ -89,27 +89,8 @@ fn s3_target(s3: &S3Server, dir: &Path, secret: Option<&str>) -> String {
     )
 }
 
-fn oracle(
-    d: &Daemon,
-    cookie: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Reply {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let cookie = cookie.map(|c| format!("nimbula={c}"));
-    let mut headers = vec![("Accept", MEDIA_TYPE)];
-    if !body.is_empty() {
-        headers.push(("Content-Type", MEDIA_TYPE));
-    }
-    if let Some(c) = &cookie {
-        headers.push(("Cookie", c));
-    }
-    send(d.addr, method, path, &headers, body.as_bytes())
-}
-
 fn login(d: &Daemon) -> String {
-    let reply = oracle(
+    let reply = oracle::call(
         d,
         None,
         "POST",
@@ -126,7 +107,7 @@ fn login(d: &Daemon) -> String {
 
 /// Creates a capture of the pattern guest; its name.
 fn capture(d: &Daemon, cookie: &str) -> String {
-    let reply = oracle(
+    let reply = oracle::call(
         d,
         Some(cookie),
         "POST",
@@ -141,7 +122,7 @@ fn capture(d: &Daemon, cookie: &str) -> String {
 fn finished(d: &Daemon, cookie: &str, name: &str, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
-        let c = oracle(
+        let c = oracle::call(
             d,
             Some(cookie),
             "GET",
@@ -253,7 +234,7 @@ fn a_capture_lands_in_a_directory_and_a_bucket_whole_and_checked() {
     let done = finished(&d, &cookie, &name, Duration::from_secs(60));
     assert_eq!(done["state"], "complete", "{done}\n{}", d.logs());
 
-    let served = oracle(
+    let served = oracle::call(
         &d,
         Some(&cookie),
         "GET",
@@ -427,7 +408,7 @@ fn kill_9_halfway_resumes_from_the_recorded_chunks() {
         (Some("Completed"), Some(0)),
         "{s}"
     );
-    let served = oracle(
+    let served = oracle::call(
         &second,
         Some(&cookie),
         "GET",
