@@ -534,11 +534,27 @@ fn oracle_nimbula_cookie() {
         late = Some(reply);
         late.as_ref().is_some_and(|r| r.status != 200)
     });
+    // Nor can `GET /refresh/` bring it back.
     let late = answer::oracle(&late.unwrap());
-    row.check(
+    let refreshed = answer::oracle(&oracle::call(
+        &brief,
+        Some(&cookie),
+        "GET",
+        "/refresh/",
+        None,
+    ));
+    let expected = "401 \"The session has expired: authenticate again.\"";
+    let observed = if refreshed == late {
+        format!("{late} (refresh too)")
+    } else {
+        format!("{late}; refresh: {refreshed}")
+    };
+    let met = late.to_string() == expected && refreshed == late;
+    row.verdict(
         "expired/skewed",
-        late,
-        "401 \"The session has expired: authenticate again.\"",
+        observed,
+        met,
+        &format!("{expected} (refresh too)"),
     );
     let twice = (0..2).all(|_| oracle::call(&d, Some(&alice), "GET", list, None).status == 200);
     row.not_applicable(
