@@ -240,10 +240,11 @@ fn skewed(row: &mut AuthRow, late: Answer, early: Answer, expected: &str) {
     );
 }
 
-/// Whether `done` holds within 10 s, polled (the inventory follows
-/// libvirt's events; a domain defined just before may take a moment).
+/// Whether `done` holds within 30 s, polled: the inventory follows
+/// libvirt's events, a capture and its upload run on their own (each takes
+/// a second or two, more on a loaded host).
 fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if done() {
             return true;
@@ -708,26 +709,54 @@ enum Workspace<'a> {
     Token(&'a str),
 }
 
-/// A Workspace call in `project`: `GET` the list, or `POST` a start of a
-/// recording of `desktop`.
-fn workspace(d: &Daemon, who: Workspace, project: &str, desktop: Option<&str>) -> Reply {
-    let path = format!("/v2/{project}/screen-records");
-    let body = desktop.map_or(String::new(), |id| json!({"desktop_id": id}).to_string());
-    let method = if desktop.is_some() { "POST" } else { "GET" };
-    let host = d.addr.to_string();
-    let mut headers = vec![("x-project-id", project), ("host", host.as_str())];
-    if desktop.is_some() {
-        headers.push(("content-type", "application/json"));
-    }
-    let signed = match who {
-        Workspace::Signed(key, skew) => {
-            huawei_headers(key, method, &path, "", &headers, body.as_bytes(), skew)
+/// A Workspace call in `project`, signed once and sent as often as asked:
+/// `GET` the list, or `POST` a start of a recording of `desktop`.
+struct Call {
+    method: &'static str,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Call {
+    fn new(d: &Daemon, who: Workspace, project: &str, desktop: Option<&str>) -> Self {
+        let path = format!("/v2/{project}/screen-records");
+        let body = desktop.map_or(String::new(), |id| json!({"desktop_id": id}).to_string());
+        let method = if desktop.is_some() { "POST" } else { "GET" };
+        let host = d.addr.to_string();
+        let mut signed = vec![("x-project-id", project), ("host", host.as_str())];
+        if desktop.is_some() {
+            signed.push(("content-type", "application/json"));
         }
-        Workspace::Token(token) => vec![("X-Auth-Token".into(), token.into())],
-    };
-    let mut all = borrowed(&signed);
-    all.extend(headers.iter().filter(|(n, _)| *n != "host"));
-    send(d.addr, method, &path, &all, body.as_bytes())
+        let mut headers = match who {
+            Workspace::Signed(key, skew) => {
+                huawei_headers(key, method, &path, "", &signed, body.as_bytes(), skew)
+            }
+            Workspace::Token(token) => vec![("X-Auth-Token".into(), token.into())],
+        };
+        headers.extend(signed.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        Self {
+            method,
+            path,
+            headers,
+            body,
+        }
+    }
+
+    fn send(&self, d: &Daemon) -> Reply {
+        let headers = borrowed(&self.headers);
+        send(
+            d.addr,
+            self.method,
+            &self.path,
+            &headers,
+            self.body.as_bytes(),
+        )
+    }
+}
+
+fn workspace(d: &Daemon, who: Workspace, project: &str, desktop: Option<&str>) -> Reply {
+    Call::new(d, who, project, desktop).send(d)
 }
 
 /// The valid cell of a Workspace list: the empty project's list.
@@ -774,17 +803,12 @@ fn huawei_ak_sk() {
     let dated = |secs| answer::huawei(&list(signed(PROJECT_A_KEY, secs)));
     let expected = "401 APIGW.0301 (X-Sdk-Date is more than 15 min from this host's clock)";
     skewed(&mut row, dated(-SKEW), dated(SKEW), expected);
-    // The same request again, byte for byte: its date and signature too.
-    let path = format!("/v2/{PROJECT_A}/screen-records");
-    let host = d.addr.to_string();
-    let headers = [("x-project-id", PROJECT_A), ("host", host.as_str())];
-    let first = huawei_headers(PROJECT_A_KEY, "GET", &path, "", &headers, b"", 0);
-    let mut all = borrowed(&first);
-    all.push(("X-Project-Id", PROJECT_A));
-    // Within one second the two sign alike; the first may meet the list's
-    // own replay of `valid`, so only the second is judged.
-    send(d.addr, "GET", &path, &all, b"");
-    let again = answer::huawei(&send(d.addr, "GET", &path, &all, b""));
+    // One request sent twice, byte for byte: its date and signature too.
+    // The first may already meet an identical one signed in the same second
+    // (the valid list), so only the second is judged.
+    let call = Call::new(&d, valid, PROJECT_A, None);
+    call.send(&d);
+    let again = answer::huawei(&call.send(&d));
     let expected = "401 APIGW.0301 (the request was already received (replay))";
     row.check("replayed", again, expected);
 
