@@ -7,11 +7,14 @@
 //! puts into docs/RELIABILITY.md) before it asserts that every cell is what
 //! the dialect documents.
 //!
-//! "Other tenant" is a guest of project B, shut off (scope is decided before
-//! state), asked for by project A: it must be answered exactly as a guest
-//! that does not exist, while B itself gets another answer. "Missing role"
-//! is Oracle's `Compute_Operations`; where no call needs a role, a key's own
-//! limit to named instances (`instances = […]`) on a guest outside it.
+//! "Other tenant" is a guest of project B (shut off where that is enough:
+//! scope is decided before state) asked for by project A: it must be
+//! answered exactly as a guest that does not exist, while B itself gets
+//! another answer. "Missing role" is Oracle's `Compute_Operations`; where no
+//! call needs a role, an access key's own limit to named instances
+//! (`instances = […]`) on a guest outside it, or Huawei's key bound to no
+//! project; tokens and native users have none to miss (`n/a`, and a caller
+//! without a role is seen served).
 
 mod common;
 
