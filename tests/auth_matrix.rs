@@ -584,6 +584,8 @@ fn oracle_nimbula_cookie() {
     let roleless = answer::oracle(&oracle_capture(&d, &dave, "dave", "pattern"));
     let expected = "403 \"The Compute_Operations role is required for this request.\"";
     row.check("missing role", roleless, expected);
+    // The test's own files go too (each daemon removes its directory).
+    let _ = std::fs::remove_dir_all(&dir);
     row.finish();
 }
 
@@ -691,6 +693,8 @@ fn nova_static_token() {
         ),
         roleless == 200,
     );
+    // The test's own files go too (each daemon removes its directory).
+    let _ = std::fs::remove_dir_all(&dir);
     row.finish();
 }
 
@@ -824,6 +828,8 @@ fn huawei_ak_sk() {
     let projectless = answer::huawei(&list(signed(KEY, 0)));
     let expected = "401 APIGW.0301 (the credentials are bound to no project)";
     row.check("missing role", projectless, expected);
+    // The test's own files go too (each daemon removes its directory).
+    let _ = std::fs::remove_dir_all(&dir);
     row.finish();
 }
 
@@ -870,6 +876,8 @@ fn huawei_token() {
         "Workspace's calls need no role: a token acts in its project (one without is refused at start)",
         roleless,
     );
+    // The test's own files go too (each daemon removes its directory).
+    let _ = std::fs::remove_dir_all(&dir);
     row.finish();
 }
 
@@ -963,6 +971,8 @@ fn marketplace_bearer() {
         "a token needs no role to read its project's uploads; `admin` only widens scope",
         ok,
     );
+    // The test's own files go too (each daemon removes its directory).
+    let _ = std::fs::remove_dir_all(&dir);
     row.finish();
 }
 
@@ -1050,5 +1060,7 @@ fn native_session() {
         ),
         roleless == 200,
     );
+    // The test's own files go too (each daemon removes its directory).
+    let _ = std::fs::remove_dir_all(&dir);
     row.finish();
 }
