@@ -287,6 +287,51 @@ fn borrowed(headers: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// What a signature scheme answers to each kind of caller, as its dialect
+/// documents it.
+struct Refusals {
+    wrong_secret: &'static str,
+    unknown_key: &'static str,
+    /// Dated `skew_secs` behind the host's clock, or as far ahead.
+    expired: &'static str,
+    skew_secs: i64,
+    /// A guest one may not see, as a missing one.
+    not_found: &'static str,
+    /// The code its owner gets for the other tenant's guest (shut off).
+    owner_sees: &'static str,
+}
+
+/// The cells a signature scheme shares with the others: wrong secret,
+/// unknown key, expired/skewed, other tenant and missing role (a key
+/// limited to other instances). `ask` signs a screenshot of an instance
+/// with a key, dated some seconds from now, and sends it; `read` reads the
+/// dialect's refusal.
+fn signature_cells(
+    row: &mut AuthRow,
+    ask: impl Fn((&str, &str), &str, i64) -> Reply,
+    read: fn(&Reply) -> Answer,
+    expect: &Refusals,
+    (guest, missing): (&Owned, &str),
+) {
+    let pattern = PATTERN.domain();
+    let wrong = read(&ask((KEY_ID, "not-the-secret"), &pattern, 0));
+    row.check("wrong secret", wrong, expect.wrong_secret);
+    let unknown = read(&ask(("vmshot-no-such-key", SECRET), &pattern, 0));
+    row.check("unknown key", unknown, expect.unknown_key);
+    let dated = |secs| read(&ask(KEY, &pattern, secs));
+    skewed(row, dated, expect.skew_secs, expect.expired);
+
+    let seen = |key, instance: &str| read(&ask(key, instance, 0)).about(instance);
+    let exists = eventually(|| seen(PROJECT_B_KEY, &guest.name).code == expect.owner_sees);
+    let pair = (
+        &seen(PROJECT_A_KEY, &guest.name),
+        &seen(PROJECT_A_KEY, missing),
+    );
+    hidden(row, "other tenant", pair, exists, expect.not_found);
+    let pair = (&seen(LIMITED_KEY, &pattern), &seen(LIMITED_KEY, missing));
+    hidden(row, "missing role", pair, true, expect.not_found);
+}
+
 /// How an Alibaba test signs: signature 1.0 in the query, or ACS3 in the
 /// headers as the Tea SDK signs them (a fresh nonce each).
 #[derive(Clone, Copy)]
@@ -333,32 +378,18 @@ fn alibaba_row(scheme: Alibaba) {
     let valid = ask(KEY, &pattern, 0);
     let reply = call(&valid);
     screen(&mut row, &reply, base64(&reply.json()["Screenshot"]));
-    let wrong = answer::alibaba(&call(&ask((KEY_ID, "not-the-secret"), &pattern, 0)));
-    row.check("wrong secret", wrong, "400 SignatureDoesNotMatch");
-    let unknown = answer::alibaba(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
-    row.check("unknown key", unknown, "404 InvalidAccessKeyId.NotFound");
-    let dated = |secs| answer::alibaba(&call(&ask(KEY, &pattern, secs)));
-    let expected = "400 InvalidTimeStamp.Expired";
-    skewed(&mut row, dated, SKEW, expected);
-    row.check(
-        "replayed",
-        answer::alibaba(&call(&valid)),
-        "400 SignatureNonceUsed",
-    );
-
-    let ali = |key, instance: &str| answer::alibaba(&call(&ask(key, instance, 0))).about(instance);
-    let exists = eventually(|| ali(PROJECT_B_KEY, &guest.name).code == "IncorrectInstanceStatus");
-    let theirs = ali(PROJECT_A_KEY, &guest.name);
-    let pair = (&theirs, &ali(PROJECT_A_KEY, &missing));
-    hidden(
-        &mut row,
-        "other tenant",
-        pair,
-        exists,
-        "404 InvalidParameter",
-    );
-    let pair = (&ali(LIMITED_KEY, &pattern), &ali(LIMITED_KEY, &missing));
-    hidden(&mut row, "missing role", pair, true, "404 InvalidParameter");
+    let again = answer::alibaba(&call(&valid));
+    row.check("replayed", again, "400 SignatureNonceUsed");
+    let expect = Refusals {
+        wrong_secret: "400 SignatureDoesNotMatch",
+        unknown_key: "404 InvalidAccessKeyId.NotFound",
+        expired: "400 InvalidTimeStamp.Expired",
+        skew_secs: SKEW,
+        not_found: "404 InvalidParameter",
+        owner_sees: "IncorrectInstanceStatus",
+    };
+    let ask = |key: (&str, &str), instance: &str, skew| call(&ask(key, instance, skew));
+    signature_cells(&mut row, ask, answer::alibaba, &expect, (&guest, &missing));
     row.finish();
 }
 
@@ -409,7 +440,7 @@ fn aws_row(form: Form) {
                 let query = canonical_query(&params);
                 (format!("/ec2?{query}"), signer.headers("/ec2", &query))
             }
-            // Good for a minute: one signed an hour ago has expired.
+            // Good for a minute.
             Form::Presigned => (
                 format!("/ec2?{}", signer.presigned("/ec2", &params, 60)),
                 Vec::new(),
@@ -423,17 +454,8 @@ fn aws_row(form: Form) {
 
     let valid = ask(KEY, &pattern, 0);
     let reply = call(&valid);
-    screen(
-        &mut row,
-        &reply,
-        base64(&answer::element(&reply.text(), "imageData")),
-    );
-    let wrong = answer::aws(&call(&ask((KEY_ID, "not-the-secret"), &pattern, 0)));
-    row.check("wrong secret", wrong, "403 SignatureDoesNotMatch");
-    let unknown = answer::aws(&call(&ask(("vmshot-no-such-key", SECRET), &pattern, 0)));
-    row.check("unknown key", unknown, "401 AuthFailure");
-    let dated = |secs| answer::aws(&call(&ask(KEY, &pattern, secs)));
-    skewed(&mut row, dated, 3600, "400 RequestExpired");
+    let jpeg = base64(&answer::element(&reply.text(), "imageData"));
+    screen(&mut row, &reply, jpeg);
     // SigV4 has no nonce: the repeat passes, and meets the guest's interval.
     let again = answer::aws(&call(&valid));
     let reason = match form {
@@ -445,28 +467,18 @@ fn aws_row(form: Form) {
     let seen = format!("{reason} (seen: {again}, the interval)");
     let holds = again.to_string() == "503 RequestLimitExceeded";
     row.not_applicable("replayed", &seen, holds);
-
-    let ec2 = |key, instance: &str| answer::aws(&call(&ask(key, instance, 0))).about(instance);
-    let exists = eventually(|| ec2(PROJECT_B_KEY, &guest.name).code == "IncorrectInstanceState");
-    let pair = (
-        &ec2(PROJECT_A_KEY, &guest.name),
-        &ec2(PROJECT_A_KEY, &missing),
-    );
-    hidden(
-        &mut row,
-        "other tenant",
-        pair,
-        exists,
-        "400 InvalidInstanceID.NotFound",
-    );
-    let pair = (&ec2(LIMITED_KEY, &pattern), &ec2(LIMITED_KEY, &missing));
-    hidden(
-        &mut row,
-        "missing role",
-        pair,
-        true,
-        "400 InvalidInstanceID.NotFound",
-    );
+    // One signed an hour ago (or ahead) is past the ±5 min skew, and past
+    // a presigned URL's minute.
+    let expect = Refusals {
+        wrong_secret: "403 SignatureDoesNotMatch",
+        unknown_key: "401 AuthFailure",
+        expired: "400 RequestExpired",
+        skew_secs: 3600,
+        not_found: "400 InvalidInstanceID.NotFound",
+        owner_sees: "IncorrectInstanceState",
+    };
+    let ask = |key: (&str, &str), instance: &str, skew| call(&ask(key, instance, skew));
+    signature_cells(&mut row, ask, answer::aws, &expect, (&guest, &missing));
     row.finish();
 }
 
