@@ -412,12 +412,14 @@ fn novaclient_and_openstacksdk_read_the_console_log_as_nova_gives_it() {
                 user: "operator",
                 project: "0f5a0f5a",
                 roles: &["admin"],
+                expires: None,
             },
             Token {
                 id: member,
                 user: "alice",
                 project: "0a0a0a0a",
                 roles: &["member"],
+                expires: None,
             },
         ],
     );

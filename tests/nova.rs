@@ -29,6 +29,7 @@ fn nova_section(dir: &Path) -> String {
         user,
         project,
         roles,
+        expires: None,
     };
     section(
         dir,

@@ -25,10 +25,10 @@ use common::host::{qemu_pid, stall_guard, virsh, wait_until, Frozen, LibvirtdLoc
 use common::http::{send, Reply};
 use common::image_check::decode_rgb;
 use common::nova::{self, Token};
+use common::oracle::{authenticate, call, create, MEDIA_TYPE};
 use common::owned::Owned;
 use common::users::{ALICE_PASSWORD, BOB_PASSWORD, USERS};
 
-const MEDIA_TYPE: &str = "application/oracle-compute-v3+json";
 const CAPTURES: &str = "/console/screencapture";
 const ALICE: &str = "/Compute-acme/alice";
 const BOB: &str = "/Compute-acme/bob";
@@ -95,50 +95,6 @@ fn setup(start_delay_ms: u64) -> (LibvirtdLock, Daemon, std::path::PathBuf) {
     };
     let daemon = Daemon::start("", &oracle_section(&dir, knobs));
     (lock, daemon, dir)
-}
-
-/// One call with the cookie (if any) and Oracle's media type.
-fn call(d: &Daemon, cookie: Option<&str>, method: &str, path: &str, body: Option<Value>) -> Reply {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let cookie = cookie.map(|c| format!("nimbula={c}"));
-    let mut headers = vec![("Accept", MEDIA_TYPE)];
-    if !body.is_empty() {
-        headers.push(("Content-Type", MEDIA_TYPE));
-    }
-    if let Some(c) = &cookie {
-        headers.push(("Cookie", c));
-    }
-    send(d.addr, method, path, &headers, body.as_bytes())
-}
-
-/// The nimbula cookie's value for `user`, or the failed reply.
-fn authenticate(d: &Daemon, user: &str, password: &str) -> Result<String, Reply> {
-    let reply = call(
-        d,
-        None,
-        "POST",
-        "/authenticate/",
-        Some(json!({"user": user, "password": password})),
-    );
-    if reply.status != 204 {
-        return Err(reply);
-    }
-    let set = reply.header("Set-Cookie").expect("Set-Cookie").to_owned();
-    let value = set
-        .strip_prefix("nimbula=")
-        .and_then(|v| v.split(';').next())
-        .expect("a nimbula cookie");
-    Ok(value.to_owned())
-}
-
-fn create(d: &Daemon, cookie: &str, instance: &str) -> Reply {
-    call(
-        d,
-        Some(cookie),
-        "POST",
-        "/console/screencapture/",
-        Some(json!({"instance": instance, "cancel": false})),
-    )
 }
 
 fn path_of(name: &str) -> String {
@@ -253,6 +209,7 @@ fn a_capture_is_created_polled_to_complete_and_its_jpeg_served() {
         user: "operator",
         project: "0f5a",
         roles: &["admin"],
+        expires: None,
     };
     let config = oracle_section(&dir, PLAIN) + "\n" + &nova::section(&dir, &[admin]);
     let d = Daemon::start("", &config);

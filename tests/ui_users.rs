@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 
 use common::daemon::{Daemon, PROJECT_A, PROJECT_B};
 use common::fixtures::tempdir;
 use common::host::LibvirtdLock;
-use common::http::{parse, Reply};
+use common::http::Reply;
 use common::owned::Owned;
 use common::tls::Cert;
 // carol is bound to project A and bob to project B; alice has no project
@@ -30,18 +29,7 @@ fn https(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let mut tls = cert.client(addr, &[]);
-    let mut head =
-        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head += &format!("{name}: {value}\r\n");
-    }
-    head += &format!("Content-Length: {}\r\n\r\n", body.len());
-    tls.write_all(head.as_bytes()).unwrap();
-    tls.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw);
-    parse(&raw)
+    cert.request(addr, method, target, headers, body)
 }
 
 /// Logs `user` in; the session cookie's `name=value`, after checking its

@@ -20,13 +20,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use common::daemon::Daemon;
-use common::fixtures::{self, shows_pattern};
+use common::fixtures::{self, secret_file, shows_pattern};
 use common::host::{wait_until, LibvirtdLock};
 use common::http::{send, Reply};
 use common::image_check::decode_rgb;
+use common::oracle;
 use common::s3::S3Server;
 
-const MEDIA_TYPE: &str = "application/oracle-compute-v3+json";
 const ALICE: &str = "/Compute-acme/alice";
 const ALICE_PASSWORD: &str = "oracle-test-password-a";
 const BUCKET: &str = "captures-bucket";
@@ -56,14 +56,6 @@ user_id = "other@example.com"
 project_id = "9e9e9e9e-0000-4000-8000-000000000000"
 "#;
 
-fn secret_file(dir: &Path, name: &str, text: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 /// `[store]` (kept at `store`, so a restarted daemon finds it), `[oracle]`
 /// with the pattern guest, `[marketplace]` and `uploads` (an `[uploads]`
 /// body with its targets).
@@ -75,9 +67,9 @@ fn config(dir: &Path, store: &Path, uploads: &str) -> String {
          [marketplace]\ntokens_file = \"{}\"\n\n\
          {uploads}\n",
         store.display(),
-        secret_file(dir, "oracle-users.toml", USERS),
+        secret_file(dir, "oracle-users.toml", USERS).display(),
         fixtures::PATTERN.domain(),
-        secret_file(dir, "marketplace-tokens.toml", TOKENS),
+        secret_file(dir, "marketplace-tokens.toml", TOKENS).display(),
     )
 }
 
@@ -97,27 +89,8 @@ fn s3_target(s3: &S3Server, dir: &Path, secret: Option<&str>) -> String {
     )
 }
 
-fn oracle(
-    d: &Daemon,
-    cookie: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Reply {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let cookie = cookie.map(|c| format!("nimbula={c}"));
-    let mut headers = vec![("Accept", MEDIA_TYPE)];
-    if !body.is_empty() {
-        headers.push(("Content-Type", MEDIA_TYPE));
-    }
-    if let Some(c) = &cookie {
-        headers.push(("Cookie", c));
-    }
-    send(d.addr, method, path, &headers, body.as_bytes())
-}
-
 fn login(d: &Daemon) -> String {
-    let reply = oracle(
+    let reply = oracle::call(
         d,
         None,
         "POST",
@@ -134,7 +107,7 @@ fn login(d: &Daemon) -> String {
 
 /// Creates a capture of the pattern guest; its name.
 fn capture(d: &Daemon, cookie: &str) -> String {
-    let reply = oracle(
+    let reply = oracle::call(
         d,
         Some(cookie),
         "POST",
@@ -149,7 +122,7 @@ fn capture(d: &Daemon, cookie: &str) -> String {
 fn finished(d: &Daemon, cookie: &str, name: &str, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
-        let c = oracle(
+        let c = oracle::call(
             d,
             Some(cookie),
             "GET",
@@ -261,7 +234,7 @@ fn a_capture_lands_in_a_directory_and_a_bucket_whole_and_checked() {
     let done = finished(&d, &cookie, &name, Duration::from_secs(60));
     assert_eq!(done["state"], "complete", "{done}\n{}", d.logs());
 
-    let served = oracle(
+    let served = oracle::call(
         &d,
         Some(&cookie),
         "GET",
@@ -435,7 +408,7 @@ fn kill_9_halfway_resumes_from_the_recorded_chunks() {
         (Some("Completed"), Some(0)),
         "{s}"
     );
-    let served = oracle(
+    let served = oracle::call(
         &second,
         Some(&cookie),
         "GET",

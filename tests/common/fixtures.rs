@@ -142,6 +142,15 @@ pub fn tempdir() -> PathBuf {
     dir
 }
 
+/// `text` in `dir/name`, mode 0600: a secret file the daemon accepts.
+pub fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 /// Brings every fixture up (once per process; once per run thanks to the lock)
 /// and returns when every screen has settled.
 pub fn up() {

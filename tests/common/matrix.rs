@@ -3,7 +3,8 @@
 //! of a Markdown table to `target/reliability/<name>.md`.
 //! `scripts/reliability.sh` runs the rows and puts the lines into
 //! `docs/RELIABILITY.md`. A row is written before its test asserts, so a
-//! failing row still shows what it measured.
+//! failing row still shows what it measured. The auth matrix's rows
+//! (`AuthRow`) are written the same way.
 
 use std::fmt::Display;
 use std::path::PathBuf;
@@ -46,6 +47,93 @@ impl Row {
         std::fs::write(dir.join(format!("{}.md", self.name)), &line).unwrap();
         eprintln!("fault matrix row {}: {line}", self.name);
         met
+    }
+}
+
+/// A row of the auth matrix (`tests/auth_matrix.rs`): one scheme's answer
+/// to each kind of caller, in `COLUMNS`' order, written to
+/// `target/reliability/auth-<scheme>.md` before the test asserts.
+pub struct AuthRow {
+    scheme: &'static str,
+    cells: Vec<(&'static str, String)>,
+    misses: Vec<String>,
+}
+
+/// The matrix's columns after the scheme's name.
+pub const COLUMNS: [&str; 7] = [
+    "valid",
+    "wrong secret",
+    "unknown key",
+    "expired/skewed",
+    "replayed",
+    "other tenant",
+    "missing role",
+];
+
+impl AuthRow {
+    pub fn new(scheme: &'static str) -> Self {
+        Self {
+            scheme,
+            cells: Vec::new(),
+            misses: Vec::new(),
+        }
+    }
+
+    /// A cell: the answer observed, met if it is the one `expected`.
+    pub fn check(&mut self, column: &'static str, observed: impl Display, expected: impl Display) {
+        let (observed, expected) = (observed.to_string(), expected.to_string());
+        self.verdict(column, observed.clone(), observed == expected, &expected);
+    }
+
+    /// A cell whose answer `observed` was judged by the test (`met`).
+    pub fn verdict(&mut self, column: &'static str, observed: String, met: bool, expected: &str) {
+        if met {
+            self.cells.push((column, format!("{observed} ✓")));
+        } else {
+            self.cells
+                .push((column, format!("{observed} ✗ (expected {expected})")));
+            self.misses
+                .push(format!("{column}: {observed}, expected {expected}"));
+        }
+    }
+
+    /// A column that cannot apply, and why; `holds` says whether the test
+    /// saw the reason hold.
+    pub fn not_applicable(&mut self, column: &'static str, reason: &str, holds: bool) {
+        let text = format!("n/a — {reason}");
+        if holds {
+            self.cells.push((column, text));
+        } else {
+            self.cells
+                .push((column, format!("{text} ✗ (did not hold)")));
+            self.misses
+                .push(format!("{column}: the n/a reason did not hold"));
+        }
+    }
+
+    /// Writes the row, then fails the test on any cell that missed.
+    pub fn finish(self) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/reliability");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+        let mut line = format!("| {} |", self.scheme);
+        for column in COLUMNS {
+            let text = self
+                .cells
+                .iter()
+                .find(|(c, _)| *c == column)
+                .map_or("not checked", |(_, t)| t.as_str());
+            line += &format!(" {} |", cell(text));
+        }
+        line.push('\n');
+        std::fs::write(dir.join(format!("auth-{}.md", self.scheme)), &line).unwrap();
+        eprintln!("auth matrix row {}: {line}", self.scheme);
+        assert!(
+            self.misses.is_empty() && self.cells.len() == COLUMNS.len(),
+            "{}: {:#?}",
+            self.scheme,
+            self.misses
+        );
     }
 }
 

@@ -11,6 +11,7 @@ pub mod http;
 pub mod image_check;
 pub mod matrix;
 pub mod nova;
+pub mod oracle;
 pub mod owned;
 pub mod page;
 pub mod s3;

@@ -30,10 +30,13 @@ impl Owned {
              <devices><graphics type='vnc' autoport='yes' listen='127.0.0.1'/>\
              <video><model type='vga'/></video><memballoon model='none'/></devices></domain>"
         );
-        let file = super::fixtures::tempdir().join(format!("{name}.xml"));
+        let dir = super::fixtures::tempdir();
+        let file = dir.join(format!("{name}.xml"));
         std::fs::write(&file, xml).unwrap();
         remove(name);
         virsh(&["define", file.to_str().unwrap()]);
+        // libvirt keeps its own copy of the definition.
+        let _ = std::fs::remove_dir_all(&dir);
         let uuid = virsh(&["domuuid", name]).trim().to_owned();
         Self {
             name: name.to_owned(),

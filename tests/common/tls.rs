@@ -60,6 +60,29 @@ impl Cert {
         rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap())
     }
 
+    /// One HTTPS request to `addr`, as a browser at https://localhost sends it.
+    pub fn request(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> super::http::Reply {
+        let mut tls = self.client(addr, &[]);
+        let mut head =
+            format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            head += &format!("{name}: {value}\r\n");
+        }
+        head += &format!("Content-Length: {}\r\n\r\n", body.len());
+        tls.write_all(head.as_bytes()).unwrap();
+        tls.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        let _ = tls.read_to_end(&mut raw);
+        super::http::parse(&raw)
+    }
+
     /// A GET over TLS to `addr`; the raw reply.
     pub fn get(&self, addr: SocketAddr, path: &str) -> std::io::Result<String> {
         let mut tls = self.client(addr, &[]);
