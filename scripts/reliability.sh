@@ -13,19 +13,22 @@
 # kind of caller, written between the auth markers the same way. It injects
 # no fault: `--only auth` runs it alone, beside anything else on the host.
 #
-#   bash scripts/reliability.sh [--only faults|auth] [--debug]
+#   bash scripts/reliability.sh [--only faults|auth] [--debug | --no-run]
 #
 # --debug builds the tests without optimisation (quicker to build; the fault
 # matrix's timings are then not the release's) and says so in the doc.
+# --no-run runs nothing: it writes the rows the last `cargo test` left in
+# target/reliability (CI's, say: scripts/test.sh runs both tests), and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    echo "usage: bash scripts/reliability.sh [--only faults|auth] [--debug]" >&2
+    echo "usage: bash scripts/reliability.sh [--only faults|auth] [--debug | --no-run]" >&2
     exit 2
 }
 command=(bash scripts/reliability.sh "$@")
 only=all
+run=yes
 profile=(--release)
 build="release build"
 while [[ $# -gt 0 ]]; do
@@ -38,6 +41,11 @@ while [[ $# -gt 0 ]]; do
         --debug)
             profile=()
             build="debug build"
+            shift
+            ;;
+        --no-run)
+            run=no
+            build="rows left by the last \`cargo test\` (its build)"
             shift
             ;;
         *) usage ;;
@@ -61,13 +69,16 @@ PY
 
 # Where and how a table was made.
 run_line() {
-    echo "Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, $(. /etc/os-release && echo "$PRETTY_NAME"),"
+    # With --no-run, when the rows were written (the newest of them).
+    local at=now
+    [[ $run == yes ]] || at=@$(stat -c %Y target/reliability/*.md | sort -n | tail -1)
+    echo "Run $(date -u -d "$at" '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, $(. /etc/os-release && echo "$PRETTY_NAME"),"
     echo "libvirt $(libvirtd --version | awk '{print $NF}'), QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') (TCG), $build:"
     echo "\`${command[*]}\`."
     echo
 }
 
-bash scripts/setup-host.sh
+[[ $run == no ]] || bash scripts/setup-host.sh
 mkdir -p target/reliability
 status=0
 table="$(mktemp)"
@@ -76,8 +87,10 @@ trap 'rm -f "$table"' EXIT
 if [[ $only != auth ]]; then
     # The rows in the issue's order; a row that did not run shows as such.
     rows=(kill9 libvirtd guest-changes frozen disk-full object-store damaged-at-start)
-    for row in "${rows[@]}"; do rm -f "target/reliability/$row.md"; done
-    cargo test --locked "${profile[@]}" --test faults -- --test-threads=1 || status=$?
+    if [[ $run == yes ]]; then
+        for row in "${rows[@]}"; do rm -f "target/reliability/$row.md"; done
+        cargo test --locked "${profile[@]}" --test faults -- --test-threads=1 || status=$?
+    fi
     {
         run_line
         echo "| fault | expected | measured | met |"
@@ -99,8 +112,10 @@ if [[ $only != faults ]]; then
     # shows as such.
     schemes=(alibaba-v1 alibaba-acs3 aws-sigv4-header aws-sigv4-presigned oracle-nimbula
         nova-token huawei-sdk-hmac huawei-token marketplace-bearer native-session)
-    rm -f target/reliability/auth-*.md
-    cargo test --locked "${profile[@]}" --test auth_matrix || status=$?
+    if [[ $run == yes ]]; then
+        rm -f target/reliability/auth-*.md
+        cargo test --locked "${profile[@]}" --test auth_matrix || status=$?
+    fi
     {
         run_line
         echo "| scheme | valid | wrong secret | unknown key | expired/skewed | replayed | other tenant | missing role |"
