@@ -112,6 +112,15 @@ kind = "dir"
 path = "$work/state/uploads"
 [ui]
 access = "loopback"
+TOML
+    if [ "$mode" = soak ]; then
+        # The host is shared: the diagnosis watcher would keep a VNC mirror
+        # (3-8 MiB, a socket, a task) of every other guest that comes and goes
+        # on this libvirtd, and the soak's lines would follow other people's
+        # tests. Off for the soak; on (the default) for saturation and smoke.
+        printf '[diagnosis]\nenabled = false\n'
+    fi
+    cat <<TOML
 # Throttles off: the limits under load are the capture cap (4 at once, 64
 # waiting, then "busy") and the machine, not an interval per guest.
 [alibaba]
