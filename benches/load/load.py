@@ -815,8 +815,11 @@ def main():
     res = soak(daemon, ctx, args, work, log, args.minutes, sat)
     meta["load_after"] = uptime()
     csv_rel = "docs/soak/soak.csv"
-    write_csv(os.path.join(args.repo, csv_rel), res["samples"])
-    with open(os.path.join(args.repo, "docs", "soak", "soak.json"), "w") as f:
+    # --no-docs: the samples go beside the state directory, the repo is untouched.
+    out_dir = os.path.dirname(args.state) if args.no_docs else os.path.join(args.repo, "docs", "soak")
+    write_csv(os.path.join(out_dir, "soak.csv"), res["samples"])
+    log(f"samples: {os.path.join(out_dir, 'soak.csv')}")
+    with open(os.path.join(out_dir, "soak.json"), "w") as f:
         json.dump({"meta": meta, **{k: v for k, v in res.items() if k != "samples"}}, f, indent=1)
     table = soak_table(res, meta, csv_rel)
     print(table)
