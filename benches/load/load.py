@@ -530,7 +530,25 @@ def soak(daemon, ctx, args, work, log, minutes, sat, conns=16):
         before = daemon.outcomes()
         nxt = {}
         gen = threading.Thread(target=lambda k=minute: nxt.setdefault("p", make(k)))
+        # The process is read every 5 s through the minute and the minute's
+        # median kept: a recording's encoder alone is ~27 MiB of heap while it
+        # runs, so one reading would say more about where the recorder was in
+        # its cycle than about the trend.
+        readings = []
+        stop = threading.Event()
+
+        def read_proc():
+            while not stop.wait(5):
+                try:
+                    readings.append(proc_sample(daemon.pid))
+                except OSError:
+                    return
+
+        reader = threading.Thread(target=read_proc, daemon=True)
+        reader.start()
         r = run_wrk(daemon, path, conns, 60, rate=rate)
+        stop.set()
+        reader.join()
         out = delta(daemon.outcomes(), before)
         if minute < minutes:
             # The next minute's requests, freshly signed, made after this
@@ -558,7 +576,12 @@ def soak(daemon, ctx, args, work, log, minutes, sat, conns=16):
         s = {"minute": minute, "elapsed_s": round(time.time() - t0)}
         if not daemon.alive():
             raise SystemExit(f"the daemon died in minute {minute}")
-        s.update(proc_sample(daemon.pid))
+        now = proc_sample(daemon.pid)
+        readings = readings or [now]
+        for k in ("rss_kb", "fds", "threads"):
+            vals = sorted(x[k] for x in readings)
+            s[k] = vals[len(vals) // 2]
+        s["rss_max_kb"] = max(x["rss_kb"] for x in readings)
         s.update(store_sample(daemon.state))
         s["store_bytes"] = store_total(s)
         s["mirrors"] = daemon.gauge("vmshot_vnc_mirrors")
@@ -723,7 +746,7 @@ def soak_table(s, meta, csv_rel):
 
 
 CSV_FIELDS = [
-    "minute", "elapsed_s", "rss_kb", "fds", "threads", "store_bytes", "db_bytes", "wal_bytes", "media_bytes",
+    "minute", "elapsed_s", "rss_kb", "rss_max_kb", "fds", "threads", "store_bytes", "db_bytes", "wal_bytes", "media_bytes",
     "recordings_bytes", "uploads_bytes", "requests", "rps", "ok", "busy", "failures", "p50_ms", "p99_ms",
     "recordings_running", "recordings_started", "recordings_deleted", "captures_recorded", "mirrors", "load1", "wrapped",
 ]
