@@ -8,8 +8,8 @@
 -- time window), made by benches/load/requests.py. Thread n of T takes lines
 -- n, n+T, ...: no request goes out twice. A thread that runs out starts over
 -- and says so ("wrapped"): the run is then invalid, not quietly repeated.
--- With RATE_PER_SEC, each connection waits between requests so that all of
--- them together send about that many a second (wrk's delay(); wrk2 is not in
+-- With RATE_PER_SEC, requests are sent on a schedule of that many a second
+-- (wrk's delay() waits for each one's slot; wrk2, which does this, is not in
 -- Debian). At the end one line "RESULT {json}" on stdout.
 
 local threads = {}
@@ -27,7 +27,7 @@ local n = 0
 local i = 0
 counts = {}
 wrapped = 0
-local pause_ms = 0
+local slot_ms = 0
 
 function init(args)
     local path = args[1]
@@ -44,11 +44,23 @@ function init(args)
         error("no requests for thread " .. id .. " in " .. path)
     end
     local rate = tonumber(args[2] or "0")
-    local conns = tonumber(os.getenv("WRK_CONNECTIONS") or "1")
     if rate > 0 then
-        -- Each connection sends one request per pause: conns/rate seconds.
-        pause_ms = math.floor(conns * 1000 / rate)
+        -- This thread's share of the rate: its k-th request is due k slots
+        -- after its first, whatever the answers' latency (an open schedule,
+        -- as wrk2 keeps; a connection still busy sends its slot late).
+        slot_ms = nthreads * 1000 / rate
     end
+end
+
+local ffi = require("ffi")
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } replay_timespec;
+int clock_gettime(int clock, replay_timespec *ts);
+]]
+local ts = ffi.new("replay_timespec")
+local function now_ms()
+    ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
 end
 
 function request()
@@ -61,8 +73,13 @@ function request()
 end
 
 if os.getenv("WRK_PACED") == "1" then
+    local first, sent = nil, 0
     function delay()
-        return pause_ms
+        local now = now_ms()
+        first = first or now
+        sent = sent + 1
+        local wait = first + sent * slot_ms - now
+        return wait > 0 and math.floor(wait) or 0
     end
 end
 
