@@ -18,6 +18,7 @@
 #   state directory; default a temp dir, removed at the end).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/benches/lib.sh"
 mode=${1:-saturate}
 [ $# -gt 0 ] && shift
 minutes=60
@@ -155,11 +156,7 @@ for d in "${domains[@]}"; do uuids+=("$(virsh -q -c "$uri" domuuid "$d")"); done
 # Normal priority: the daemon is what is measured (builds run under nice).
 RUST_LOG=warn "$bin" serve --config "$work/vmshot.toml" 2>>"$work/vmshot.log" &
 pid=$!
-for _ in $(seq 1 200); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/vmshot.log" >&2; exit 1; }
-    sleep 0.1
-done
+wait_healthy "$port" "$pid" "$work/vmshot.log"
 
 python3 "$repo/benches/load/load.py" "$mode" --minutes "$minutes" \
     --url "http://127.0.0.1:$port" --pid "$pid" --state "$work/state" --log "$work/vmshot.log" \
