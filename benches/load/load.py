@@ -627,8 +627,8 @@ def machine():
     cpus = os.cpu_count()
     with open("/proc/meminfo") as f:
         mem = int(f.readline().split()[1]) / 1048576
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
-    return f"{cpus} CPUs, {mem:.1f} GiB, kernel {os.uname().release}; {wrk}"
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[:2]
+    return f"{cpus} CPUs, {mem:.1f} GiB, kernel {os.uname().release}; {' '.join(wrk)} (client on the same cores)"
 
 
 def uptime():
