@@ -38,7 +38,7 @@ DOCUMENTED_BUSY = {
     "alibaba": {"503 ServiceUnavailable", "400 Throttling"},
     "aws": {"503 Unavailable", "503 ServiceUnavailable", "503 RequestLimitExceeded"},
     "native": {"503 busy", "429 throttled"},
-    "oracle": {"503 Too many screen captures are in progress", "429 APITooManyRequestsError"},
+    "oracle": {"503 Too many screen captures are in progress", "429 You can take only one screen capture"},
     "nova": {"503 serviceUnavailable"},
     "huawei": {"503 WKS.0503", "429 WKS.0429"},
     "marketplace": set(),

@@ -86,13 +86,16 @@ end
 local function code_of(body)
     -- The dialects' error codes: Alibaba/Oracle JSON "Code", EC2 XML <Code>,
     -- Huawei "error_code", Marketplace "errorCode", native {"error":{"code"}},
-    -- Nova's faults ("itemNotFound": {"code": 404} -> the fault's name).
+    -- Nova's faults ("itemNotFound": {"code": 404} -> the fault's name),
+    -- Oracle's {"message"} (its first words).
     return body:match('"Code"%s*:%s*"([^"]+)"')
         or body:match("<Code>([^<]+)</Code>")
         or body:match('"error_code"%s*:%s*"([^"]+)"')
         or body:match('"errorCode"%s*:%s*"([^"]+)"')
         or body:match('"code"%s*:%s*"([^"]+)"')
         or body:match('^{%s*"([%w_]+)"%s*:%s*{')
+        -- Oracle's errors carry a message only: its first words.
+        or body:match('"message"%s*:%s*"([^".;:]+)')
         or "-"
 end
 
