@@ -127,8 +127,9 @@ TOML
 [alibaba]
 credentials_file = "$work/keys.toml"
 throttle_interval_secs = 0
-# Room for every nonce of a saturation run (kept 30 min; ~54 MiB at start).
-max_nonces = 1000000
+# Room for every nonce of a saturation run and of the soak's half hour of
+# them (kept 30 min; ~52 MiB, resident from the start).
+max_nonces = 500000
 [aws]
 credentials_file = "$work/keys.toml"
 throttle_interval_secs = 0
