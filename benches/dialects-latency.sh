@@ -10,6 +10,7 @@
 # and the SDK venv.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/benches/lib.sh"
 domain=${1:-vmshot-fx-panic}
 runs=${2:-100}
 work=$(mktemp -d)
@@ -47,10 +48,7 @@ if [ "${VMSHOT_STORE:-0}" = 1 ]; then
 fi
 RUST_LOG=warn "$repo/target/release/vmshot" serve --config "$work/vmshot.toml" 2>"$work/vmshot.log" &
 pid=$!
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null http://127.0.0.1:18483/healthz && break
-    sleep 0.1
-done
+wait_healthy 18483 "$pid" "$work/vmshot.log"
 
 "$repo/target/sdk-venv/bin/python" "$repo/benches/dialects_latency.py" \
     --vmshot http://127.0.0.1:18483 --instance i-bench --runs "$runs"

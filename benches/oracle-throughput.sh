@@ -13,6 +13,7 @@
 # example, whose password that file gives.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/benches/lib.sh"
 domain=${1:-vmshot-fx-panic}
 jobs=${2:-100}
 clients=${3:-1,4}
@@ -56,11 +57,7 @@ capture_interval_secs = 0
 TOML
 RUST_LOG=warn "$repo/target/release/vmshot" serve --config "$work/vmshot.toml" 2>"$work/vmshot.log" &
 pid=$!
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/vmshot.log" >&2; exit 1; }
-    sleep 0.1
-done
+wait_healthy "$port" "$pid" "$work/vmshot.log"
 
 "$repo/target/sdk-venv/bin/python" "$repo/benches/oracle_throughput.py" \
     --vmshot "http://127.0.0.1:$port" --instance i-bench \

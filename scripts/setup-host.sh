@@ -25,6 +25,7 @@ packages=(
     chromium chromium-driver                                # tests/ui.rs: the live page in headless Chromium, through chromedriver
     dpkg-dev debootstrap systemd-container                  # scripts/package-test.sh: cargo deb's dependencies (dpkg-shlibdeps), a Debian 12 booted in systemd-nspawn
     make                                                    # fuzz/run.sh: cargo-afl builds AFL++ with make (and gcc)
+    wrk curl                                                # benches/load.sh: the HTTP load generator (with LuaJIT), the daemon's health check
 )
 missing=()
 for p in "${packages[@]}"; do

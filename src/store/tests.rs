@@ -991,3 +991,42 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One transaction far larger than usual (the hourly retention's, on a busy
+/// host) does not leave the WAL file that large: the next write after its
+/// checkpoint cuts it back to `WAL_SIZE_LIMIT` (the load soak's WAL line).
+#[tokio::test]
+async fn a_large_transaction_does_not_leave_the_wal_large() {
+    let dir = temp_dir("wal-limit");
+    let store = Store::open(settings(&dir)).await.unwrap();
+    let wal = dir.join("vmshot.db-wal");
+    store
+        .call(|db| {
+            Ok(db.conn.execute_batch(
+                "CREATE TABLE big (x BLOB); \
+                 WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 24000) \
+                 INSERT INTO big SELECT randomblob(1000) FROM c;",
+            )?)
+        })
+        .await
+        .unwrap();
+    let peak = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        peak > 2 * open::WAL_SIZE_LIMIT,
+        "the test's transaction was small: {peak}"
+    );
+    // Its commit checkpointed; the next writer starts the log over.
+    store
+        .call(|db| Ok(db.conn.execute_batch("DELETE FROM big;")?))
+        .await
+        .unwrap();
+    store
+        .call(|db| Ok(db.conn.execute_batch("INSERT INTO big VALUES (1);")?))
+        .await
+        .unwrap();
+    let after = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        after <= open::WAL_SIZE_LIMIT,
+        "the WAL stayed at {after} bytes (peak {peak})"
+    );
+}

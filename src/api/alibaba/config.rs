@@ -21,7 +21,7 @@ pub struct Section {
     /// Accepted clock difference for request timestamps, in seconds.
     pub timestamp_skew_secs: u64,
     /// Signature nonces remembered at once, shared evenly among the keys
-    /// (~54 bytes each, allocated at start).
+    /// (~77 bytes each, allocated at start).
     pub max_nonces: usize,
     /// Accept signature 1.0 (the classic SDK's). It does not cover the host:
     /// a request captured for one host can be replayed once, within the

@@ -24,7 +24,7 @@ pub struct Section {
     /// gateway: 15 min).
     pub timestamp_skew_secs: u64,
     /// Signatures remembered (for twice the skew) to refuse replays, shared
-    /// evenly among the keys (~54 bytes each, allocated at start).
+    /// evenly among the keys (~77 bytes each, allocated at start).
     pub max_nonces: usize,
 }
 
