@@ -1034,28 +1034,7 @@ fn a_full_state_directory_refuses_new_work_in_each_dialect_and_recovers() {
 
 /// A capture job of `guest` through Oracle, waited on until it ends; its name.
 fn oracle_capture(addr: std::net::SocketAddr, cookie: &str) -> String {
-    let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let name = loop {
-        match oracle(
-            addr,
-            Some(cookie),
-            "POST",
-            "/console/screencapture/",
-            Some(body.clone()),
-        ) {
-            Some(r) if r.status == 201 => break r.json()["name"].as_str().unwrap().to_owned(),
-            // Oracle's interval between two captures of one instance.
-            r => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no capture: {:?}",
-                    r.map(|r| r.text())
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
+    let name = oracle_capture_started(addr, cookie);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = oracle(
@@ -1342,7 +1321,8 @@ fn the_object_store_down_slow_or_failing_mid_upload_delays_it_and_never_corrupts
     assert!(met, "{outcomes:#?}\n{}", d.logs());
 }
 
-/// An Oracle capture of `guest` created (its interval waited out); its name.
+/// An Oracle capture of `guest` created (Oracle's interval between two
+/// captures of one instance waited out); its name.
 fn oracle_capture_started(addr: std::net::SocketAddr, cookie: &str) -> String {
     let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
     let deadline = Instant::now() + Duration::from_secs(30);
