@@ -1512,18 +1512,6 @@ fn guests_destroyed_undefined_or_resized_under_capture_mirror_and_recording() {
     common::host::wait_until("two more frames recorded", Duration::from_secs(30), || {
         frames() >= recorded + 2
     });
-    // Mirrors are keyed by UUID; each that dies is let go of, and logged
-    // with it, at its next use or the registry's next sweep (30 s).
-    let lost = Instant::now();
-    let mirror_lost = |g: &EventsGuest| {
-        d.logs()
-            .lines()
-            .any(|l| l.contains("VNC mirror lost") && l.contains(&g.uuid))
-    };
-    while !guests[..2].iter().all(mirror_lost) && lost.elapsed() < Duration::from_secs(45) {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let mirrors_closed = guests[..2].iter().all(mirror_lost);
 
     let answers = answers.lock().unwrap().clone();
     let seen = |i: usize| -> BTreeSet<Got> {
@@ -1643,7 +1631,7 @@ fn guests_destroyed_undefined_or_resized_under_capture_mirror_and_recording() {
     let mut row = Row::new(
         "guest-changes",
         "under Alibaba screenshots without pause, an open VNC mirror and a running recording each: one guest destroyed, one undefined while running then destroyed, one rebooted (1024x768, SeaBIOS's prompt at 720x400 for 3 s, 1024x768)",
-        "every answer an image of one of the guest's real sizes or the dialect's own refusal, none broken, none slower than the libvirt deadline; the destroyed guest refused within 1 s, the gone guests' mirrors closed; the rebooted guest's mirror follows its size; the destroyed guest's recording waits for it to start again, and ends by itself (\"the domain is gone\") once it is undefined, as does the undefined one's; the rebooted one's when stopped; every file whole, the events telling the stop and the resizes",
+        "every answer an image of one of the guest's real sizes or the dialect's own refusal, none broken, none slower than the libvirt deadline; the destroyed guest refused within 1 s; the rebooted guest's mirror follows its size; the destroyed guest's recording waits for it to start again, and ends by itself (\"the domain is gone\") once it is undefined, as does the undefined one's; the rebooted one's when stopped; every file whole, the events telling the stop and the resizes",
     );
     row.figure("screenshots answered", answers.len());
     row.figure("broken", broken.len());
@@ -1654,7 +1642,6 @@ fn guests_destroyed_undefined_or_resized_under_capture_mirror_and_recording() {
     );
     row.figure("undefined: answers", format!("{:?}", seen(1)));
     row.figure("rebooted: answers", format!("{:?}", seen(2)));
-    row.figure("the gone guests' mirrors closed", mirrors_closed);
     row.figure(
         "rebooted guest's mirror holds its screen after",
         mirror_followed,
@@ -1670,7 +1657,6 @@ fn guests_destroyed_undefined_or_resized_under_capture_mirror_and_recording() {
             && gone_after(0).is_some_and(|t| t < Duration::from_secs(1))
             && odd_sizes.is_empty()
             && mirror_followed
-            && mirrors_closed
             && rec_wrong == 0,
     );
     assert!(

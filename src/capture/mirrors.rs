@@ -189,24 +189,13 @@ impl Mirrors {
     }
 
     /// Closes the mirrors unused for `idle_after` and forgets old failures;
-    /// lets go of dead ones (a guest destroyed is asked for no more, so
-    /// `ready` would never see it); if screens grew past the budget, closes
-    /// the least recently used.
+    /// if screens grew past the budget, closes the least recently used.
     fn sweep_once(&self) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.retain(|domain, slot| match slot {
             Slot::Open { used, .. } if used.elapsed() >= self.policy.idle_after => {
                 tracing::debug!(domain, "closing an idle VNC mirror");
                 false
-            }
-            Slot::Open { mirror, .. } if !mirror.is_alive() => {
-                tracing::info!(
-                    domain,
-                    reason = mirror.failure().unwrap_or_default(),
-                    "VNC mirror lost; screenshots until a retry"
-                );
-                *slot = Slot::Failed { at: Instant::now() };
-                true
             }
             Slot::Failed { at } => at.elapsed() < self.policy.retry_after,
             _ => true,
