@@ -22,7 +22,6 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -32,7 +31,7 @@ use common::daemon::{
 };
 use common::fixtures::{self, shows_pattern, tempdir, PATTERN};
 use common::host::{ensure_libvirtd, LibvirtdLock};
-use common::http::{send, Reply};
+use common::http::{base64_bytes, send, Reply};
 use common::image_check::decode_rgb;
 use common::matrix::AuthRow;
 use common::nova::{self, Token};
@@ -191,12 +190,6 @@ fn valid_cell(row: &mut AuthRow, reply: &Reply, ok: bool, expected: &str) {
         format!("{} {}", reply.status, clip(&reply.text()))
     };
     row.verdict("valid", observed, ok, expected);
-}
-
-fn base64(text: &Value) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.as_str()?)
-        .ok()
 }
 
 fn clip(text: &str) -> String {
@@ -377,7 +370,7 @@ fn alibaba_row(scheme: Alibaba) {
 
     let valid = ask(KEY, &pattern, 0);
     let reply = call(&valid);
-    screen(&mut row, &reply, base64(&reply.json()["Screenshot"]));
+    screen(&mut row, &reply, base64_bytes(&reply.json()["Screenshot"]));
     let again = answer::alibaba(&call(&valid));
     row.check("replayed", again, "400 SignatureNonceUsed");
     let expect = Refusals {
@@ -454,7 +447,7 @@ fn aws_row(form: Form) {
 
     let valid = ask(KEY, &pattern, 0);
     let reply = call(&valid);
-    let jpeg = base64(&answer::element(&reply.text(), "imageData"));
+    let jpeg = base64_bytes(&answer::element(&reply.text(), "imageData"));
     screen(&mut row, &reply, jpeg);
     // SigV4 has no nonce: the repeat passes, and meets the guest's interval.
     let again = answer::aws(&call(&valid));

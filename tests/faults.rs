@@ -1357,11 +1357,7 @@ enum Got {
 
 /// The image in an Alibaba screenshot's answer (base64 in `Screenshot`).
 fn alibaba_image(answer: &Value) -> Result<image::DynamicImage, String> {
-    use base64::Engine;
-    let text = answer["Screenshot"].as_str().ok_or("no Screenshot")?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| e.to_string())?;
+    let bytes = common::http::base64_bytes(&answer["Screenshot"]).ok_or("no Screenshot")?;
     image::load_from_memory(&bytes).map_err(|e| e.to_string())
 }
 

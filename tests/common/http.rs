@@ -155,3 +155,12 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[size + 2..];
     }
 }
+
+/// The bytes of a base64 string in a JSON answer (Alibaba's `Screenshot`,
+/// EC2's `imageData`), if it is one.
+pub fn base64_bytes(text: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_str()?)
+        .ok()
+}
