@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_actions_changed.sql"),
     include_str!("migrations/0004_recordings.sql"),
     include_str!("migrations/0005_uploads.sql"),
+    include_str!("migrations/0006_actions_started.sql"),
 ];
 
 /// The newest schema this binary knows.
