@@ -128,8 +128,9 @@ TOML
 credentials_file = "$work/keys.toml"
 throttle_interval_secs = 0
 # Room for every nonce of a saturation run and of the soak's half hour of
-# them (kept 30 min; ~52 MiB, resident from the start).
-max_nonces = 500000
+# them (kept 30 min) on a quiet host: ~1,100 Alibaba calls a second; ~208 MiB,
+# resident from the start.
+max_nonces = 2000000
 [aws]
 credentials_file = "$work/keys.toml"
 throttle_interval_secs = 0
