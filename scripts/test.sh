@@ -18,6 +18,11 @@ bash scripts/check-layers.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# The load driver against the debug build just tested (benches/load.sh): every
+# dialect for 5 s, then a minute of them mixed with recordings churning; a
+# crash or any answer beyond the documented busy ones fails. The figures in
+# docs/RELIABILITY.md are the release build's saturation and hour.
+VMSHOT_BIN=target/debug/vmshot bash benches/load.sh smoke
 # The Debian package on a fresh Debian 12 booted under systemd (in
 # systemd-nspawn; its root file system cached in target/pkgtest), packaging
 # the debug build just tested rather than building for release.

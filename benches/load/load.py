@@ -718,7 +718,7 @@ def soak_table(s, meta, csv_rel):
     last = s["samples"][-1]
     lines = [
         f"Date: {meta['date']}. Machine: {meta['machine']}. Load average before/after: "
-        f"{meta['load_before']} / {meta['load_after']} (shared host).",
+        f"{meta['load_before']} / {meta['load_after']}.",
         "",
         f"Command: `benches/load.sh soak {s['minutes']}`; ran {s['duration_s'] / 60:.1f} min. Mix (weights): "
         + ", ".join(f"{d} {w:g}" for d, w in s["mix"].items())
