@@ -670,7 +670,7 @@ def fmt_counts(statuses):
 def saturation_table(results, ceiling, meta):
     lines = [
         f"Date: {meta['date']}. Machine: {meta['machine']}. Load average before/after: "
-        f"{meta['load_before']} / {meta['load_after']} (a shared host: other builds and tests ran).",
+        f"{meta['load_before']} / {meta['load_after']}.",
         "",
         f"{meta['seconds']} s per level, concurrency doubled from 1 until two levels in a row add under 5%; "
         "the saturating concurrency is the smallest within 5% of the best req/s. Every dialect over "
