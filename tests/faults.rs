@@ -23,6 +23,7 @@ use common::host::{
 };
 use common::http::{try_send, Reply};
 use common::matrix::{ms, percentile, Rng, Row};
+use common::oracle;
 use common::owned::Owned;
 use common::s3::S3Server;
 use common::signing::screenshot_query;
@@ -30,7 +31,6 @@ use common::users::{ALICE_PASSWORD, USERS};
 
 const BUCKET: &str = "faults";
 const HUAWEI_TOKEN: &str = "huawei-fault-token-project-a-0001";
-const ORACLE_TYPE: &str = "application/oracle-compute-v3+json";
 const ALICE: &str = "/Compute-acme/alice";
 
 fn secret_file(dir: &Path, name: &str, text: &str) -> String {
@@ -97,35 +97,15 @@ struct Acks {
     recordings: BTreeSet<String>,
 }
 
-fn oracle(
-    addr: std::net::SocketAddr,
-    cookie: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Option<Reply> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let cookie = cookie.map(|c| format!("nimbula={c}"));
-    let mut headers = vec![("Accept", ORACLE_TYPE)];
-    if !body.is_empty() {
-        headers.push(("Content-Type", ORACLE_TYPE));
-    }
-    if let Some(c) = &cookie {
-        headers.push(("Cookie", c));
-    }
-    try_send(addr, method, path, &headers, body.as_bytes())
-}
-
 fn oracle_login(addr: std::net::SocketAddr) -> Option<String> {
-    let reply = oracle(
+    let reply = oracle::try_call(
         addr,
         None,
         "POST",
         "/authenticate/",
         Some(json!({"user": ALICE, "password": ALICE_PASSWORD})),
     )?;
-    let set = reply.header("Set-Cookie")?;
-    Some(set.strip_prefix("nimbula=")?.split(';').next()?.to_owned())
+    oracle::cookie_of(&reply)
 }
 
 fn huawei(
@@ -176,7 +156,7 @@ fn load(
                 cookie = oracle_login(addr);
             }
             let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
-            match oracle(
+            match oracle::try_call(
                 addr,
                 cookie.as_deref(),
                 "POST",
@@ -880,7 +860,7 @@ fn a_full_state_directory_refuses_new_work_in_each_dialect_and_recovers() {
     let cookie = oracle_login(addr).expect("oracle login");
     let job = |cookie: &str| {
         let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
-        oracle(
+        oracle::try_call(
             addr,
             Some(cookie),
             "POST",
@@ -891,7 +871,7 @@ fn a_full_state_directory_refuses_new_work_in_each_dialect_and_recovers() {
     let finished = |name: &str| -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let r = oracle(
+            let r = oracle::try_call(
                 addr,
                 Some(&cookie),
                 "GET",
@@ -1037,7 +1017,7 @@ fn oracle_capture(addr: std::net::SocketAddr, cookie: &str) -> String {
     let name = oracle_capture_started(addr, cookie);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let job = oracle(
+        let job = oracle::try_call(
             addr,
             Some(cookie),
             "GET",
@@ -1111,7 +1091,7 @@ fn a_damaged_store_or_media_file_found_at_start_is_refused_never_served() {
             ("truncated", &names[0], id0),
             ("one byte changed", &names[1], id1),
         ] {
-            let o = oracle(
+            let o = oracle::try_call(
                 d.addr,
                 Some(&cookie),
                 "GET",
@@ -1144,7 +1124,7 @@ fn a_damaged_store_or_media_file_found_at_start_is_refused_never_served() {
             }
         }
         // The intact one is still served, byte for byte as recorded.
-        let intact = oracle(
+        let intact = oracle::try_call(
             d.addr,
             Some(&cookie),
             "GET",
@@ -1327,7 +1307,7 @@ fn oracle_capture_started(addr: std::net::SocketAddr, cookie: &str) -> String {
     let body = json!({"instance": format!("{ALICE}/guest"), "cancel": false});
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match oracle(
+        match oracle::try_call(
             addr,
             Some(cookie),
             "POST",
